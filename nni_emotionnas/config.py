@@ -1,0 +1,111 @@
+"""The experiment file: one YAML that names the corpus, protocol, features and later stages."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from nni_emotionnas.configparse import load_yaml, parse
+
+
+def default_cache_dir() -> Path:
+    """Where features and generated corpora are cached unless the experiment says otherwise."""
+    return Path(os.environ.get("EMOTIONNAS_CACHE", Path.home() / ".cache" / "nni_emotionnas"))
+
+
+@dataclass
+class LabelConfig:
+    """Which labels a run uses: `map` renames/merges raw labels, `keep` selects classes (in this order)."""
+
+    keep: Optional[list[str]] = None
+    map: dict[str, str] = field(default_factory=dict)
+    drop_unknown: bool = False
+
+
+@dataclass
+class CorpusConfig:
+    reader: Literal["iemocap", "emodb", "ravdess", "cremad", "manifest", "folders", "synthetic"]
+    path: Optional[str] = None
+    options: dict[str, Any] = field(default_factory=dict)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    on_bad_audio: Literal["error", "skip"] = "error"
+
+
+@dataclass
+class ProtocolConfig:
+    """How utterances split into speaker-independent folds.
+
+    `auto` picks leave-one-session-out when sessions hold several speakers (IEMOCAP), else
+    leave-one-speaker-out. `folds` restricts a run to some fold names. `require_all_classes` refuses
+    folds whose validation or test speakers lack a class (training splits must always have every class).
+    """
+
+    kind: Literal["auto", "leave_one_session_out", "leave_one_speaker_out", "group_kfold"] = "auto"
+    swap_val_test: bool = False
+    k: int = 5
+    seed: int = 0
+    folds: Optional[list[str]] = None
+    require_all_classes: bool = False
+
+
+@dataclass
+class SpectrogramConfig:
+    """The paper's spectrogram: fixed length, Hamming window, overlap, average-pooled to `size`.
+
+    `scale`: `log` = natural log of magnitude + `eps` (default; keeps loudness, which carries arousal),
+    `db` = 20 log10 relative to 1.0, `magnitude` = linear magnitude. No per-utterance normalisation:
+    the network's batch norm standardises.
+    """
+
+    sample_rate: int = 16000
+    duration: float = 8.0
+    window_ms: float = 25.0
+    overlap_ms: float = 14.0
+    window: str = "hamming"
+    size: list[int] = field(default_factory=lambda: [140, 140])
+    scale: Literal["log", "db", "magnitude"] = "log"
+    eps: float = 1e-5
+
+
+@dataclass
+class FeaturesConfig:
+    cache_dir: Optional[str] = None
+    n_jobs: int = 2
+    spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
+    deep: dict[str, Any] = field(default_factory=lambda: {"backend": "fbank"})
+
+
+@dataclass
+class ExperimentConfig:
+    corpus: CorpusConfig
+    name: str = "experiment"
+    seed: int = 0
+    output_dir: str = "emotionnas_runs"
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def resolve(self, path: Optional[str]) -> Optional[Path]:
+        """Paths in an experiment file are relative to the file itself."""
+        if path is None:
+            return None
+        p = Path(os.path.expanduser(path))
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.resolve(self.features.cache_dir) or default_cache_dir()
+
+
+def load_experiment(path: Path) -> ExperimentConfig:
+    path = Path(path)
+    data = load_yaml(path)
+    data.setdefault("base_dir", str(path.resolve().parent))
+    data["base_dir"] = Path(data["base_dir"])
+    return parse(ExperimentConfig, data, path.name)
+
+
+def experiment_from_dict(data: dict[str, Any], base_dir: Path) -> ExperimentConfig:
+    return parse(ExperimentConfig, {**data, "base_dir": Path(base_dir)}, "experiment")

@@ -1,0 +1,31 @@
+"""The one record type every corpus reader produces."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterable, Optional
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One labelled utterance; `session` groups speakers for leave-one-session-out folds."""
+
+    path: Path
+    label: str
+    speaker: str
+    session: str
+    uid: str
+    corpus: str
+    gender: Optional[str] = None
+    duration: Optional[float] = None
+
+    def with_label(self, label: str) -> "Utterance":
+        return replace(self, label=label)
+
+
+def count_by(utterances: Iterable[Utterance], attribute: str) -> dict[str, int]:
+    """Counts per value of `attribute` (label, speaker, session...), sorted by value."""
+    counts = Counter(getattr(u, attribute) for u in utterances)
+    return dict(sorted(counts.items()))

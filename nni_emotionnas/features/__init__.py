@@ -1,0 +1,1 @@
+"""Feature extraction: every extractor turns 16 kHz mono audio into an array cached by `FeatureStore`."""

@@ -1,0 +1,34 @@
+"""The interface every feature extractor implements, so the store can cache any of them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class FeatureExtractor(Protocol):
+    """Turns one utterance (16 kHz mono float32) into a feature array.
+
+    `config()` must hold everything that changes the output (it keys the cache). Extractors with
+    `parallel = True` are picklable numpy code run in worker processes; the others (neural encoders)
+    run in the main process through `extract_batch`, where they may use a GPU.
+    """
+
+    name: str
+    parallel: bool
+
+    def config(self) -> dict[str, Any]: ...
+
+    def extract(self, audio: np.ndarray) -> np.ndarray: ...
+
+    def extract_batch(self, audios: list[np.ndarray]) -> list[np.ndarray]: ...
+
+
+def config_digest(name: str, config: dict[str, Any]) -> str:
+    """A short stable hash of an extractor's identity, used as its cache folder name."""
+    payload = json.dumps({"name": name, "config": config}, sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode()).hexdigest()[:12]

@@ -1,0 +1,149 @@
+"""On-disk feature cache: one memory-mapped .npy per utterance and extractor config, written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import uuid
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from nni_emotionnas.audio import load_audio
+from nni_emotionnas.corpora.records import Utterance
+from nni_emotionnas.errors import AudioError
+from nni_emotionnas.features.base import FeatureExtractor, config_digest
+
+
+def atomic_write_bytes(target: Path, write) -> None:
+    """Writes through `write(handle)` into a temp file beside `target`, then renames it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_array(target: Path, array: np.ndarray) -> None:
+    atomic_write_bytes(target, lambda handle: np.save(handle, np.ascontiguousarray(array), allow_pickle=False))
+
+
+def audio_key(path: Path) -> str:
+    """Identity of an audio file: resolved path, size and modification time (a changed file re-extracts)."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return hashlib.sha1(f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+
+
+@dataclass
+class ExtractionReport:
+    """What `FeatureStore.extract` did: cached file per utterance (None when skipped), hit/miss counts."""
+
+    files: list[Optional[Path]]
+    skipped: list[tuple[Utterance, str]] = field(default_factory=list)
+    hits: int = 0
+    misses: int = 0
+
+    def load(self, index: int) -> np.ndarray:
+        path = self.files[index]
+        if path is None:
+            raise KeyError(f"utterance {index} was skipped")
+        return np.load(path, mmap_mode="r")
+
+
+def _extract_to(extractor: FeatureExtractor, audio_path: Path, target: Path) -> Optional[str]:
+    """Worker: extract one file into the cache; returns the error message of unusable audio."""
+    try:
+        save_array(target, extractor.extract(load_audio(audio_path)))
+    except AudioError as exc:
+        return str(exc)
+    return None
+
+
+class FeatureStore:
+    """Caches features under `root/<extractor name>-<config digest>/<key[:2]>/<key>.npy`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def folder(self, extractor: FeatureExtractor) -> Path:
+        folder = self.root / f"{extractor.name}-{config_digest(extractor.name, extractor.config())}"
+        description = folder / "config.json"
+        if not description.exists():
+            payload = json.dumps({"name": extractor.name, "config": extractor.config()}, indent=2, default=str)
+            atomic_write_bytes(description, lambda handle: handle.write(payload.encode()))
+        return folder
+
+    def extract(
+        self,
+        utterances: Sequence[Utterance],
+        extractor: FeatureExtractor,
+        n_jobs: int = 1,
+        on_bad_audio: str = "error",
+        progress: bool = True,
+        batch_size: int = 8,
+    ) -> ExtractionReport:
+        """Extracts what is not cached yet; bad audio raises `AudioError` unless `on_bad_audio == "skip"`."""
+        folder = self.folder(extractor)
+        targets: list[Optional[Path]] = []
+        errors: dict[int, str] = {}
+        for i, u in enumerate(utterances):
+            if not Path(u.path).is_file():
+                errors[i] = f"{u.path}: audio file not found"
+                targets.append(None)
+                continue
+            key = audio_key(u.path)
+            targets.append(folder / key[:2] / f"{key}.npy")
+        todo = [i for i, t in enumerate(targets) if t is not None and not t.exists()]
+        bar = tqdm(total=len(todo), desc=f"{extractor.name} features", unit="utt", disable=not progress or not todo)
+        with bar:
+            if extractor.parallel and n_jobs > 1 and len(todo) > 1:
+                self._run_parallel(extractor, utterances, targets, todo, n_jobs, errors, bar)
+            else:
+                self._run_batched(extractor, utterances, targets, todo, batch_size, errors, bar)
+        if errors and on_bad_audio != "skip":
+            first = min(errors)
+            raise AudioError(errors[first] + (f" (and {len(errors) - 1} more bad files)" if len(errors) > 1 else ""))
+        report = ExtractionReport(
+            files=[None if i in errors else t for i, t in enumerate(targets)],
+            skipped=[(utterances[i], message) for i, message in sorted(errors.items())],
+            hits=len(targets) - len(todo) - sum(t is None for t in targets),
+            misses=len(todo),
+        )
+        return report
+
+    @staticmethod
+    def _run_parallel(extractor, utterances, targets, todo, n_jobs, errors, bar) -> None:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool:
+            futures = {pool.submit(_extract_to, extractor, utterances[i].path, targets[i]): i for i in todo}
+            for future in as_completed(futures):
+                message = future.result()
+                if message is not None:
+                    errors[futures[future]] = message
+                bar.update(1)
+
+    @staticmethod
+    def _run_batched(extractor, utterances, targets, todo, batch_size, errors, bar) -> None:
+        for start in range(0, len(todo), batch_size):
+            chunk, audios = [], []
+            for i in todo[start : start + batch_size]:
+                try:
+                    audios.append(load_audio(utterances[i].path))
+                    chunk.append(i)
+                except AudioError as exc:
+                    errors[i] = str(exc)
+            for i, features in zip(chunk, extractor.extract_batch(audios) if audios else []):
+                save_array(targets[i], features)
+            bar.update(len(todo[start : start + batch_size]))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Sequence
+from typing import Literal, Optional
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ Split = Literal["train", "val", "test"]
 class StreamDataset(Dataset):
     """Items `(inputs, label)`; inputs as the stream models expect them (see `PreparedCorpus.dataset`)."""
 
-    def __init__(self, corpus: "PreparedCorpus", indices: Sequence[int], branch: Branch) -> None:
+    def __init__(self, corpus: PreparedCorpus, indices: Sequence[int], branch: Branch) -> None:
         self.corpus = corpus
         self.indices = list(indices)
         self.branch = branch

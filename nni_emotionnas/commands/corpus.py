@@ -88,7 +88,7 @@ def run_features(args: argparse.Namespace) -> int:
     for name in args.branches:
         report = corpus.spectrogram if name == "spectrogram" else corpus.deep
         print(f"{name}: {report.hits} cached, {report.misses} extracted")
-    for utterance, message in corpus.skipped:
+    for _, message in corpus.skipped:
         print(f"skipped: {message}")
     print(f"cache: {experiment.cache_dir / 'features'}")
     return 0

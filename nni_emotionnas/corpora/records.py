@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class Utterance:
     gender: Optional[str] = None
     duration: Optional[float] = None
 
-    def with_label(self, label: str) -> "Utterance":
+    def with_label(self, label: str) -> Utterance:
         return replace(self, label=label)
 
 

@@ -7,10 +7,11 @@ import json
 import multiprocessing
 import os
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from tqdm.auto import tqdm

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from nni_emotionnas.configparse import load_yaml, parse
+from nni_emotionnas.features.sequence import DeepSequenceConfig
 
 
 def default_cache_dir() -> Path:
@@ -75,6 +76,7 @@ class FeaturesConfig:
     n_jobs: int = 2
     spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
     deep: dict[str, Any] = field(default_factory=lambda: {"backend": "fbank"})
+    sequence: DeepSequenceConfig = field(default_factory=DeepSequenceConfig)
 
 
 @dataclass

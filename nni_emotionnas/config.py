@@ -9,6 +9,7 @@ from typing import Any, Literal, Optional
 
 from nni_emotionnas.configparse import load_yaml, parse
 from nni_emotionnas.features.sequence import DeepSequenceConfig
+from nni_emotionnas.train_config import ModelConfig, TrainConfig
 
 
 def default_cache_dir() -> Path:
@@ -79,6 +80,39 @@ class FeaturesConfig:
     sequence: DeepSequenceConfig = field(default_factory=DeepSequenceConfig)
 
 
+SINGLE_STREAMS = ("spectrogram", "deep")
+FUSION_VARIANTS = ("ism", "concat", "sum", "max", "min")
+VARIANTS = SINGLE_STREAMS + FUSION_VARIANTS
+
+
+@dataclass
+class RunConfig:
+    """What `emotionnas run` trains per fold.
+
+    `variants`: any of spectrogram, deep (single streams) and ism, concat, sum, max, min (fusions);
+    `ablations: true` adds the four comparison fusions. `search`: `per_fold` searches on each fold's
+    training speakers (no test speaker ever influences its own architecture); `once` searches on the first
+    fold's training speakers and reuses the cells everywhere (faster, but later folds' test speakers then
+    took part in the search). `main` is the variant `emotionnas predict` uses.
+    """
+
+    variants: list[str] = field(default_factory=lambda: ["spectrogram", "deep", "ism"])
+    ablations: bool = False
+    dominant: Literal["deep", "spectrogram"] = "deep"
+    search: Literal["per_fold", "once"] = "per_fold"
+    fusion_dropout: float = 0.0
+    main: str = "ism"
+
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise ValueError(f"variants: unknown {unknown} (known: {', '.join(VARIANTS)})")
+        if self.ablations:
+            self.variants = list(dict.fromkeys([*self.variants, *FUSION_VARIANTS]))
+        if self.main not in self.variants:
+            raise ValueError(f"main: {self.main!r} is not among the variants {self.variants}")
+
+
 @dataclass
 class ExperimentConfig:
     corpus: CorpusConfig
@@ -87,6 +121,14 @@ class ExperimentConfig:
     output_dir: str = "emotionnas_runs"
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    # search / train stages (nni_emotionnas.commands.search_train); None = the packaged default file
+    spectrogram_space: Optional[str] = None
+    deep_space: Optional[str] = None
+    strategy: Optional[str] = None
+    search: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    run: RunConfig = field(default_factory=RunConfig)
     base_dir: Path = field(default_factory=Path.cwd)
 
     def resolve(self, path: Optional[str]) -> Optional[Path]:

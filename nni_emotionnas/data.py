@@ -64,6 +64,11 @@ class PreparedCorpus:
     def labels(self) -> np.ndarray:
         return np.array([self.classes.index(u.label) for u in self.utterances], dtype=np.int64)
 
+    @property
+    def deep_dim(self) -> int:
+        """Width of the deep-stream frames (the recurrent space's `input_dim`)."""
+        return int(self.deep.load(0).shape[1])
+
     def fold(self, name: str) -> Fold:
         for fold in self.folds:
             if fold.name == name:

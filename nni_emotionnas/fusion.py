@@ -7,8 +7,9 @@ from typing import Literal
 import torch
 from torch import nn
 
+from nni_emotionnas.config import FUSION_VARIANTS as FUSION_MODES
+
 FusionMode = Literal["ism", "concat", "sum", "max", "min"]
-FUSION_MODES: tuple[str, ...] = ("ism", "concat", "sum", "max", "min")
 
 
 class FusionHead(nn.Module):

@@ -9,7 +9,15 @@ from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.features.base import FeatureExtractor
 
 # backend name -> "module:factory"; factory(options: dict) -> FeatureExtractor
-DEEP_BACKENDS: dict[str, str] = {}
+DEEP_BACKENDS: dict[str, str] = {
+    "fbank": "nni_emotionnas.features.fbank:from_options",
+    "wav2vec": "nni_emotionnas.features.wav2vec:from_options",
+    "wav2vec2": "nni_emotionnas.features.torchaudio_backend:wav2vec2_from_options",
+    "hubert": "nni_emotionnas.features.torchaudio_backend:hubert_from_options",
+    "wavlm": "nni_emotionnas.features.torchaudio_backend:wavlm_from_options",
+    "resemblyzer": "nni_emotionnas.features.resemblyzer_backend:from_options",
+    "hf": "nni_emotionnas.features.hf_backend:from_options",
+}
 
 
 def build_deep_extractor(options: dict[str, Any]) -> FeatureExtractor:

@@ -1,0 +1,173 @@
+"""Multi-trial NAS through the NNI manager: `emotionnas search` with a Random/GridSearch/RegularizedEvolution/
+TPE/PolicyBasedRL strategy file starts a `NasExperiment` on the training service named in the file, so every
+sampled architecture is an NNI trial in the web UI (port from the file).
+
+Trials rebuild their data from the experiment (features come from the cache), so the evaluator is a
+`FunctionalEvaluator` over plain values (serialisable by construction) calling `evaluate_architecture`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import nni
+from nni.nas.strategy.hpo import TPE
+from torch import nn
+from torch.utils.data import Dataset
+
+from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.genotype import read_genotype, write_genotype
+from nni_emotionnas.nni_support.space_json import legacy_space, split_parameters
+from nni_emotionnas.nni_support.strategy_builders import MultiTrialPlan
+
+_logger = logging.getLogger(__name__)
+
+
+class ArchitectureTPE(TPE):
+    """NNI's TPE strategy, given the space through `space_json.legacy_space` (NNI 3.0 converts mutables with
+    `as_legacy_dict`, which `Cell`'s input choices lack) and mapping samples back before freezing."""
+
+    def __init__(
+        self, optimize_mode: str = "maximize", seed: Optional[int] = None, tpe_args: Optional[dict] = None
+    ) -> None:
+        super().__init__(optimize_mode=optimize_mode, seed=seed, tpe_args=tpe_args)
+
+    def _run(self) -> None:
+        self.tuner.update_search_space(legacy_space(self.model_space))
+        while self.engine.budget_available():
+            if self.engine.idle_worker_available():
+                with self._thread_lock:
+                    try:
+                        parameters = self.tuner.generate_parameters(self._model_count)
+                    except nni.NoMoreTrialError:
+                        break
+                    architecture, _ = split_parameters(self.model_space, parameters)
+                    model = self.model_space.freeze(architecture)
+                    self._model_to_id[model] = self._model_count
+                    self._model_count += 1
+                self.engine.submit_models(model)
+            time.sleep(1.0)
+
+
+def dataset_source(dataset: Dataset, role: str) -> dict[str, Any]:
+    """Plain description (experiment, branch, indices) of a `data.StreamDataset`, rebuilt inside a trial."""
+    from nni_emotionnas.data import StreamDataset
+
+    if not isinstance(dataset, StreamDataset):
+        raise ConfigError(f"multi-trial search: the {role} data must come from nni_emotionnas.data.prepare")
+    experiment = dataclasses.asdict(dataset.corpus.experiment)
+    base_dir = str(experiment.pop("base_dir"))
+    return {"experiment": experiment, "base_dir": base_dir, "branch": dataset.branch, "indices": dataset.indices}
+
+
+def _rebuild(sources: list[dict[str, Any]]) -> list[Dataset]:
+    from nni_emotionnas.config import experiment_from_dict
+    from nni_emotionnas.data import StreamDataset, prepare
+
+    first = sources[0]
+    corpus = prepare(experiment_from_dict(first["experiment"], Path(first["base_dir"])), [first["branch"]], False)
+    return [StreamDataset(corpus, s["indices"], s["branch"]) for s in sources]
+
+
+def evaluate_architecture(
+    model: nn.Module,
+    *,
+    train_source: dict[str, Any],
+    val_source: dict[str, Any],
+    train: dict[str, Any],
+    record: dict[str, Any],
+) -> None:
+    """Runs inside each NNI trial: trains the sampled network, reports val UA per epoch and the final dict."""
+    from nni_emotionnas.configparse import parse
+    from nni_emotionnas.nni_support.training_run import train_and_report, trial_output_dir
+    from nni_emotionnas.train_config import TrainConfig
+
+    sample = getattr(nni.get_current_parameter(), "sample", None)
+    if sample is None:
+        raise RuntimeError("evaluate_architecture runs inside an NNI NAS trial (no sampled architecture found)")
+    train_dataset, val_dataset = _rebuild([train_source, val_source])
+    train_and_report(
+        model,
+        train_dataset=train_dataset,
+        val_dataset=val_dataset,
+        num_classes=record["num_classes"],
+        config=parse(TrainConfig, train, "search"),
+        record_fields={**record, "architecture": sample},
+        output_dir=trial_output_dir(),
+    )
+
+
+def experiment_config(plan: MultiTrialPlan, working_directory: Path) -> Any:
+    from nni.nas.experiment import NasExperimentConfig
+
+    config = NasExperimentConfig(
+        execution_engine="ts", model_format="simplified", training_service=dict(plan.training_service)
+    )
+    config.experiment_name = f"emotionnas-{plan.name}"
+    config.max_trial_number = plan.max_trials
+    config.trial_concurrency = plan.concurrency
+    if plan.max_duration:
+        config.max_experiment_duration = plan.max_duration
+    config.experiment_working_directory = str(working_directory)
+    return config
+
+
+def run_multitrial_search(
+    *,
+    space_mod: Any,
+    space_config: Any,
+    train_dataset: Dataset,
+    val_dataset: Optional[Dataset],
+    num_classes: int,
+    search_config: Any,
+    strategy_name: str,
+    strategy_args: dict[str, Any],
+    run_dir: Path,
+    branch: str,
+    classes: Optional[list[str]] = None,
+    fold: Optional[str] = None,
+) -> Any:
+    """One NNI experiment of `max_trials` sampled architectures; the best trial's genotype.json -> `run_dir`."""
+    from nni.nas.evaluator import FunctionalEvaluator
+    from nni.nas.experiment import NasExperiment
+
+    from nni_emotionnas.nni_support.export import export_best
+    from nni_emotionnas.search import SearchResult
+    from nni_emotionnas.strategies import build_strategy
+
+    if val_dataset is None:
+        raise ConfigError(f"strategy {strategy_name}: multi-trial search scores trials on the fold's validation data")
+    plan = build_strategy(strategy_name, strategy_args)
+    record = dict(
+        branch=branch,
+        space_config=dataclasses.asdict(space_config),
+        num_classes=num_classes,
+        classes=list(classes) if classes else None,
+        fold=fold,
+        seed=search_config.seed,
+        strategy={"name": strategy_name, "args": strategy_args},
+    )
+    evaluator = FunctionalEvaluator(
+        evaluate_architecture,
+        train_source=dataset_source(train_dataset, "train"),
+        val_source=dataset_source(val_dataset, "validation"),
+        train=dataclasses.asdict(search_config),
+        record=record,
+    )
+    space = space_mod.build_space(space_config, num_classes)
+    experiment = NasExperiment(space, evaluator, plan.strategy, experiment_config(plan, Path(run_dir) / "nni"))
+    _logger.info("multi-trial search %s: web UI at http://127.0.0.1:%d", strategy_name, plan.port)
+    started = time.perf_counter()
+    experiment.run(port=plan.port)
+    seconds = time.perf_counter() - started
+    genotype_path, _ = export_best(str(Path(run_dir) / "nni" / experiment.id), Path(run_dir) / "genotype.json")
+    exported = read_genotype(genotype_path)
+    exported["search_metrics"]["seconds"] = round(seconds, 2)
+    write_genotype(exported, genotype_path)
+    drawing = Path(run_dir) / "cells.png"
+    space_mod.draw(exported["genotype"], drawing)
+    return SearchResult(Path(run_dir), genotype_path, drawing if drawing.is_file() else None, exported)

@@ -1,0 +1,137 @@
+"""The one-shot-in-a-trial entry: each nnictl trial runs one one-shot search (DARTS, GumbelDARTS, ENAS, ...).
+
+One-shot strategies never reach the NNI manager on their own; run inside a trial, every epoch's supernet
+score on the fold's validation speaker goes to `nni.report_intermediate_result`, and the search's
+genotype.json lands in the trial folder, so one-shot runs show in the web UI and `emotionnas export` works.
+The strategy comes from the tuner's sample (`{"strategy": "gumbel_darts"}` = `strategies/gumbel_darts.yml`)
+or from `--strategy FILE`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+
+from nni_emotionnas.errors import ConfigError, EmotionNASError
+
+
+class EpochReporter(pl.Callback):
+    """Scores the supernet on held-out data after every training epoch and reports it to NNI."""
+
+    def __init__(self, dataset: Any, num_classes: int, batch_size: int) -> None:
+        self.dataset = dataset
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self.history: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import nni
+
+        from nni_emotionnas.evaluator import predict_logits
+        from nni_emotionnas.metrics import score
+
+        supernet = pl_module.training_module.model if hasattr(pl_module, "training_module") else pl_module.model
+        logits, labels = predict_logits(supernet, self.dataset, self.batch_size)
+        scores = score(labels, logits.argmax(axis=1), self.num_classes)
+        metric = {"default": scores.ua, "wa": scores.wa}
+        if "train_loss" in trainer.callback_metrics:
+            metric["train_loss"] = float(trainer.callback_metrics["train_loss"])
+        self.history.append(metric)
+        if nni.get_current_parameter() is not None:
+            nni.report_intermediate_result(metric)
+
+
+def strategy_file(args: argparse.Namespace, parameters: dict[str, Any]) -> Path:
+    """`--strategy FILE`, else the packaged `strategies/<sample's strategy>.yml`."""
+    from nni_emotionnas.resources import default_file
+
+    if args.strategy:
+        return Path(args.strategy)
+    name = parameters.get("strategy")
+    if not isinstance(name, str):
+        raise ConfigError("trial parameters.strategy: missing (give --strategy FILE or a 'strategy' choice)")
+    return default_file("strategies", f"{name}.yml")
+
+
+def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    import nni
+
+    from nni_emotionnas.config import load_experiment
+    from nni_emotionnas.data import prepare
+    from nni_emotionnas.nni_support.training_run import trial_output_dir, with_hyperparameters
+    from nni_emotionnas.nni_support.trial import load_train_config, space_config
+    from nni_emotionnas.search import run_search
+    from nni_emotionnas.spaces import space_module
+    from nni_emotionnas.strategies import load_strategy_spec
+
+    if parameters is None:
+        parameters = json.loads(args.parameters) if args.parameters else (nni.get_next_parameter() or {})
+    name, strategy_args = load_strategy_spec(strategy_file(args, parameters))
+    experiment = load_experiment(Path(args.experiment))
+    corpus = prepare(experiment, branches=[args.branch], progress=False)
+    fold = args.fold or corpus.folds[0].name
+    hyperparameters = {k: v for k, v in parameters.items() if k != "strategy"}
+    overrides = {"epochs": args.epochs, "limit_train_batches": args.limit_train_batches}
+    config = with_hyperparameters(load_train_config(args.train, experiment.search, overrides), hyperparameters)
+    val = corpus.dataset(fold, "val", args.branch)
+    reporter = EpochReporter(val, len(corpus.classes), config.batch_size)
+    result = run_search(
+        space_mod=space_module(args.branch),
+        space_config=space_config(experiment, args),
+        train_dataset=corpus.dataset(fold, "train", args.branch),
+        num_classes=len(corpus.classes),
+        search_config=config,
+        strategy_name=name,
+        strategy_args=strategy_args,
+        run_dir=trial_output_dir(Path(args.out) if args.out else None),
+        branch=args.branch,
+        classes=list(corpus.classes),
+        fold=fold,
+        val_dataset=val,
+        callbacks=[reporter],
+    )
+    if not reporter.history:
+        raise RuntimeError(f"one-shot search with {name} ran no training epoch")
+    final = {**reporter.history[-1], "strategy": name, "genotype": str(result.genotype_path)}
+    if nni.get_current_parameter() is not None:
+        nni.report_final_result(final)
+    return final
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", required=True, help="experiment YAML (corpus, features)")
+    parser.add_argument("--branch", required=True, choices=["spectrogram", "deep"])
+    parser.add_argument("--strategy", help="strategy YAML (default: the sample's 'strategy' packaged file)")
+    parser.add_argument("--space", help="space config YAML (default: the experiment's, else the packaged one)")
+    parser.add_argument("--train", help="TrainConfig YAML (default: the experiment's search section)")
+    parser.add_argument("--fold", help="fold name (default: the first fold)")
+    parser.add_argument("--epochs", type=int, help="override the train config's epochs")
+    parser.add_argument("--limit-train-batches", type=int, help="cap batches per epoch (quick runs)")
+    parser.add_argument("--parameters", help="a sample as JSON, to run outside nnictl")
+    parser.add_argument("--out", help="output folder outside nnictl (inside, NNI's trial folder is used)")
+
+
+def handle(args: argparse.Namespace) -> int:
+    print(json.dumps(run(args)))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nni_emotionnas.nni_support.oneshot_trial", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return handle(args)
+    except EmotionNASError as exc:
+        print(f"oneshot-trial: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

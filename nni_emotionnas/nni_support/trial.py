@@ -1,0 +1,109 @@
+"""The nnictl trial: `python -m nni_emotionnas.nni_support.trial --experiment EXP.yml --branch spectrogram`.
+
+Takes the tuner's sample (`nni.get_next_parameter()`: architecture labels of `emotionnas space-json` plus
+optional TrainConfig hyperparameters such as `lr`), freezes the branch's model space with it, trains on one
+fold and reports val UA per epoch and `{"default": UA, "wa": ..., "params": ...}` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+from nni_emotionnas.configparse import load_yaml, parse
+from nni_emotionnas.errors import ConfigError, EmotionNASError
+
+
+def load_train_config(path: Optional[str], base: Any, overrides: dict[str, Any]) -> Any:
+    """TrainConfig from a YAML file (else `base`, the experiment's section), with command-line overrides."""
+    from nni_emotionnas.train_config import TrainConfig
+
+    data = load_yaml(Path(path)) if path else dataclasses.asdict(base)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return parse(TrainConfig, data, path or "trial")
+
+
+def space_config(experiment: Any, args: argparse.Namespace) -> Any:
+    """--space, else the experiment's `<branch>_space`, else the packaged space file (as `emotionnas search`)."""
+    from nni_emotionnas.commands.search_train import space_config_for
+
+    return space_config_for(experiment, args.branch, args.space)[1]
+
+
+def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """One trial; `parameters` default to NNI's next sample (or `--parameters JSON` outside nnictl)."""
+    import nni
+
+    from nni_emotionnas.config import load_experiment
+    from nni_emotionnas.data import prepare
+    from nni_emotionnas.nni_support.space_json import build_space, split_parameters
+    from nni_emotionnas.nni_support.training_run import train_and_report, trial_output_dir, with_hyperparameters
+
+    if parameters is None:
+        parameters = json.loads(args.parameters) if args.parameters else nni.get_next_parameter()
+    if not isinstance(parameters, dict):
+        raise ConfigError("trial parameters: no sample from NNI (run under nnictl, or pass --parameters JSON)")
+    experiment = load_experiment(Path(args.experiment))
+    corpus = prepare(experiment, branches=[args.branch], progress=False)
+    fold = args.fold or corpus.folds[0].name
+    space_settings = space_config(experiment, args)
+    space = build_space(args.branch, space_settings, len(corpus.classes))
+    architecture, hyperparameters = split_parameters(space, parameters)
+    overrides = {"epochs": args.epochs, "limit_train_batches": args.limit_train_batches}
+    config = with_hyperparameters(load_train_config(args.train, experiment.train, overrides), hyperparameters)
+    return train_and_report(
+        space.freeze(architecture),
+        train_dataset=corpus.dataset(fold, "train", args.branch),
+        val_dataset=corpus.dataset(fold, "val", args.branch),
+        num_classes=len(corpus.classes),
+        config=config,
+        record_fields=dict(
+            branch=args.branch,
+            architecture=architecture,
+            space_config=space_settings,
+            num_classes=len(corpus.classes),
+            classes=list(corpus.classes),
+            fold=fold,
+            seed=config.seed,
+            strategy={"name": "nnictl", "args": {"hyperparameters": hyperparameters}},
+        ),
+        output_dir=trial_output_dir(Path(args.out) if args.out else None),
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", required=True, help="experiment YAML (corpus, features)")
+    parser.add_argument("--branch", required=True, choices=["spectrogram", "deep"])
+    parser.add_argument("--space", help="space config YAML (default: the experiment's, else the packaged one)")
+    parser.add_argument("--train", help="TrainConfig YAML (default: the experiment's train section)")
+    parser.add_argument("--fold", help="fold name (default: the first fold)")
+    parser.add_argument("--epochs", type=int, help="override the train config's epochs")
+    parser.add_argument("--limit-train-batches", type=int, help="cap batches per epoch (quick runs)")
+    parser.add_argument("--parameters", help="a sample as JSON, to run the trial outside nnictl")
+    parser.add_argument("--out", help="output folder outside nnictl (inside, NNI's trial folder is used)")
+
+
+def handle(args: argparse.Namespace) -> int:
+    final = run(args)
+    print(json.dumps(final))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nni_emotionnas.nni_support.trial", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return handle(args)
+    except EmotionNASError as exc:
+        print(f"trial: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

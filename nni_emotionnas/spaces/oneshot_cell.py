@@ -1,0 +1,40 @@
+"""A leaner forward for NNI's DARTS cell mixture, plugged in through NNI's own `extra_oneshot_hooks`.
+
+NNI's `DifferentiableMixedCell` stacks every candidate's output on each edge, concatenates a zero tensor
+for its implicit `none` and then weights and sums: three extra copies of all candidate outputs kept for
+backward. Summing `w_k * op_k(x)` directly is the same function and gradient (the zero op adds
+`w_none * 0`, its weight still enters through the softmax), with less memory traffic. Labels, alphas,
+`export` and `export_probs` stay NNI's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from nni.nas.nn.pytorch.cell import preprocess_cell_inputs
+from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedCell
+
+
+class WeightedSumMixedCell(DifferentiableMixedCell):
+    def forward(self, *inputs: Any) -> Any:
+        processed = preprocess_cell_inputs(self.num_predecessors, *inputs)
+        states: list[torch.Tensor] = self.preprocessor(processed)
+        for i, ops in enumerate(self.ops, start=self.num_predecessors):
+            node: Any = 0
+            for j in range(i):
+                weights = self._softmax(self._arch_alpha[f"{self.label}/{i}_{j}"])
+                for k, op in enumerate(ops[j].values()):
+                    node = node + weights[k] * op(states[j])
+            states.append(node)
+        return self.postprocessor(torch.cat(states[self.num_predecessors:], self.concat_dim), processed)
+
+
+def differentiable_cell_hooks(strategy: Any) -> list:
+    """Mutation hooks for `ModelSpace.extra_oneshot_hooks`: our cell for DARTS / GumbelDARTS only (other
+    one-shot strategies such as Proxyless or ENAS keep NNI's own cell handling)."""
+    from nni.nas.strategy import DARTS, GumbelDARTS
+
+    if type(strategy) in (DARTS, GumbelDARTS):
+        return [WeightedSumMixedCell.mutate]
+    return []

@@ -1,0 +1,44 @@
+"""Attention pooling over valid frames, shared by the searched recurrent network and the baselines."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nni_emotionnas.errors import ConfigError
+
+
+class AttentionPooling(nn.Module):
+    """Learned frame scores, softmax over the valid frames only: padding frames get exactly zero weight
+    (an utterance without a valid frame pools to zeros instead of NaN)."""
+
+    def __init__(self, dim: int, attention_dim: int = 128) -> None:
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, attention_dim), nn.Tanh(), nn.Linear(attention_dim, 1, bias=False))
+
+    def weights(self, sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = self.score(sequence).squeeze(-1)
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        return torch.softmax(scores, dim=-1) * mask
+
+    def forward(self, sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bt,btd->bd", self.weights(sequence, mask), sequence)
+
+
+class PooledSequenceMixin:
+    """`embed`/`forward` on the data layer's `{"frames": B x T x D, "mask": B x T}` for models defining
+    `encode(frames) -> B x T x H`, `pool` (AttentionPooling), `dropout`, `classifier` and `input_dim`."""
+
+    input_dim: int
+
+    def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        frames, mask = inputs["frames"], inputs["mask"].bool()
+        if frames.shape[-1] != self.input_dim:
+            raise ConfigError(
+                f"deep features have {frames.shape[-1]} dims per frame but the model's input_dim is "
+                f"{self.input_dim}: set input_dim in the deep stream's config to {frames.shape[-1]}"
+            )
+        return self.pool(self.encode(frames), mask)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.classifier(self.dropout(self.embed(inputs)))

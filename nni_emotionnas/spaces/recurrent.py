@@ -1,0 +1,207 @@
+"""The deep-feature stream's search space: a recurrent cell shared across timesteps, as an NNI ModelSpace.
+
+Cell inputs x_t (projected to H), h1_{t-1}, h2_{t-1}; `nodes` intermediate nodes each pick operands among
+their predecessors (`InputChoice` per operand slot) and an op (`LayerChoice` over `ops`); h1_t and h2_t
+are each an `InputChoice` over the intermediate nodes. The h1 sequence goes through attention pooling
+over valid frames and a classifier. With `cells` set, the space is instead one choice among given cells
+(catalog names or NAS-Bench-NLP recipes) for the `catalog` strategy. Either way `freeze(arch)` gives the
+fast fixed network (`nni_emotionnas.cells.fixed`). Implements the protocol of `nni_emotionnas.spaces`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from nni.mutable import label_scope
+from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace
+from torch import nn
+
+from nni_emotionnas.cells.fixed import FixedRecurrent
+from nni_emotionnas.cells.refs import expand_refs, resolve_cell
+from nni_emotionnas.cells.spec import OPS, CellSpec, Node, cell_from_dict, make_cell
+from nni_emotionnas.spaces.pooling import AttentionPooling, PooledSequenceMixin
+from nni_emotionnas.spaces.recurrent_ops import OP_SLOTS, SLOTS, SlotOp
+
+DEFAULT_CONFIG_FILE = "recurrent_cell.yml"
+CELL_LABEL = "cell"
+STATE_LABELS = ("h1", "h2")
+
+
+@dataclass
+class RecurrentSpaceConfig:
+    """Knobs of `search_spaces/recurrent_cell.yml` (H=`hidden_size`, L=`num_layers`)."""
+
+    input_dim: int = 512
+    hidden_size: int = 256
+    num_layers: int = 1
+    nodes: int = 8
+    ops: list[str] = field(default_factory=lambda: list(OPS))
+    leaky_slope: float = 0.01
+    attention_dim: int = 128
+    dropout: float = 0.2
+    cells: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        unknown = [op for op in self.ops if op not in OPS]
+        if unknown:
+            raise ValueError(f"ops: unknown op {unknown[0]!r} (known: {', '.join(OPS)})")
+        if not self.ops:
+            raise ValueError("ops: needs at least one op")
+        for name in ("input_dim", "hidden_size", "num_layers", "nodes", "attention_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+
+
+CONFIG_CLASS = RecurrentSpaceConfig
+
+
+def node_name(index: int) -> str:
+    return f"n{index + 1}"
+
+
+def candidate_names(index: int) -> list[str]:
+    """What node `index`'s operand choices choose from: the cell inputs, then earlier nodes."""
+    return ["x", "h1", "h2"] + [node_name(i) for i in range(index)]
+
+
+class SearchNode(nn.Module):
+    def __init__(self, index: int, config: RecurrentSpaceConfig) -> None:
+        super().__init__()
+        slots = [s for s in SLOTS if any(s in OP_SLOTS[op] for op in config.ops)]
+        self.slots = slots
+        with label_scope(node_name(index)):  # labels `n1/a`, `n1/op`, ...
+            self.operands = nn.ModuleDict({s: InputChoice(3 + index, n_chosen=1, label=s) for s in slots})
+            self.op = LayerChoice(
+                {op: SlotOp(op, config.hidden_size, config.leaky_slope) for op in config.ops}, label="op"
+            )
+
+    def forward(self, candidates: list[torch.Tensor]) -> torch.Tensor:
+        chosen = {s: self.operands[s](candidates) for s in self.slots}
+        a = chosen["a"]
+        return self.op((a, chosen.get("b", a), chosen.get("z", a)))  # one argument: LayerChoice takes one
+
+
+class SearchLayer(nn.Module):
+    """One recurrent layer of the supernet; x is projected to H once for all frames, outside the loop."""
+
+    def __init__(self, input_dim: int, config: RecurrentSpaceConfig) -> None:
+        super().__init__()
+        self.hidden_size = config.hidden_size
+        self.x_proj = nn.Linear(input_dim, config.hidden_size)
+        self.nodes = nn.ModuleList(SearchNode(i, config) for i in range(config.nodes))
+        self.outputs = nn.ModuleDict(
+            {s: InputChoice(config.nodes, n_chosen=1, label=s) for s in STATE_LABELS}
+        )
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        steps = self.x_proj(frames).unbind(1)
+        h1 = h2 = frames.new_zeros(frames.shape[0], self.hidden_size)
+        outputs = []
+        for x in steps:
+            values = [x, h1, h2]
+            for node in self.nodes:
+                values.append(node(values))
+            h1, h2 = self.outputs["h1"](values[3:]), self.outputs["h2"](values[3:])
+            outputs.append(h1)
+        return torch.stack(outputs, dim=1)
+
+
+class RecurrentNetwork(PooledSequenceMixin, nn.Module):
+    """The fixed network: a fixed cell (fast runtime), attention pooling, classifier."""
+
+    def __init__(self, cell: CellSpec, config: RecurrentSpaceConfig, num_classes: int) -> None:
+        super().__init__()
+        self.cell, self.input_dim, self.embedding_dim = cell, config.input_dim, config.hidden_size
+        self.recurrent = FixedRecurrent(cell, config.input_dim, config.hidden_size, config.num_layers,
+                                        config.leaky_slope, config.dropout)
+        self.pool = AttentionPooling(config.hidden_size, config.attention_dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.hidden_size, num_classes)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.recurrent(frames)
+
+
+class RecurrentSpace(PooledSequenceMixin, ModelSpace):
+    """The supernet (DARTS) or, with `config.cells`, a choice among known cells."""
+
+    def __init__(self, config: RecurrentSpaceConfig, num_classes: int) -> None:
+        super().__init__()
+        self.config, self.num_classes = config, num_classes
+        self.input_dim, self.embedding_dim = config.input_dim, config.hidden_size
+        if config.cells:
+            refs = expand_refs(list(config.cells), "space.cells")
+            self.recurrent = LayerChoice(
+                {ref: FixedRecurrent(resolve_cell(ref, "space.cells"), config.input_dim, config.hidden_size,
+                                     config.num_layers, config.leaky_slope, config.dropout) for ref in refs},
+                label=CELL_LABEL,
+            )
+        else:
+            self.recurrent = nn.ModuleList(
+                SearchLayer(config.input_dim if i == 0 else config.hidden_size, config)
+                for i in range(config.num_layers)
+            )
+        self.pool = AttentionPooling(config.hidden_size, config.attention_dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.hidden_size, num_classes)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.recurrent, nn.ModuleList):
+            for i, layer in enumerate(self.recurrent):
+                frames = layer(self.dropout(frames) if i else frames)
+            return frames
+        return self.recurrent(frames)
+
+    def freeze(self, sample: dict[str, Any]) -> RecurrentNetwork:
+        """The fixed network of an architecture dict (new weights: `emotionnas train` retrains it)."""
+        return RecurrentNetwork(cell_of(sample), self.config, self.num_classes)
+
+
+def build_space(space_config: RecurrentSpaceConfig, num_classes: int) -> RecurrentSpace:
+    return RecurrentSpace(space_config, num_classes)
+
+
+def _index(value: Any) -> int:
+    """InputChoice values come as `[k]` (NNI's sample) or `k`."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 1:
+            raise ValueError(f"expected one chosen input, got {value!r}")
+        value = value[0]
+    return int(value)
+
+
+def cell_of(arch: dict[str, Any]) -> CellSpec:
+    """The cell an architecture dict describes: a catalog/recipe choice or the supernet's labels."""
+    if CELL_LABEL in arch:
+        value = arch[CELL_LABEL]
+        return cell_from_dict(value, "architecture.cell") if isinstance(value, dict) else resolve_cell(value)
+    count = 0
+    while f"{node_name(count)}/op" in arch:
+        count += 1
+    nodes = []
+    for i in range(count):
+        op = arch[f"{node_name(i)}/op"]
+        names = candidate_names(i)
+        inputs = tuple(names[_index(arch[f"{node_name(i)}/{slot}"])] for slot in OP_SLOTS[op])
+        nodes.append(Node(node_name(i), op, inputs))
+    outputs = {s: node_name(_index(arch[s])) for s in STATE_LABELS if s in arch}
+    return make_cell(nodes, outputs, "architecture")
+
+
+def readable_genotype(arch: dict[str, Any], probs: Optional[dict[str, dict[str, float]]] = None) -> dict[str, Any]:
+    """`{"cell": {"nodes": [...], "outputs": {...}}}` with only the nodes the new states depend on."""
+    cell = cell_of(arch)
+    used = CellSpec(cell.used_nodes(), cell.outputs)
+    out: dict[str, Any] = {"cell": used.to_dict()}
+    if CELL_LABEL in arch and not isinstance(arch[CELL_LABEL], dict):
+        out["source"] = arch[CELL_LABEL]
+    return out
+
+
+def draw(genotype: dict[str, Any], png_path: Path) -> None:
+    from nni_emotionnas.spaces.recurrent_draw import draw_cell
+
+    draw_cell(cell_from_dict(genotype["cell"], "genotype.cell"), Path(png_path))

@@ -1,0 +1,244 @@
+"""The spectrogram stream's search space: a DARTS cell network as an NNI `ModelSpace`.
+
+Stem on the 1x140x140 spectrogram, `layers` cells (reduction cells at layers//3 and 2*layers//3, whose
+ops on the cell inputs use stride 2), each an NNI `Cell` with `nodes` nodes of two (op, input) pairs.
+All normal cells share one label (`normal`) and all reduction cells another (`reduce`), so the search
+finds two cell types, as in DARTS. Implements the space protocol of `nni_emotionnas.spaces`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from nni.nas.nn.pytorch import Cell, ModelSpace
+from torch import nn
+
+from nni_emotionnas.spaces.darts_ops import KNOWN_OPS, NONE, PAPER_OPS, FactorizedReduce, ReLUConvBN, build_op
+
+DEFAULT_CONFIG_FILE = "spectrogram_darts.yml"
+CELL_LABELS = ("normal", "reduce")
+NUM_PREDECESSORS = 2
+
+
+@dataclass
+class StemConfig:
+    """First conv: `in_channels` -> `multiplier` * C channels, `kernel_size`, `stride` (1 keeps 140x140)."""
+
+    in_channels: int = 1
+    multiplier: int = 3
+    kernel_size: int = 3
+    stride: int = 1
+
+
+@dataclass
+class SpectrogramSpaceConfig:
+    """Knobs of `search_spaces/spectrogram_darts.yml`: C (`channels`), L (`layers`), N (`nodes`), op list."""
+
+    channels: int = 6
+    layers: int = 3
+    nodes: int = 4
+    ops_per_node: int = 2
+    ops: list[str] = field(default_factory=lambda: list(PAPER_OPS))
+    stem: StemConfig = field(default_factory=StemConfig)
+    dropout: float = 0.0
+    lean_supernet: bool = True  # DARTS supernet cells sum weighted ops directly (see spaces.oneshot_cell)
+
+    def __post_init__(self) -> None:
+        unknown = [op for op in self.ops if op not in KNOWN_OPS]
+        if unknown:
+            raise ValueError(f"ops: unknown operation {unknown[0]!r} (known: {', '.join(KNOWN_OPS)})")
+        if not self.candidate_ops:
+            raise ValueError("ops: needs at least one operation besides 'none'")
+        for name in ("channels", "layers", "nodes", "ops_per_node"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.channels % 2:
+            raise ValueError(f"channels: must be even (reduction halves channels twice), got {self.channels}")
+
+    @property
+    def candidate_ops(self) -> list[str]:
+        """Ops built as candidates; `none` is the zero path NNI's differentiable cell adds on every edge."""
+        return [op for op in self.ops if op != NONE]
+
+    @property
+    def reduction_layers(self) -> set[int]:
+        return {self.layers // 3, 2 * self.layers // 3}
+
+
+CONFIG_CLASS = SpectrogramSpaceConfig
+
+
+class CellInputs(nn.Module):
+    """Brings c_{k-2} and c_{k-1} to C channels and the same resolution (c_{k-2} halves after a reduction)."""
+
+    def __init__(self, c_prev_prev: int, c_prev: int, channels: int, prev_was_reduction: bool) -> None:
+        super().__init__()
+        if prev_was_reduction:
+            self.pre0: nn.Module = FactorizedReduce(c_prev_prev, channels)
+        else:
+            self.pre0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0)
+        self.pre1 = ReLUConvBN(c_prev, channels, 1, 1, 0)
+
+    def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [self.pre0(inputs[0]), self.pre1(inputs[1])]
+
+
+class CellOutputs(nn.Module):
+    """Passes (c_{k-1}, c_k) on, so the next cell gets its two predecessors."""
+
+    def forward(self, this_cell: torch.Tensor, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return inputs[-1], this_cell
+
+
+def _cell_op(node: int, op_index: int, input_index: Optional[int], *, op: str, channels: int, reduction: bool):
+    """Op factory for `Cell`: stride 2 on the cell inputs of a reduction cell (input unknown -> 2 as well)."""
+    stride = 2 if reduction and (input_index is None or input_index < NUM_PREDECESSORS) else 1
+    module = build_op(op, channels, stride)
+    module.darts_op = op  # lets `fixed_genotype` read back what a frozen cell really contains
+    return module
+
+
+class SpectrogramSpace(ModelSpace):
+    """DARTS supernet space over spectrograms; `forward` gives logits, `embed` the pooled cell features."""
+
+    def __init__(self, config: SpectrogramSpaceConfig, num_classes: int) -> None:
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        stem_channels = config.stem.multiplier * config.channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(
+                config.stem.in_channels,
+                stem_channels,
+                config.stem.kernel_size,
+                stride=config.stem.stride,
+                padding=config.stem.kernel_size // 2,
+                bias=False,
+            ),
+            nn.BatchNorm2d(stem_channels),
+        )
+        c_prev_prev, c_prev, channels = stem_channels, stem_channels, config.channels
+        prev_was_reduction = False
+        self.cells = nn.ModuleList()
+        for layer in range(config.layers):
+            reduction = layer in config.reduction_layers
+            if reduction:
+                channels *= 2
+            factory = {
+                op: partial(_cell_op, op=op, channels=channels, reduction=reduction) for op in config.candidate_ops
+            }
+            self.cells.append(
+                Cell(
+                    factory,
+                    config.nodes,
+                    config.ops_per_node,
+                    NUM_PREDECESSORS,
+                    "all",
+                    preprocessor=CellInputs(c_prev_prev, c_prev, channels, prev_was_reduction),
+                    postprocessor=CellOutputs(),
+                    label=CELL_LABELS[int(reduction)],
+                )
+            )
+            c_prev_prev, c_prev = c_prev, channels * config.nodes
+            prev_was_reduction = reduction
+        self.embedding_dim = c_prev
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+    def extra_oneshot_hooks(self, strategy: Any) -> list:
+        """NNI asks the space for extra one-shot mutation hooks: a leaner DARTS cell forward (same math)."""
+        from nni_emotionnas.spaces.oneshot_cell import differentiable_cell_hooks
+
+        return differentiable_cell_hooks(strategy) if self.config.lean_supernet else []
+
+    def embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        s0 = s1 = self.stem(inputs)
+        for cell in self.cells:
+            s0, s1 = cell([s0, s1])
+        return torch.flatten(self.pool(s1), 1)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.embed(inputs)))
+
+
+def build_space(space_config: SpectrogramSpaceConfig, num_classes: int) -> SpectrogramSpace:
+    return SpectrogramSpace(space_config, num_classes)
+
+
+def _node_range(arch: dict[str, Any], label: str) -> list[int]:
+    nodes = sorted({int(key.split("_")[1]) for key in arch if key.startswith(f"{label}/op_")})
+    return nodes
+
+
+def derive_architecture(
+    arch: dict[str, Any], probs: dict[str, dict[str, float]], space_config: SpectrogramSpaceConfig
+) -> dict[str, Any]:
+    """DARTS derivation from the softmaxed edge weights: per node, the `ops_per_node` incoming edges with the
+    strongest non-`none` op, each with that op. NNI's export ranks raw alphas across edges (not the
+    per-edge softmax DARTS uses) and would keep a `none` candidate, so we redo it when weights exist."""
+    if not probs:
+        return dict(arch)
+    derived = dict(arch)
+    for label in CELL_LABELS:
+        for node in range(NUM_PREDECESSORS, NUM_PREDECESSORS + space_config.nodes):
+            edges = []
+            for source in range(node):
+                weights = probs.get(f"{label}/{node}_{source}")
+                if weights is None:
+                    break
+                op, weight = max(((o, w) for o, w in weights.items() if o != NONE), key=lambda item: item[1])
+                edges.append((weight, source, op))
+            else:
+                edges.sort(key=lambda item: (-item[0], item[1]))
+                for k in range(space_config.ops_per_node):
+                    _, source, op = edges[k % len(edges)]
+                    derived[f"{label}/op_{node}_{k}"] = op
+                    derived[f"{label}/input_{node}_{k}"] = [source]
+    return derived
+
+
+def readable_genotype(arch: dict[str, Any], probs: Optional[dict[str, dict[str, float]]] = None) -> dict[str, Any]:
+    """DARTS-style genotype: per cell type, (op, input) pairs node by node; inputs 0/1 are c_{k-2}/c_{k-1}."""
+    genotype: dict[str, Any] = {}
+    for label in CELL_LABELS:
+        nodes = _node_range(arch, label)
+        if not nodes:
+            continue
+        pairs = []
+        for node in nodes:
+            k = 0
+            while f"{label}/op_{node}_{k}" in arch:
+                chosen = arch[f"{label}/input_{node}_{k}"]
+                pairs.append([arch[f"{label}/op_{node}_{k}"], int(chosen[0] if isinstance(chosen, list) else chosen)])
+                k += 1
+        genotype[label] = pairs
+        genotype[f"{label}_concat"] = nodes
+    return genotype
+
+
+def draw(genotype: dict[str, Any], png_path: Path) -> None:
+    from nni_emotionnas.plots import draw_cells
+
+    draw_cells(genotype, png_path, cells=[label for label in CELL_LABELS if label in genotype])
+
+
+def fixed_genotype(net: nn.Module) -> dict[str, Any]:
+    """The readable genotype of a frozen network, read from its modules (to check a rebuild against a file)."""
+    from nni.nas.nn.pytorch.choice import ChosenInputs
+
+    genotype: dict[str, Any] = {}
+    for cell in net.cells:
+        pairs = []
+        for ops, inputs in zip(cell.ops, cell.inputs):
+            for op, chosen in zip(ops, inputs):
+                if not isinstance(chosen, ChosenInputs):
+                    raise ValueError("network is not frozen: its cells still hold input choices")
+                pairs.append([getattr(op, "darts_op", type(op).__name__), int(chosen.chosen[0])])
+        genotype.setdefault(cell.label, pairs)
+        genotype.setdefault(f"{cell.label}_concat", list(cell.output_node_indices))
+    return genotype

@@ -1,0 +1,288 @@
+"""The deep stream's recurrent cell space: fixed-cell runtime vs torch's cells, NAS-Bench-NLP import,
+attention pooling masks, baselines, and tiny DARTS / catalog searches through the shared search code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from nni_emotionnas.baselines_recurrent import RECURRENT_BASELINES, build_recurrent_baseline
+from nni_emotionnas.cells.catalog import gru, lstm, vanilla_rnn
+from nni_emotionnas.cells.fixed import FixedCellLayer
+from nni_emotionnas.cells.nasbench import import_recipe, load_recipes
+from nni_emotionnas.cells.spec import Node, cell_from_dict, make_cell
+from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.evaluator import TrainConfig
+from nni_emotionnas.genotype import build_fixed, read_genotype
+from nni_emotionnas.search import run_search
+from nni_emotionnas.spaces import recurrent as R
+from nni_emotionnas.spaces.pooling import AttentionPooling
+
+D, H, T = 6, 8, 12
+TINY = R.RecurrentSpaceConfig(input_dim=D, hidden_size=H, nodes=3, attention_dim=8, dropout=0.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _load_gates(layer: FixedCellLayer, ref: torch.nn.RNNCellBase, gates: str) -> None:
+    with torch.no_grad():
+        for k, g in enumerate(gates):
+            p = layer.linear_parameters(f"{g}_pre")
+            p["x"].copy_(ref.weight_ih[k * H:(k + 1) * H])
+            p["h1"].copy_(ref.weight_hh[k * H:(k + 1) * H])
+            p["bias"].copy_(ref.bias_ih[k * H:(k + 1) * H] + ref.bias_hh[k * H:(k + 1) * H])
+
+
+def _run_cell(ref: torch.nn.RNNCellBase, x: torch.Tensor, lstm_like: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    h = c = torch.zeros(x.shape[0], H)
+    outs = []
+    for step in x.unbind(1):
+        if lstm_like:
+            h, c = ref(step, (h, c))
+        else:
+            h = ref(step, h)
+        outs.append(h)
+    return torch.stack(outs, 1), c
+
+
+def test_catalog_lstm_computes_exactly_what_lstmcell_computes():
+    torch.manual_seed(0)
+    ref, layer = torch.nn.LSTMCell(D, H), FixedCellLayer(lstm(), D, H)
+    _load_gates(layer, ref, "ifgo")
+    x = torch.randn(3, T, D, requires_grad=True)
+    out, (h1, c) = layer(x)
+    want, want_c = _run_cell(ref, x, lstm_like=True)
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(c, want_c)
+    grad, want_grad = torch.autograd.grad(out.sum(), x)[0], torch.autograd.grad(want.sum(), x)[0]
+    torch.testing.assert_close(grad, want_grad)
+
+
+def test_catalog_gru_and_rnn_match_torch_cells():
+    torch.manual_seed(1)
+    x = torch.randn(2, T, D)
+    ref, layer = torch.nn.GRUCell(D, H), FixedCellLayer(gru(), D, H)
+    _load_gates(layer, ref, "rz")
+    with torch.no_grad():
+        layer.linear_parameters("xn")["x"].copy_(ref.weight_ih[2 * H:])
+        layer.linear_parameters("xn")["bias"].copy_(ref.bias_ih[2 * H:])
+        layer.linear_parameters("hn")["h1"].copy_(ref.weight_hh[2 * H:])
+        layer.linear_parameters("hn")["bias"].copy_(ref.bias_hh[2 * H:])
+    torch.testing.assert_close(layer(x)[0], _run_cell(ref, x, lstm_like=False)[0])
+    ref, layer = torch.nn.RNNCell(D, H), FixedCellLayer(vanilla_rnn(), D, H)
+    with torch.no_grad():
+        p = layer.linear_parameters("pre")
+        p["x"].copy_(ref.weight_ih), p["h1"].copy_(ref.weight_hh), p["bias"].copy_(ref.bias_ih + ref.bias_hh)
+    torch.testing.assert_close(layer(x)[0], _run_cell(ref, x, lstm_like=False)[0])
+
+
+def test_hoisted_x_only_nodes_give_the_step_by_step_result():
+    """x-only nodes run on whole sequences before the loop; the result must equal a plain per-step loop."""
+    torch.manual_seed(2)
+    cell = make_cell([Node("s", "linear", ("x",)), Node("a", "tanh", ("s",)), Node("m", "product", ("a", "h1")),
+                      Node("g", "sigmoid", ("x",)), Node("n", "linear", ("m", "x", "h2")),
+                      Node("h", "blend", ("g", "n", "h1")), Node("c", "leaky_relu", ("n",))], {"h1": "h", "h2": "c"})
+    layer = FixedCellLayer(cell, D, H)
+    x = torch.randn(2, T, D)
+    P = {name: layer.linear_parameters(name) for name in ("s", "n")}
+    x_proj = x @ layer.w_x[-H:].T + layer.b_x[-H:]  # the projection of x feeding non-linear ops
+    h1 = h2 = torch.zeros(2, H)
+    outs = []
+    for t in range(T):
+        a = torch.tanh(x[:, t] @ P["s"]["x"].T + P["s"]["bias"])
+        m = a * h1
+        g = torch.sigmoid(x_proj[:, t])
+        n = m @ P["n"]["m"].T + x[:, t] @ P["n"]["x"].T + P["n"]["bias"] + h2 @ P["n"]["h2"].T
+        h1, h2 = g * n + (1 - g) * h1, torch.nn.functional.leaky_relu(n, 0.01)
+        outs.append(h1)
+    torch.testing.assert_close(layer(x)[0], torch.stack(outs, 1))
+
+
+NASBENCH_LSTM = {
+    "i": {"op": "linear", "input": ["x", "h_prev_0"]}, "i_act": {"op": "activation_sigm", "input": ["i"]},
+    "j": {"op": "linear", "input": ["x", "h_prev_0"]}, "j_act": {"op": "activation_tanh", "input": ["j"]},
+    "f": {"op": "linear", "input": ["x", "h_prev_0"]}, "f_act": {"op": "activation_sigm", "input": ["f"]},
+    "o": {"op": "linear", "input": ["x", "h_prev_0"]}, "o_act": {"op": "activation_sigm", "input": ["o"]},
+    "h_new_0": {"op": "elementwise_prod", "input": ["h_new_1_act", "o_act"]},
+    "h_new_1_act": {"op": "activation_tanh", "input": ["h_new_1"]},
+    "h_new_1": {"op": "elementwise_sum", "input": ["h_new_1_part1", "h_new_1_part2"]},
+    "h_new_1_part1": {"op": "elementwise_prod", "input": ["f_act", "h_prev_1"]},
+    "h_new_1_part2": {"op": "elementwise_prod", "input": ["i_act", "j_act"]},
+}
+
+
+def test_nasbench_nlp_recipe_imports_into_the_cell_format(tmp_path):
+    cell = import_recipe(NASBENCH_LSTM)
+    assert cell.outputs == {"h1": "h_new_0", "h2": "h_new_1"}
+    assert cell.node("h_new_1_part1").op == "product" and cell.node("h_new_1_part1").inputs == ("f_act", "h2")
+    assert cell.node("i").inputs == ("x", "h1") and cell.node("o_act").op == "sigmoid"
+    order = [n.name for n in cell.nodes]
+    assert order.index("h_new_1") < order.index("h_new_1_act") < order.index("h_new_0")
+    # the imported recipe is an LSTM: same numbers as nn.LSTMCell (gate j is LSTMCell's g)
+    torch.manual_seed(3)
+    ref, layer = torch.nn.LSTMCell(D, H), FixedCellLayer(cell, D, H)
+    with torch.no_grad():
+        for k, g in enumerate("ijfo"):
+            p = layer.linear_parameters(g)
+            rows = slice([0, 2, 1, 3][k] * H, ([0, 2, 1, 3][k] + 1) * H)  # LSTMCell order: i, f, g, o
+            p["x"].copy_(ref.weight_ih[rows]), p["h1"].copy_(ref.weight_hh[rows])
+            p["bias"].copy_(ref.bias_ih[rows] + ref.bias_hh[rows])
+    x = torch.randn(2, T, D)
+    torch.testing.assert_close(layer(x)[0], _run_cell(ref, x, lstm_like=True)[0])
+    # files: a mapping of recipes, list-form nodes, as JSON
+    recipes = tmp_path / "recipes.json"
+    recipes.write_text(json.dumps({"rnn": {"f": ["linear", "x", "h_prev_0"], "h_new_0": ["activation_tanh", "f"]},
+                                   "lstm": NASBENCH_LSTM}))
+    loaded = load_recipes(recipes)
+    assert set(loaded) == {"rnn", "lstm"} and loaded["rnn"].node("h_new_0").op == "tanh"
+    assert R.cell_of({"cell": f"{recipes}#rnn"}) == loaded["rnn"]
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ({"h_new_0": {"op": "conv", "input": ["x"]}}, "unknown NAS-Bench-NLP op 'conv'"),
+    ({"h_new_0": {"op": "elementwise_sum", "input": ["a", "x"]}, "a": {"op": "activation_tanh", "input": ["h_new_0"]}},
+     "cycle"),
+    ({"h_new_0": {"op": "linear", "input": ["x", "h_prev_2"]}}, "states h1, h2 only"),
+    ({"h_new_0": {"op": "blend", "input": ["x", "h_prev_0"]}}, "blend takes 3 inputs"),
+    ({"h_new_0": {"op": "linear", "input": ["y"]}}, "'y', which is not defined"),
+    ({"f": {"op": "linear", "input": ["x"]}}, "at least the node 'h_new_0'"),
+])
+def test_bad_recipes_are_config_errors(recipe, message):
+    with pytest.raises(ConfigError, match=message):
+        import_recipe(recipe)
+
+
+def test_attention_pooling_gives_padding_exactly_zero_weight():
+    torch.manual_seed(4)
+    pool = AttentionPooling(H, 8)
+    seq = torch.randn(3, T, H)
+    mask = torch.arange(T)[None] < torch.tensor([[5], [T], [0]])
+    weights = pool.weights(seq, mask)
+    assert (weights[~mask] == 0).all() and torch.allclose(weights[:2].sum(-1), torch.ones(2))
+    changed = seq.clone()
+    changed[~mask] = 1e6  # whatever sits in padding frames cannot leak into the embedding
+    torch.testing.assert_close(pool(changed, mask), pool(seq, mask))
+    assert (pool(seq, mask)[2] == 0).all()  # no valid frame: zeros, not NaN
+
+
+@pytest.mark.parametrize("name", sorted(RECURRENT_BASELINES))
+def test_recurrent_baselines_by_name_honour_the_mask(name):
+    torch.manual_seed(5)
+    model = build_recurrent_baseline(name, input_dim=D, num_classes=4).eval()
+    kind, hidden, layers = RECURRENT_BASELINES[name]
+    assert model.embedding_dim == hidden == 512 and model.rnn.num_layers == layers and isinstance(model.rnn, kind)
+    frames, mask = torch.randn(2, T, D), torch.arange(T)[None] < torch.tensor([[7], [T]])
+    noisy = frames.clone()
+    noisy[~mask] = 50.0
+    logits = model({"frames": frames, "mask": mask})
+    assert logits.shape == (2, 4)
+    torch.testing.assert_close(model({"frames": noisy, "mask": mask}), logits)
+    with pytest.raises(ConfigError, match="unknown baseline"):
+        build_recurrent_baseline("gru_h512_l1", D, 4)
+
+
+def test_space_labels_freeze_and_genotype_round_trip():
+    space = R.build_space(TINY, num_classes=4)
+    labels = space.simplify()
+    assert set(labels) == {f"n{i}/{s}" for i in (1, 2, 3) for s in ("a", "b", "z", "op")} | {"h1", "h2"}
+    arch = {"n1/op": "linear", "n1/a": [0], "n1/b": [0], "n1/z": [0],
+            "n2/op": "blend", "n2/a": [3], "n2/b": [1], "n2/z": [2],
+            "n3/op": "tanh", "n3/a": [4], "n3/b": [0], "n3/z": [0], "h1": [2], "h2": [1]}
+    model = space.freeze(arch)
+    assert isinstance(model, R.RecurrentNetwork) and model.embedding_dim == H
+    genotype = R.readable_genotype(arch)
+    assert genotype["cell"]["nodes"] == [
+        {"name": "n1", "op": "linear", "inputs": ["x"]},
+        {"name": "n2", "op": "blend", "inputs": ["h2", "n1", "h1"]},
+        {"name": "n3", "op": "tanh", "inputs": ["n2"]},
+    ] and genotype["cell"]["outputs"] == {"h1": "n3", "h2": "n2"}
+    assert cell_from_dict(json.loads(json.dumps(genotype["cell"]))) == model.cell
+    inputs = {"frames": torch.randn(2, T, D), "mask": torch.ones(2, T, dtype=torch.bool)}
+    assert model(inputs).shape == space(inputs).shape == (2, 4)
+    with pytest.raises(ConfigError, match="input_dim is 6: set input_dim"):
+        model({"frames": torch.randn(2, T, 5), "mask": torch.ones(2, T, dtype=torch.bool)})
+
+
+class FrameData(Dataset):
+    """Class-dependent mean in some feature dims, random valid lengths: learnable by a tiny cell."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels = (torch.arange(n) % 3).tolist()
+        self.frames = torch.randn(n, T, D, generator=g) * 0.5
+        lengths = torch.randint(4, T + 1, (n,), generator=g)
+        self.mask = torch.arange(T)[None] < lengths[:, None]
+        for i, y in enumerate(self.labels):
+            self.frames[i, :, y] += 1.5
+        self.frames[~self.mask] = 0.0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return {"frames": self.frames[i], "mask": self.mask[i]}, self.labels[i]
+
+
+@pytest.mark.slow
+def test_tiny_darts_search_exports_a_cell_that_retrains(tmp_path):
+    result = run_search(
+        space_mod=R, space_config=TINY, train_dataset=FrameData(24, 0), num_classes=3,
+        search_config=TrainConfig(epochs=2, batch_size=8, seed=0), strategy_name="DARTS",
+        strategy_args={"arc_learning_rate": 0.05}, run_dir=tmp_path, branch="deep", classes=["a", "b", "c"],
+    )
+    record = read_genotype(result.genotype_path)
+    weights = record["edge_weights"]
+    assert {"n1/op", "n3/a", "h1", "h2"} <= set(weights)
+    assert set(weights["n2/op"]) == set(TINY.ops) and sum(weights["n2/op"].values()) == pytest.approx(1.0)
+    assert max(abs(p - 1 / 7) for p in weights["n2/op"].values()) > 1e-3  # architecture weights moved
+    model, module = build_fixed(record)
+    assert module is R and model.cell == R.cell_of(record["architecture"])
+    assert record["genotype"]["cell"] == R.readable_genotype(record["architecture"])["cell"]
+    assert result.drawing_path.read_bytes()[:4] == b"\x89PNG"
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    data = FrameData(24, 1)
+    batch = {"frames": data.frames, "mask": data.mask}
+    target = torch.tensor(data.labels)
+    losses = []
+    for _ in range(15):
+        loss = torch.nn.functional.cross_entropy(model(batch), target)
+        optimizer.zero_grad(), loss.backward(), optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.slow
+def test_catalog_strategy_picks_the_cell_with_lowest_validation_loss(tmp_path):
+    from nni_emotionnas.cells import catalog_strategy
+
+    seen = {}
+    original = catalog_strategy.CatalogStrategy._run
+
+    def spy(self):
+        original(self)
+        seen.update(self.results)
+
+    catalog = R.RecurrentSpaceConfig(input_dim=D, hidden_size=H, attention_dim=8, cells=["rnn", "lstm", "gru"])
+    try:
+        catalog_strategy.CatalogStrategy._run = spy
+        result = run_search(
+            space_mod=R, space_config=catalog, train_dataset=FrameData(18, 0), val_dataset=FrameData(9, 1),
+            num_classes=3, search_config=TrainConfig(epochs=1, batch_size=6, seed=0), strategy_name="catalog",
+            strategy_args={"epochs": 2}, run_dir=tmp_path, branch="deep",
+        )
+    finally:
+        catalog_strategy.CatalogStrategy._run = original
+    assert set(seen) == {"rnn", "lstm", "gru"} and all(v > 0 for v in seen.values())
+    best = min(seen, key=seen.get)
+    assert result.record["architecture"] == {"cell": best} and result.record["genotype"]["source"] == best
+    model, _ = build_fixed(read_genotype(result.genotype_path))
+    assert model.cell == R.cell_of({"cell": best})

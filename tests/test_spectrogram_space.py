@@ -1,0 +1,174 @@
+"""Spectrogram DARTS space: config, shapes, reductions, `none` handling, parameter counts, genotype round
+trip, baselines, strategy files and drawings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from nni.nas.strategy import DARTS
+
+from nni_emotionnas.baselines import build_baseline
+from nni_emotionnas.configparse import load_yaml, parse
+from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.genotype import build_fixed, make_record, parameter_count, read_genotype, write_genotype
+from nni_emotionnas.plots import draw_cells, plot_confusion
+from nni_emotionnas.resources import default_file
+from nni_emotionnas.spaces import spectrogram as S
+from nni_emotionnas.spaces import space_module
+from nni_emotionnas.strategies import build_strategy, load_strategy_spec, strategy_spec
+
+PAPER_PARAMS = 0.13e6
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def paper_config() -> S.SpectrogramSpaceConfig:
+    path = default_file("search_spaces", S.DEFAULT_CONFIG_FILE)
+    return parse(S.SpectrogramSpaceConfig, load_yaml(path), path.name)
+
+
+def uniform_arch(space, op: str, source: int = 1) -> dict:
+    return {label: (op if "/op_" in label else [source]) for label in space.simplify()}
+
+
+def test_packaged_config_is_the_papers(paper_config: S.SpectrogramSpaceConfig) -> None:
+    assert (paper_config.channels, paper_config.layers, paper_config.nodes) == (6, 3, 4)
+    assert len(paper_config.ops) == 8 and "none" in paper_config.ops
+    assert "none" not in paper_config.candidate_ops and len(paper_config.candidate_ops) == 7
+    assert paper_config.reduction_layers == {1, 2}
+    assert space_module("spectrogram") is S
+
+
+def test_bad_space_config_names_the_key() -> None:
+    with pytest.raises(ConfigError, match="ops: unknown operation 'conv_9x9'"):
+        parse(S.SpectrogramSpaceConfig, {"ops": ["conv_9x9"]}, "space.yml")
+    with pytest.raises(ConfigError, match="space.yml.chanels: unknown key"):
+        parse(S.SpectrogramSpaceConfig, {"chanels": 4}, "space.yml")
+    with pytest.raises(ConfigError, match="channels: must be even"):
+        parse(S.SpectrogramSpaceConfig, {"channels": 5}, "space.yml")
+
+
+def test_space_labels_cells_and_never_offers_none(paper_config: S.SpectrogramSpaceConfig) -> None:
+    space = S.build_space(paper_config, 4)
+    labels = space.simplify()
+    assert len(labels) == 2 * 4 * 2 * 2  # 2 cell types x 4 nodes x 2 inputs x (op, input)
+    assert labels["normal/input_5_1"].values == [0, 1, 2, 3, 4]
+    assert all("none" not in m.values for k, m in labels.items() if "/op_" in k)
+    supernet = DARTS().mutate_model(S.build_space(paper_config, 4))
+    alphas = {n: p for n, p in supernet.named_parameters() if "_arch_alpha" in n}
+    # 14 edges per cell type, each 7 candidates + NNI's zero op (our `none`)
+    assert len({p.data_ptr() for p in alphas.values()}) == 28
+    assert all(p.numel() == 8 for p in alphas.values())
+
+
+def test_fixed_net_shapes_and_reduction_strides(paper_config: S.SpectrogramSpaceConfig) -> None:
+    space = S.build_space(paper_config, 4)
+    net = space.freeze(uniform_arch(space, "sep_conv_3x3"))
+    x = torch.randn(2, 1, 140, 140)
+    assert net(x).shape == (2, 4)
+    assert net.embed(x).shape == (2, net.embedding_dim) and net.embedding_dim == 4 * 24
+    s0 = s1 = net.stem(x)
+    sizes = []
+    for cell in net.cells:
+        s0, s1 = cell([s0, s1])
+        sizes.append(tuple(s1.shape[1:]))
+    assert sizes == [(24, 140, 140), (48, 70, 70), (96, 35, 35)]
+
+
+def test_parameter_counts_against_paper(paper_config: S.SpectrogramSpaceConfig) -> None:
+    """The paper's C6L3 figure (~0.13M) matches the supernet; derived cells are smaller, as in DARTS."""
+    supernet = DARTS().mutate_model(S.build_space(paper_config, 4))
+    assert PAPER_PARAMS / 2 < parameter_count(supernet) < PAPER_PARAMS * 2
+    space = S.build_space(paper_config, 4)
+    heaviest = parameter_count(space.freeze(uniform_arch(space, "sep_conv_5x5")))
+    lightest = parameter_count(space.freeze(uniform_arch(space, "max_pool_3x3")))
+    assert lightest < heaviest < parameter_count(supernet)
+    assert PAPER_PARAMS / 10 < heaviest < PAPER_PARAMS
+
+
+def test_derivation_never_keeps_none_and_ranks_softmaxed_edges() -> None:
+    config = S.SpectrogramSpaceConfig(channels=2, layers=3, nodes=2)
+    space = S.build_space(config, 3)
+    nni_export = uniform_arch(space, "skip_connect", 0)
+    probs = {}
+    for cell in S.CELL_LABELS:
+        for node in (2, 3):
+            for source in range(node):
+                weights = {op: 0.05 for op in config.candidate_ops}
+                weights["none"] = 0.6  # `none` dominates every edge
+                weights["sep_conv_3x3" if source == node - 1 else "avg_pool_3x3"] = 0.1 + 0.05 * source
+                probs[f"{cell}/{node}_{source}"] = weights
+    arch = S.derive_architecture(nni_export, probs, config)
+    assert "none" not in arch.values()
+    # node 3 takes its two strongest incoming edges: from node 2 (0.2, sep_conv) and c_{k-1} (0.15)
+    assert (arch["normal/op_3_0"], arch["normal/input_3_0"]) == ("sep_conv_3x3", [2])
+    assert (arch["normal/op_3_1"], arch["normal/input_3_1"]) == ("avg_pool_3x3", [1])
+    assert S.derive_architecture(nni_export, {}, config) == nni_export
+
+
+def test_genotype_file_round_trips_through_freeze(tmp_path: Path) -> None:
+    config = S.SpectrogramSpaceConfig(channels=2, layers=3, nodes=2)
+    space = S.build_space(config, 3)
+    arch = uniform_arch(space, "dil_conv_3x3", 1)
+    arch["reduce/op_3_1"], arch["reduce/input_3_1"] = "max_pool_3x3", [2]
+    record = make_record(branch="spectrogram", architecture=arch, space_config=config, num_classes=3, fold="f1",
+                         seed=3)
+    path = write_genotype(record, tmp_path / "genotype.json")
+    loaded = read_genotype(path)
+    assert loaded["genotype"]["reduce"][-1] == ["max_pool_3x3", 2] and loaded["fold"] == "f1"
+    net, module = build_fixed(loaded)
+    assert S.fixed_genotype(net) == loaded["genotype"]
+    assert net(torch.randn(2, 1, 20, 20)).shape == (2, 3)
+    broken = dict(loaded, architecture={k: v for k, v in arch.items() if k != "normal/op_2_0"})
+    with pytest.raises(ConfigError, match="missing \\['normal/op_2_0'\\]"):
+        build_fixed(broken)
+    wrong = dict(loaded, architecture=dict(arch, **{"normal/op_2_0": "none"}))
+    with pytest.raises(ConfigError, match="architecture.normal/op_2_0: 'none' not allowed"):
+        build_fixed(wrong)
+    (tmp_path / "bad.json").write_text(json.dumps({"branch": "spectrogram"}))
+    with pytest.raises(ConfigError, match="bad.json: architecture: required key"):
+        read_genotype(tmp_path / "bad.json")
+
+
+def test_baselines_by_name() -> None:
+    x = torch.randn(2, 1, 140, 140)
+    big, small = build_baseline("resnet18", 4), build_baseline("resnet_small", 4)
+    assert 11.0e6 < parameter_count(big) < 11.3e6
+    assert PAPER_PARAMS * 0.8 < parameter_count(small) < PAPER_PARAMS * 1.2
+    assert small(x).shape == (2, 4) and small.embed(x).shape == (2, small.embedding_dim)
+    with pytest.raises(ConfigError, match="model.spectrogram: unknown baseline 'vgg'"):
+        build_baseline("vgg", 4)
+
+
+def test_strategy_files() -> None:
+    name, args = load_strategy_spec(default_file("strategies", "darts.yml"))
+    assert name == "DARTS" and args["gradient_clip_val"] == 5.0
+    strategy = build_strategy(name, args)
+    assert isinstance(strategy, DARTS) and strategy.arc_learning_rate == 3e-4
+    with pytest.raises(ConfigError, match="s.yml.name: unknown strategy 'Darts'"):
+        strategy_spec({"name": "Darts"}, "s.yml")
+    with pytest.raises(ConfigError, match="s.yml.args.arc_lr: unknown argument of DARTS"):
+        strategy_spec({"name": "DARTS", "args": {"arc_lr": 1}}, "s.yml")
+    with pytest.raises(ConfigError, match="s.yml.name: required key"):
+        strategy_spec({"args": {}}, "s.yml")
+
+
+def test_drawings_are_written(tmp_path: Path) -> None:
+    genotype = {"normal": [["sep_conv_3x3", 0], ["skip_connect", 1], ["dil_conv_5x5", 2], ["max_pool_3x3", 0]],
+                "normal_concat": [2, 3], "reduce": [["avg_pool_3x3", 0], ["max_pool_3x3", 1]], "reduce_concat": [2]}
+    png = draw_cells(genotype, tmp_path / "cells.png")
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+    conf = plot_confusion([[5, 1], [2, 7]], ["ang", "sad"], tmp_path / "c.png")
+    assert conf.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="does not fit 3 classes"):
+        plot_confusion([[1, 0], [0, 1]], ["a", "b", "c"], tmp_path / "d.png")

@@ -78,6 +78,12 @@ def check_no_none(architecture: dict[str, Any]) -> None:
         raise RuntimeError(f"derived architecture keeps 'none' at {chosen}: DARTS derivation must exclude it")
 
 
+def _one_shot_base() -> type:
+    from nni.nas.oneshot.pytorch.strategy import OneShotStrategy
+
+    return OneShotStrategy
+
+
 def _experiment(space: Any, evaluator: Any, strategy: Any, run_dir: Path) -> Any:
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
 
@@ -142,7 +148,7 @@ def run_search(
         exported = experiment.export_top_models(formatter="dict")[0]
     finally:
         experiment.stop()
-    oneshot = getattr(strategy, "oneshot_module", None) if hasattr(strategy, "supernet") else None
+    oneshot = strategy.oneshot_module if isinstance(strategy, _one_shot_base()) else None
     weights = edge_weights(oneshot) if oneshot is not None else {}
     derive = getattr(space_mod, "derive_architecture", None)
     architecture = derive(exported, weights, space_config) if derive else dict(exported)

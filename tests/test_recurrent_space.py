@@ -105,6 +105,10 @@ def test_hoisted_x_only_nodes_give_the_step_by_step_result():
         h1, h2 = g * n + (1 - g) * h1, torch.nn.functional.leaky_relu(n, 0.01)
         outs.append(h1)
     torch.testing.assert_close(layer(x)[0], torch.stack(outs, 1))
+    # a new state that depends on x only (h2 = g) is read from the hoisted sequence
+    static_h2 = FixedCellLayer(make_cell(list(cell.nodes), {"h1": "h", "h2": "g"}), D, H)
+    _, (_, h2_last) = static_h2(x)
+    torch.testing.assert_close(h2_last, torch.sigmoid(x[:, -1] @ static_h2.w_x[-H:].T + static_h2.b_x[-H:]))
 
 
 NASBENCH_LSTM = {

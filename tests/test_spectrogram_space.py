@@ -4,6 +4,7 @@ trip, baselines, strategy files and drawings."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,8 @@ from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.genotype import build_fixed, make_record, parameter_count, read_genotype, write_genotype
 from nni_emotionnas.plots import draw_cells, plot_confusion
 from nni_emotionnas.resources import default_file
-from nni_emotionnas.spaces import spectrogram as S
 from nni_emotionnas.spaces import space_module
+from nni_emotionnas.spaces import spectrogram as S
 from nni_emotionnas.strategies import build_strategy, load_strategy_spec, strategy_spec
 
 PAPER_PARAMS = 0.13e6
@@ -172,3 +173,28 @@ def test_drawings_are_written(tmp_path: Path) -> None:
     assert conf.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="does not fit 3 classes"):
         plot_confusion([[1, 0], [0, 1]], ["a", "b", "c"], tmp_path / "d.png")
+
+
+def test_lean_supernet_cell_matches_nnis_mixture() -> None:
+    """Our `extra_oneshot_hooks` cell computes NNI's DARTS mixture (incl. `none`) with the same gradients."""
+    from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedCell
+
+    from nni_emotionnas.spaces.oneshot_cell import WeightedSumMixedCell
+
+    config = S.SpectrogramSpaceConfig(channels=2, layers=3, nodes=2)
+    lean = DARTS().mutate_model(S.build_space(config, 3))
+    stock = DARTS().mutate_model(S.build_space(replace(config, lean_supernet=False), 3))
+    assert type(lean.cells[0]) is WeightedSumMixedCell and type(stock.cells[0]) is DifferentiableMixedCell
+    with torch.no_grad():
+        for name, p in lean.named_parameters():
+            if "_arch_alpha" in name:
+                p.normal_()  # strong, distinct weights incl. the zero op's
+    stock.load_state_dict(lean.state_dict())
+    x = torch.randn(3, 1, 12, 12)
+    out_lean, out_stock = lean(x), stock(x)
+    assert torch.allclose(out_lean, out_stock, atol=1e-5)
+    out_lean.square().sum().backward()
+    out_stock.square().sum().backward()
+    grads = dict(stock.named_parameters())
+    for name, p in lean.named_parameters():
+        assert torch.allclose(p.grad, grads[name].grad, atol=1e-4), name

@@ -193,7 +193,8 @@ class FixedCellLayer(nn.Module):
             h2 = values_seq[self.cell.outputs["h2"]][:, -1] if "h2" in self.cell.outputs else state[1]
             return h1_seq, (h1_seq[:, -1], h2)
         # x-only values read by non-linear ops inside the loop (linear nodes get theirs hoisted)
-        seq_names = sorted({i for n in self.dynamic if n.op != "linear" for i in n.inputs if i in values_seq})
+        seq_names = {i for n in self.dynamic if n.op != "linear" for i in n.inputs if i in values_seq}
+        seq_names = sorted(seq_names | {name for name in self.cell.outputs.values() if name in values_seq})
         steps_hoisted = hoisted.unbind(1) if hoisted is not None else None
         steps_values = {name: values_seq[name].unbind(1) for name in seq_names}
         h1, h2 = state
@@ -218,18 +219,25 @@ class FixedCellLayer(nn.Module):
 
     def _run_block(self, block: _Block, env: dict, projections: dict, hoisted: Optional[torch.Tensor]) -> None:
         H = self.hidden_size
-        parts = [hoisted[:, block.hoisted[0]:block.hoisted[1]]] if block.hoisted else []
-        parts += [projections[s][:, a:b] for s, (a, b) in block.states.items()]
+        parts = [_columns(hoisted, block.hoisted)] if block.hoisted else []
+        parts += [_columns(projections[s], span) for s, span in block.states.items()]
         total = parts[0] if parts else None
         for p in parts[1:]:
             total = total + p
-        for k, name in enumerate(block.nodes):
-            value = total[:, k * H:(k + 1) * H] if total is not None else self.bias[name]
+        # one split (a single backward node) rather than a slice per node
+        pieces = total.split(H, dim=1) if total is not None else [None] * len(block.nodes)
+        for name, piece in zip(block.nodes, pieces):
+            value = piece if piece is not None else self.bias[name]
             for i in block.others:
                 value = value + env[i] @ self.w_node[f"{name}__{i}"].t()
-            if block.hoisted is None and total is not None:
+            if block.hoisted is None and piece is not None:
                 value = value + self.bias[name]
             env[name] = value
+
+
+def _columns(tensor: torch.Tensor, span: tuple[int, int]) -> torch.Tensor:
+    """Columns `span` of a step tensor; the whole tensor (no slice op) when the span covers it."""
+    return tensor if span[0] == 0 and span[1] == tensor.shape[1] else tensor[:, span[0]:span[1]]
 
 
 class FixedRecurrent(nn.Module):

@@ -36,7 +36,8 @@ def _import_fairseq() -> Any:
         from fairseq import models
         from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     except Exception as exc:  # fairseq or the torchaudio it imports may fail in many ways
-        raise BackendError(f"features.deep.backend wav2vec: fairseq cannot be imported ({exc}); {INSTALL_HINT}") from exc
+        message = f"features.deep.backend wav2vec: fairseq cannot be imported ({exc}); {INSTALL_HINT}"
+        raise BackendError(message) from exc
     return models, convert_namespace_to_omegaconf
 
 

@@ -61,6 +61,22 @@ def final_results(folder: Path) -> list[TrialResult]:
     return sorted(results, key=lambda r: -r.metric)
 
 
+def trial_folder(folder: Path, trial_id: str) -> Path:
+    """Where the trial wrote its outputs: the log path NNI recorded (local: `environments/*/trials/<id>`)."""
+    with sqlite3.connect(f"file:{folder / 'db' / 'nni.sqlite'}?mode=ro", uri=True) as db:
+        rows = db.execute(
+            "select logPath from TrialJobEvent where trialJobId = ? and logPath is not null", (trial_id,)
+        ).fetchall()
+    for (log_path,) in rows:
+        path = Path(log_path.removeprefix("file://"))
+        if path.is_dir():
+            return path
+    matches = sorted(folder.glob(f"**/trials/{trial_id}"))
+    if not matches:
+        raise ConfigError(f"{folder}: no output folder of trial {trial_id} (a remote trial keeps it on its machine)")
+    return matches[0]
+
+
 def export_best(target: str, out: Optional[Path] = None) -> tuple[Path, TrialResult]:
     """Writes the best trial's genotype (to `out`, default `<experiment folder>/genotype.json`)."""
     folder = experiment_dir(target)
@@ -68,7 +84,7 @@ def export_best(target: str, out: Optional[Path] = None) -> tuple[Path, TrialRes
     if not results:
         raise ConfigError(f"{folder}: no trial reported a final metric yet")
     best = results[0]
-    source = folder / "trials" / best.trial_id / GENOTYPE_FILE
+    source = trial_folder(folder, best.trial_id) / GENOTYPE_FILE
     if not source.is_file():
         raise ConfigError(f"{source}: the best trial left no genotype (was it run by an emotionnas trial entry?)")
     record = read_genotype(source)

@@ -10,6 +10,7 @@ keys so a typo in a strategy file is reported with the list of known keys.
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -56,29 +57,31 @@ def _require_tianshou(name: str) -> None:
         ) from exc
 
 
-class MultiTrialArgs:
-    """Experiment keys of a multi-trial strategy file; the rest go to the NNI strategy (next in the MRO).
+def keyword_arguments(cls: type) -> list[inspect.Parameter]:
+    """Keyword arguments `cls(...)` accepts, following `**kwargs` up the base classes' `__init__`s.
 
-    Only read for its signature: `strategies.check_args` follows `**kwargs` up the classes' `__init__`s.
+    NNI's one-shot strategies pass `**kwargs` to their parents (GumbelDARTS -> DARTS), so a file may set
+    any of those; the last `**kwargs` (deprecated options of the base strategy) are left out.
     """
+    found: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if klass is object or "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        for p in params:
+            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in found:
+                found[p.name] = p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return [p for name, p in found.items() if name not in ("model_space", "engine", "mutation_hooks")]
 
-    def __init__(
-        self,
-        *,
-        port: int = 8080,
-        max_trials: int = 10,
-        concurrency: int = 1,
-        max_duration: Optional[str] = None,
-        training_service: Optional[dict] = None,
-        **strategy_args: Any,
-    ) -> None:
-        raise TypeError("MultiTrialArgs describes strategy-file keys; build a MultiTrialPlan instead")
 
-
-def _class_provider(cls_name: str, multi_trial: bool) -> Callable[[], type]:
-    def provide() -> type:
-        cls = _nni_class(cls_name)
-        return type(f"{cls_name}File", (MultiTrialArgs, cls), {}) if multi_trial else cls
+def _signature_provider(cls_name: str, multi_trial: bool) -> Callable[[], inspect.Signature]:
+    def provide() -> inspect.Signature:
+        params = keyword_arguments(_nni_class(cls_name))
+        if multi_trial:
+            params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY) for k in MULTI_TRIAL_KEYS]
+        return inspect.Signature(params)
 
     return provide
 
@@ -116,9 +119,9 @@ SPLITS_TRAINING_DATA = {"GumbelDARTS", "ENAS"}
 
 
 
-def register_all(register: Callable[[str, Callable[..., Any], Callable[[], type], bool], None]) -> None:
+def register_all(register: Callable[[str, Callable[..., Any], Callable[[], inspect.Signature], bool], None]) -> None:
     """Adds the builders above through `nni_emotionnas.strategies.register_strategy`."""
     for name, cls in ONE_SHOT.items():
-        register(name, _one_shot(cls), _class_provider(cls, False), name in SPLITS_TRAINING_DATA)
+        register(name, _one_shot(cls), _signature_provider(cls, False), name in SPLITS_TRAINING_DATA)
     for name, cls in MULTI_TRIAL.items():
-        register(name, _multi_trial(name, cls), _class_provider(cls, True), False)
+        register(name, _multi_trial(name, cls), _signature_provider(cls, True), False)

@@ -40,7 +40,7 @@ def draw_cell(cell: CellSpec, png_path: Path) -> None:
     kinds = {name: "input" for name in CELL_INPUTS}
     for node in cell.nodes:
         labels[node.name], kinds[node.name] = f"{node.name}\n{node.op}", "node"
-    for state, source in cell.outputs.items():
+    for state in cell.outputs:
         labels[f"{state}_t"], kinds[f"{state}_t"] = f"{state}_t", "output"
     edges = [(i, n.name, k) for n in cell.nodes for k, i in enumerate(n.inputs)]
     edges += [(source, f"{state}_t", 0) for state, source in cell.outputs.items()]

@@ -1,0 +1,96 @@
+"""Deep stream hot path, measured in one run on this machine: forward+backward of fixed searched cells
+(the catalog LSTM written as a cell, and a typical DARTS-derived cell) against `torch.nn.LSTM` of the
+same sizes, and one DARTS supernet step (forward, backward, optimizer step) of the recurrent space.
+
+    python benchmarks/bench_recurrent_cell.py                # batch 32, T=727, D=512, H=256
+    python benchmarks/bench_recurrent_cell.py --threads 1    # fewer threads: less OpenMP overhead per step
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Callable
+
+import torch
+
+from nni_emotionnas.cells.catalog import lstm
+from nni_emotionnas.cells.fixed import FixedCellLayer
+from nni_emotionnas.cells.spec import Node, make_cell
+from nni_emotionnas.spaces import recurrent as R
+
+
+def darts_like_cell():
+    """What a DARTS search of this space typically exports: gates from linear maps, a blend, products."""
+    n = Node
+    return make_cell([
+        n("n1", "linear", ("x",)), n("n2", "linear", ("h1",)), n("n3", "sum", ("n1", "n2")),
+        n("n4", "sigmoid", ("n3",)), n("n5", "tanh", ("n3",)), n("n6", "blend", ("n4", "n5", "h1")),
+        n("n7", "product", ("n4", "h2")), n("n8", "sum", ("n7", "n6")),
+    ], {"h1": "n6", "h2": "n8"})
+
+
+def best_time(step: Callable[[], None], repeats: int) -> float:
+    step()  # warm-up (allocator, MKL/oneDNN kernels)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def forward_backward(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        module.zero_grad(set_to_none=True)
+        module(x)[0].sum().backward()
+
+    return step
+
+
+def darts_supernet_step(args: argparse.Namespace, x: torch.Tensor, mask: torch.Tensor) -> Callable[[], None]:
+    from nni.nas.strategy import DARTS
+
+    config = R.RecurrentSpaceConfig(input_dim=args.dim, hidden_size=args.hidden, nodes=args.nodes)
+    supernet = DARTS().mutate_model(R.build_space(config, num_classes=4))
+    optimizer = torch.optim.SGD(supernet.parameters(), lr=0.01)
+    target = torch.arange(x.shape[0]) % 4
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(supernet({"frames": x, "mask": mask}), target).backward()
+        optimizer.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--frames", type=int, default=727)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--nodes", type=int, default=8, help="intermediate nodes of the supernet")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--skip-supernet", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, args.frames, args.dim)
+    print(f"batch {args.batch}, T={args.frames}, D={args.dim}, H={args.hidden}, CPU threads {torch.get_num_threads()}"
+          f", best of {args.repeats}, forward+backward")
+    reference = best_time(forward_backward(torch.nn.LSTM(args.dim, args.hidden, batch_first=True), x), args.repeats)
+    print(f"  torch.nn.LSTM                 {reference:7.3f} s   1.00x")
+    for name, cell in (("catalog LSTM (fixed cell)", lstm()), ("DARTS-like cell (fixed)", darts_like_cell())):
+        seconds = best_time(forward_backward(FixedCellLayer(cell, args.dim, args.hidden), x), args.repeats)
+        print(f"  {name:29s} {seconds:7.3f} s   {seconds / reference:.2f}x nn.LSTM")
+    if not args.skip_supernet:
+        mask = torch.ones(args.batch, args.frames, dtype=torch.bool)
+        seconds = best_time(darts_supernet_step(args, x, mask), 1)
+        print(f"  DARTS supernet step ({args.nodes} nodes) {seconds:7.3f} s   {seconds / reference:.2f}x nn.LSTM")
+
+
+if __name__ == "__main__":
+    main()

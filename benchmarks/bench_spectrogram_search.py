@@ -1,0 +1,220 @@
+"""One DARTS search step at paper scale on CPU: NNI's search loop vs the same supernet in plain PyTorch.
+
+A step = architecture step (forward + backward on an architecture batch, Adam on the alphas) + weight
+step (forward + backward on a weight batch, clip 5, optimizer step), as NNI's `DartsLightningModule` does.
+
+Variants, each run in its own child process (so peak RSS is its own), in this one run:
+- `nni`: our space through NNI's DARTS strategy and Lightning (`NasExperiment`), with the space's lean
+  cell hook (`spaces.oneshot_cell`), i.e. what `emotionnas search` runs;
+- `nni-stock`: the same with NNI's stock `DifferentiableMixedCell` forward (`lean_supernet: false`);
+- `plain`: the same supernet (same ops and cell wiring, same number of weights) written in plain PyTorch
+  with a hand-written loop.
+
+Usage: python benchmarks/bench_spectrogram_search.py [--batch 32] [--size 140] [--steps 3]
+Prints seconds per step (median after one warm-up step), peak RSS, and NNI / plain ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def batches(batch: int, size: int, count: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(batch, 1, size, size, generator=g), torch.randint(0, 4, (batch,), generator=g))
+            for _ in range(count)]
+
+
+class PlainMixedCell(nn.Module):
+    """DARTS search cell without NNI: every edge mixes all candidates + `none` by softmaxed alphas."""
+
+    def __init__(self, config: Any, channels: int, reduction: bool, preprocessor: nn.Module,
+                 alphas: nn.ParameterDict, label: str) -> None:
+        from nni_emotionnas.spaces.darts_ops import build_op
+
+        super().__init__()
+        self.preprocessor, self.alphas, self.label, self.nodes = preprocessor, alphas, label, config.nodes
+        self.edges = nn.ModuleDict()
+        for node in range(2, 2 + config.nodes):
+            for source in range(node):
+                stride = 2 if reduction and source < 2 else 1
+                self.edges[f"{node}_{source}"] = nn.ModuleList(
+                    build_op(op, channels, stride) for op in config.candidate_ops
+                )
+                key = f"{label}_{node}_{source}"
+                if key not in alphas:
+                    alphas[key] = nn.Parameter(torch.randn(len(config.candidate_ops) + 1) * 1e-3)
+
+    def forward(self, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.preprocessor(inputs)
+        for node in range(2, 2 + self.nodes):
+            total: Any = 0
+            for source in range(node):
+                weights = F.softmax(self.alphas[f"{self.label}_{node}_{source}"], dim=-1)
+                for k, op in enumerate(self.edges[f"{node}_{source}"]):
+                    total = total + weights[k] * op(states[source])
+            states.append(total)
+        return inputs[-1], torch.cat(states[2:], dim=1)
+
+
+class PlainSupernet(nn.Module):
+    def __init__(self, config: Any, num_classes: int) -> None:
+        from nni_emotionnas.spaces.spectrogram import CellInputs
+
+        super().__init__()
+        stem = config.stem.multiplier * config.channels
+        self.stem = nn.Sequential(nn.Conv2d(1, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem))
+        self.alphas = nn.ParameterDict()
+        self.cells = nn.ModuleList()
+        c_pp, c_p, channels, prev_reduction = stem, stem, config.channels, False
+        for layer in range(config.layers):
+            reduction = layer in config.reduction_layers
+            channels *= 2 if reduction else 1
+            pre = CellInputs(c_pp, c_p, channels, prev_reduction)
+            self.cells.append(PlainMixedCell(config, channels, reduction, pre, self.alphas,
+                                             "reduce" if reduction else "normal"))
+            c_pp, c_p, prev_reduction = c_p, channels * config.nodes, reduction
+        self.classifier = nn.Linear(c_p, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = cell([s0, s1])
+        return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+
+
+def run_plain(config: Any, args: argparse.Namespace) -> dict[str, Any]:
+    torch.manual_seed(0)
+    net = PlainSupernet(config, 4)
+    alphas = list(net.alphas.parameters())
+    alpha_ids = {id(p) for p in alphas}
+    weights = [p for p in net.parameters() if id(p) not in alpha_ids]
+    w_opt = torch.optim.Adam(weights, lr=1e-3, weight_decay=3e-4)
+    a_opt = torch.optim.Adam(alphas, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    train, arch = batches(args.batch, args.size, args.steps + 1, 1), batches(args.batch, args.size, args.steps + 1, 2)
+    rss_before, times = current_rss_mb(), []
+    for (xt, yt), (xa, ya) in zip(train, arch):
+        start = time.perf_counter()
+        a_opt.zero_grad()
+        F.cross_entropy(net(xa), ya).backward()
+        a_opt.step()
+        w_opt.zero_grad()
+        F.cross_entropy(net(xt), yt).backward()
+        nn.utils.clip_grad_norm_(weights, 5.0)
+        w_opt.step()
+        times.append(time.perf_counter() - start)
+    return {"times": times, "rss_before": rss_before, "peak": peak_rss_mb(),
+            "weights": sum(p.numel() for p in weights), "alphas": sum(p.numel() for p in alphas)}
+
+
+def run_nni(config: Any, args: argparse.Namespace) -> dict[str, Any]:
+    import pytorch_lightning as pl
+    from nni.nas.experiment import NasExperiment, NasExperimentConfig
+    from nni.nas.strategy import DARTS
+    from torch.utils.data import TensorDataset
+
+    from nni_emotionnas.evaluator import TrainConfig, build_evaluator
+    from nni_emotionnas.spaces.spectrogram import build_space
+
+    times: list[float] = []
+    marks: dict[str, float] = {}
+
+    class StepTimer(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            marks.setdefault("rss_before", current_rss_mb())
+            marks["start"] = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            times.append(time.perf_counter() - marks["start"])
+
+    def dataset(seed: int) -> TensorDataset:
+        data = batches(args.batch, args.size, args.steps + 1, seed)
+        return TensorDataset(torch.cat([x for x, _ in data]), torch.cat([y for _, y in data]))
+
+    torch.manual_seed(0)
+    train_config = TrainConfig(epochs=1, batch_size=args.batch, lr=1e-3, weight_decay=3e-4)
+    evaluator = build_evaluator(dataset(1), dataset(2), 4, train_config, shuffle_val=True, callbacks=[StepTimer()])
+    space = build_space(config, 4)
+    strategy = DARTS(arc_learning_rate=3e-4, gradient_clip_val=5.0)
+    exp_config = NasExperimentConfig.default(space, evaluator, strategy)
+    exp_config.experiment_working_directory = args.workdir
+    experiment = NasExperiment(space, evaluator, strategy, exp_config)
+    experiment.run()
+    experiment.stop()
+    params = list(strategy.supernet.parameters())
+    alphas = {id(p) for p in strategy.oneshot_module.arch_parameters()}
+    return {"times": times, "rss_before": marks["rss_before"], "peak": peak_rss_mb(),
+            "weights": sum(p.numel() for p in params if id(p) not in alphas),
+            "alphas": sum(p.numel() for p in params if id(p) in alphas),
+            "cell": type(strategy.supernet.cells[0]).__name__}
+
+
+def child(args: argparse.Namespace) -> None:
+    from nni_emotionnas.spaces.spectrogram import SpectrogramSpaceConfig
+
+    torch.set_num_threads(args.threads)
+    config = SpectrogramSpaceConfig(lean_supernet=args.variant != "nni-stock")
+    result = run_plain(config, args) if args.variant == "plain" else run_nni(config, args)
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=140)
+    parser.add_argument("--steps", type=int, default=3, help="measured steps (after one warm-up step)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--variants", nargs="+", default=["plain", "nni", "nni-stock"])
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", default="/tmp/emotionnas-bench-nni", help="NNI experiment folder")
+    args = parser.parse_args()
+    if args.variant:
+        child(args)
+        return
+    print(f"DARTS search step, C6 L3 N4, batch {args.batch} x 1x{args.size}x{args.size}, CPU, "
+          f"{args.threads} threads, median of {args.steps} steps after 1 warm-up")
+    results = {}
+    for variant in args.variants:
+        cmd = [sys.executable, __file__, "--variant", variant, "--batch", str(args.batch), "--size",
+               str(args.size), "--steps", str(args.steps), "--threads", str(args.threads), "--workdir", args.workdir]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+        if not lines:
+            sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
+        r = json.loads(lines[-1][len("RESULT "):])
+        r["step"] = statistics.median(r["times"][1:]) if len(r["times"]) > 1 else r["times"][0]
+        results[variant] = r
+        print(f"{variant:10s} {r['step']:7.2f} s/step   peak RSS {r['peak']:8.0f} MB "
+              f"(+{r['peak'] - r['rss_before']:.0f} MB over steps)   weights {r['weights']} alphas {r['alphas']}"
+              + (f"   cell {r['cell']}" if "cell" in r else ""))
+    if "plain" in results:
+        base = results["plain"]
+        for variant, r in results.items():
+            if variant != "plain":
+                print(f"ratio {variant}/plain: time {r['step'] / base['step']:.3f}x   "
+                      f"peak RSS {r['peak'] / base['peak']:.3f}x   step memory "
+                      f"{(r['peak'] - r['rss_before']) / max(base['peak'] - base['rss_before'], 1):.3f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The whole EmotionNAS run at tiny scale: per-fold search, trained variants, report, resume, predict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nni_emotionnas.commands import pipeline
+from nni_emotionnas.config import load_experiment
+from nni_emotionnas.errors import ConfigError
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "corpus": {
+        "reader": "synthetic",
+        "options": {"sessions": 5, "utterances_per_emotion": 2, "min_seconds": 1.0, "max_seconds": 1.5},
+    },
+    "protocol": {"folds": ["Ses01-testSes01M", "Ses02-testSes02M"]},
+    "features": {
+        "n_jobs": 1,
+        "spectrogram": {"duration": 2.0, "size": [32, 32]},
+        "deep": {"backend": "fbank"},
+        "sequence": {"target_frames": 16},
+    },
+    "spectrogram_space": "spec.yml",
+    "deep_space": "deep.yml",
+    "search": {"epochs": 1, "batch_size": 16},
+    "train": {"epochs": 2, "batch_size": 16},
+    "run": {"variants": ["spectrogram", "deep", "ism"], "search": "per_fold"},
+}
+
+
+def write_experiment(folder: Path, **changes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.yml").write_text("channels: 2\nlayers: 3\nnodes: 2\n")
+    (folder / "deep.yml").write_text("hidden_size: 8\nnodes: 2\nattention_dim: 4\n")
+    path = folder / "exp.yml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+def mtimes(run_dir: Path, pattern: str) -> dict[str, int]:
+    return {str(p.relative_to(run_dir)): p.stat().st_mtime_ns for p in sorted(run_dir.glob(pattern))}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, Path, dict, dict, dict]:
+    """A run interrupted during its fifth model, then resumed to the end."""
+    from nni_emotionnas import crossval
+
+    folder = tmp_path_factory.mktemp("tiny")
+    experiment = load_experiment(write_experiment(folder))
+    run_dir = folder / "run"
+    real_train = crossval.CrossValidation.train_variant
+    calls = {"n": 0}
+
+    def interrupting(self, fold, variant):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            (run_dir / "folds" / fold.name / variant).mkdir(parents=True, exist_ok=True)
+            (run_dir / "folds" / fold.name / variant / "half-written.ckpt").write_bytes(b"partial")
+            raise KeyboardInterrupt
+        return real_train(self, fold, variant)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(crossval.CrossValidation, "train_variant", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_experiment(experiment, run_dir, progress=False)
+    mp.undo()
+    before = {**mtimes(run_dir, "folds/*/*/result.json"), **mtimes(run_dir, "folds/*/search/*/genotype.json")}
+    paths = pipeline.run_experiment(experiment, run_dir, progress=False)
+    after = {**mtimes(run_dir, "folds/*/*/result.json"), **mtimes(run_dir, "folds/*/search/*/genotype.json")}
+    return folder, run_dir, before, after, paths
+
+
+def test_run_writes_report_genotypes_and_models(finished_run):
+    _, run_dir, _, _, paths = finished_run
+    results = json.loads(paths["json"].read_text())
+    assert list(results["models"]) == ["spectrogram", "deep", "ism"]
+    for summary in results["models"].values():
+        assert summary["folds"] == ["Ses01-testSes01M", "Ses02-testSes02M"]
+        assert 0 <= summary["ua_mean"] <= 100 and len(summary["test_ua"]) == 2
+        assert sum(map(sum, summary["confusion"])) == 16  # 2 test speakers x 4 emotions x 2 utterances
+    markdown = paths["markdown"].read_text()
+    assert "| ism |" in markdown and "cf. paper Table 4" in markdown and "backend `fbank`" in markdown
+    assert paths["csv"].read_text().splitlines()[0].startswith("model,ua_mean,ua_std")
+    for fold in ("Ses01-testSes01M", "Ses02-testSes02M"):
+        for stream in ("spectrogram", "deep"):
+            record = json.loads((run_dir / "folds" / fold / "search" / stream / "genotype.json").read_text())
+            assert record["fold"] == fold and record["branch"] == stream
+            assert (run_dir / "folds" / fold / "search" / stream / "cells.png").stat().st_size > 1000
+        for variant in ("spectrogram", "deep", "ism"):
+            result = json.loads((run_dir / "folds" / fold / variant / "result.json").read_text())
+            assert len(result["test_pred"]) == 8 and abs(sum(result["test_probs"][0]) - 1) < 1e-3
+            assert (run_dir / "folds" / fold / variant / "model.pt").is_file()
+    assert (run_dir / "confusion_ism.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_redoes_nothing_complete(finished_run):
+    _, run_dir, before, after, _ = finished_run
+    assert len(before) == 4 + 4  # 4 models finished + 4 searches (2 folds x 2 streams) before the interruption
+    assert all(after[name] == stamp for name, stamp in before.items())
+    assert len(after) == 6 + 4
+    assert not list(run_dir.rglob("half-written.ckpt"))
+    assert not list(run_dir.rglob("*.partial"))
+
+
+def test_rerun_of_finished_run_trains_nothing_and_other_config_is_refused(finished_run):
+    folder, run_dir, _, after, _ = finished_run
+    pipeline.run_experiment(load_experiment(folder / "exp.yml"), run_dir, progress=False)
+    assert mtimes(run_dir, "folds/*/*/result.json").items() <= after.items()
+    other = load_experiment(write_experiment(folder / "other", seed=1))
+    with pytest.raises(ConfigError, match="holds a run of a different experiment"):
+        pipeline.run_experiment(other, run_dir, progress=False)
+
+
+def test_predict_command_on_a_wav(finished_run, tmp_path):
+    from conftest import write_tone
+
+    _, run_dir, _, _, _ = finished_run
+    wav = write_tone(tmp_path / "question.wav", seconds=1.2, rate=22050, channels=2)
+    script = Path(sys.executable).parent / "emotionnas"
+    result = subprocess.run([str(script), "predict", str(run_dir), str(wav)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    path, label, ranked = result.stdout.strip().split("\t")
+    assert path == str(wav) and label in {"ang", "hap", "neu", "sad"}
+    probabilities = [float(item.split()[1]) for item in ranked.split(", ")]
+    assert ranked.startswith(label) and abs(sum(probabilities) - 1) < 0.01

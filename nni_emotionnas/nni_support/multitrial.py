@@ -162,7 +162,10 @@ def run_multitrial_search(
     experiment = NasExperiment(space, evaluator, plan.strategy, experiment_config(plan, Path(run_dir) / "nni"))
     _logger.info("multi-trial search %s: web UI at http://127.0.0.1:%d", strategy_name, plan.port)
     started = time.perf_counter()
-    experiment.run(port=plan.port)
+    try:
+        experiment.run(port=plan.port)
+    finally:  # NNI leaves the manager running after a finished run until interpreter exit
+        experiment.stop()
     seconds = time.perf_counter() - started
     genotype_path, _ = export_best(str(Path(run_dir) / "nni" / experiment.id), Path(run_dir) / "genotype.json")
     exported = read_genotype(genotype_path)

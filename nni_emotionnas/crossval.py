@@ -67,7 +67,7 @@ class CrossValidation:
         partial = target.parent.with_name(f".{stream}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         module, space_config = space_config_for(self.experiment, stream, None)
-        if hasattr(space_config, "input_dim"):  # the deep space reads frames as wide as the features are
+        if stream == "deep":  # the recurrent space reads frames as wide as the features are
             space_config = dataclasses.replace(space_config, input_dim=self.corpus.deep_dim)
         strategy = self.experiment.resolve(self.experiment.strategy) or default_file("strategies", "darts.yml")
         name, args = load_strategy_spec(strategy)
@@ -92,7 +92,8 @@ class CrossValidation:
         from nni_emotionnas.commands.search_train import build_model
 
         genotype = str(self.genotype_path(fold, stream)) if self.needs_search(stream) else None
-        return build_model(self.experiment, stream, genotype, list(self.corpus.classes))
+        input_dim = self.corpus.deep_dim if stream == "deep" else 0
+        return build_model(self.experiment, stream, genotype, list(self.corpus.classes), input_dim)
 
     def build(self, fold: Fold, variant: str) -> torch.nn.Module:
         """A freshly initialised network for a variant (seeded, so reruns build the same weights)."""

@@ -59,15 +59,11 @@ class PreparedCorpus:
     deep_backend: Optional[dict] = None
     skipped: list[tuple[Utterance, str]] = field(default_factory=list)
     max_frames: int = 0
+    deep_dim: int = 0  # width of the deep-stream frames (the recurrent space's `input_dim`)
 
     @property
     def labels(self) -> np.ndarray:
         return np.array([self.classes.index(u.label) for u in self.utterances], dtype=np.int64)
-
-    @property
-    def deep_dim(self) -> int:
-        """Width of the deep-stream frames (the recurrent space's `input_dim`)."""
-        return int(self.deep.load(0).shape[1])
 
     def fold(self, name: str) -> Fold:
         for fold in self.folds:
@@ -119,4 +115,5 @@ def prepare(
     )
     if corpus.deep is not None:
         corpus.max_frames = max(corpus.deep.load(i).shape[0] for i in range(len(utterances)))
+        corpus.deep_dim = int(corpus.deep.load(0).shape[1])
     return corpus

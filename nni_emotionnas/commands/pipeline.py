@@ -59,6 +59,7 @@ def run_experiment(experiment: ExperimentConfig, run_dir: Path, progress: bool =
     manifest = {
         "classes": list(corpus.classes),
         "max_frames": corpus.max_frames,
+        "deep_dim": corpus.deep_dim,
         "main": experiment.run.main,
         "folds": [f.name for f in corpus.folds],
         "seconds": round(time.perf_counter() - started, 1),
@@ -144,7 +145,8 @@ def predict_files(run_dir: Path, files: list[Path]) -> tuple[list[str], Any]:
         inputs["frames"] = torch.from_numpy(np.stack([u[0] for u in unified]))
         inputs["mask"] = torch.from_numpy(np.stack([u[1] for u in unified]))
     batch = inputs["spectrogram"] if branch == "spectrogram" else inputs
-    corpus = PreparedCorpus(experiment, [], classes, [Fold(name, (), (), ()) for name in manifest["folds"]])
+    folds = [Fold(name, (), (), ()) for name in manifest["folds"]]
+    corpus = PreparedCorpus(experiment, [], classes, folds, deep_dim=manifest["deep_dim"])
     builder = CrossValidation(experiment, corpus, Path(run_dir), progress=False)
     probabilities = []
     for fold in corpus.folds:

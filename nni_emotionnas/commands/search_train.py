@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -56,6 +57,8 @@ def run_search_command(args: argparse.Namespace) -> int:
     strategy_file = args.strategy or (experiment.resolve(experiment.strategy) if experiment.strategy else None)
     name, strategy_args = load_strategy_spec(strategy_file or default_file("strategies", "darts.yml"))
     corpus = prepare(experiment, branches=[args.branch])
+    if args.branch == "deep":  # the recurrent space reads frames as wide as the features are
+        space_config = dataclasses.replace(space_config, input_dim=corpus.deep_dim)
     fold = _fold_name(corpus, args.fold)
     run_dir = _run_dir(experiment, args.out, "search", args.branch, fold)
     result = run_search(
@@ -80,14 +83,23 @@ def run_search_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_model(experiment: ExperimentConfig, branch: str, genotype: Optional[str], classes: list[str]) -> Any:
-    """The fixed network to train: a baseline named in `model.spectrogram`, else the genotype's network."""
+def build_model(
+    experiment: ExperimentConfig, branch: str, genotype: Optional[str], classes: list[str], input_dim: int = 0
+) -> Any:
+    """The fixed network to train: a baseline named in `model.<branch>`, else the genotype's network.
+
+    `input_dim` is the deep frames' width, needed by the recurrent baselines.
+    """
     from nni_emotionnas.genotype import build_fixed, read_genotype
 
     if branch == "spectrogram" and experiment.model.spectrogram != "darts":
         from nni_emotionnas.baselines import build_baseline
 
         return build_baseline(experiment.model.spectrogram, len(classes))
+    if branch == "deep" and experiment.model.deep != "searched":
+        from nni_emotionnas.baselines_recurrent import build_recurrent_baseline
+
+        return build_recurrent_baseline(experiment.model.deep, input_dim, len(classes))
     if genotype is None:
         raise ConfigError(f"train --branch {branch}: --genotype is required for searched networks")
     record = read_genotype(Path(genotype))
@@ -109,7 +121,8 @@ def run_train_command(args: argparse.Namespace) -> int:
     experiment = load_experiment(Path(args.experiment))
     corpus = prepare(experiment, branches=[args.branch])
     fold = _fold_name(corpus, args.fold)
-    model = build_model(experiment, args.branch, args.genotype, list(corpus.classes))
+    input_dim = corpus.deep_dim if args.branch == "deep" else 0
+    model = build_model(experiment, args.branch, args.genotype, list(corpus.classes), input_dim)
     print(f"parameters: {parameter_count(model)}")
     run_dir = _run_dir(experiment, args.out, "train", args.branch, fold)
     result = fit_fixed(

@@ -7,6 +7,8 @@ Variants, each run in its own child process (so peak RSS is its own), in this on
 - `nni`: our space through NNI's DARTS strategy and Lightning (`NasExperiment`), with the space's lean
   cell hook (`spaces.oneshot_cell`), i.e. what `emotionnas search` runs;
 - `nni-stock`: the same with NNI's stock `DifferentiableMixedCell` forward (`lean_supernet: false`);
+- `nni-supernet` (diagnostic, opt-in): NNI's supernet driven by the hand-written loop below, which
+  separates the cost of NNI's supernet from the cost of its Lightning search loop;
 - `plain`: the same supernet (same ops and cell wiring, same number of weights) written in plain PyTorch
   with a hand-written loop.
 
@@ -103,10 +105,24 @@ class PlainSupernet(nn.Module):
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
 
 
+def nni_supernet(config: Any) -> tuple[nn.Module, list[nn.Parameter]]:
+    """NNI's DARTS supernet of our space (no Lightning), with its architecture parameters."""
+    from nni.nas.strategy import DARTS
+
+    from nni_emotionnas.spaces.spectrogram import build_space
+
+    net = DARTS().mutate_model(build_space(config, 4))
+    return net, [p for name, p in net.named_parameters() if "_arch_alpha" in name]
+
+
 def run_plain(config: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The hand-written search loop, on the plain supernet or (`nni-supernet`) on NNI's mutated one."""
     torch.manual_seed(0)
-    net = PlainSupernet(config, 4)
-    alphas = list(net.alphas.parameters())
+    if args.variant == "nni-supernet":
+        net, alphas = nni_supernet(config)
+    else:
+        net = PlainSupernet(config, 4)
+        alphas = list(net.alphas.parameters())
     alpha_ids = {id(p) for p in alphas}
     weights = [p for p in net.parameters() if id(p) not in alpha_ids]
     w_opt = torch.optim.Adam(weights, lr=1e-3, weight_decay=3e-4)
@@ -174,7 +190,7 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     config = SpectrogramSpaceConfig(lean_supernet=args.variant != "nni-stock")
-    result = run_plain(config, args) if args.variant == "plain" else run_nni(config, args)
+    result = run_plain(config, args) if args.variant in ("plain", "nni-supernet") else run_nni(config, args)
     print("RESULT " + json.dumps(result))
 
 

@@ -134,3 +134,18 @@ def test_predict_command_on_a_wav(finished_run, tmp_path):
     assert path == str(wav) and label in {"ang", "hap", "neu", "sad"}
     probabilities = [float(item.split()[1]) for item in ranked.split(", ")]
     assert ranked.startswith(label) and abs(sum(probabilities) - 1) < 0.01
+
+
+def test_same_config_and_seed_give_same_numbers(finished_run):
+    folder, run_dir, _, _, _ = finished_run
+    again = load_experiment(
+        write_experiment(folder / "again", protocol={"folds": ["Ses01-testSes01M"]}, run={"variants": ["deep"]})
+    )
+    pipeline.run_experiment(again, folder / "again" / "run", progress=False)
+    fold = "folds/Ses01-testSes01M"
+    first = json.loads((run_dir / fold / "deep" / "result.json").read_text())
+    second = json.loads((folder / "again" / "run" / fold / "deep" / "result.json").read_text())
+    runs = (run_dir, folder / "again/run")
+    searched = [json.loads((d / fold / "search/deep/genotype.json").read_text()) for d in runs]
+    assert searched[0]["architecture"] == searched[1]["architecture"]
+    assert second["test_probs"] == first["test_probs"] and second["val_ua"] == first["val_ua"]

@@ -216,6 +216,17 @@ def test_space_labels_freeze_and_genotype_round_trip():
         model({"frames": torch.randn(2, T, 5), "mask": torch.ones(2, T, dtype=torch.bool)})
 
 
+def test_derivation_rewires_a_cell_that_ignores_x():
+    arch = {"n1/op": "sigmoid", "n1/a": [2], "n1/b": [0], "n1/z": [0],
+            "n2/op": "product", "n2/a": [3], "n2/b": [1], "n2/z": [0], "h1": [1], "h2": [0]}
+    probs = {"n1/a": {"0": 0.2, "1": 0.3, "2": 0.5}, "n2/a": {"0": 0.1}, "n2/b": {"0": 0.4}}
+    derived = R.derive_architecture(arch, probs, TINY)
+    assert derived == {**arch, "n2/b": [0]}  # n2's operand b leaned most to x among the used operands
+    assert R.cell_of(derived).node("n2").inputs == ("n1", "x")
+    reads_x = {**arch, "n1/a": [0]}
+    assert R.derive_architecture(reads_x, probs, TINY) == reads_x
+
+
 class FrameData(Dataset):
     """Class-dependent mean in some feature dims, random valid lengths: learnable by a tiny cell."""
 
@@ -251,6 +262,8 @@ def test_tiny_darts_search_exports_a_cell_that_retrains(tmp_path):
     model, module = build_fixed(record)
     assert module is R and model.cell == R.cell_of(record["architecture"])
     assert record["genotype"]["cell"] == R.readable_genotype(record["architecture"])["cell"]
+    assert R.derive_architecture(record["nni_export"], weights, TINY) == record["architecture"]
+    assert any("x" in node["inputs"] for node in record["genotype"]["cell"]["nodes"])
     assert result.drawing_path.read_bytes()[:4] == b"\x89PNG"
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     data = FrameData(24, 1)

@@ -36,9 +36,11 @@ class _Block:
 class FixedCellLayer(nn.Module):
     """One recurrent layer: runs `cell` over (batch, time, input_dim) frames, returns the h1 sequence."""
 
-    def __init__(self, cell: CellSpec, input_dim: int, hidden_size: int, leaky_slope: float = 0.01) -> None:
+    def __init__(self, cell: CellSpec, input_dim: int, hidden_size: int, leaky_slope: float = 0.01,
+                 state_bound: Optional[float] = None) -> None:
         super().__init__()
         self.cell, self.input_dim, self.hidden_size, self.leaky_slope = cell, input_dim, hidden_size, leaky_slope
+        self.state_bound = state_bound
         H = hidden_size
         nodes = list(cell.used_nodes())
         self.nodes = nodes
@@ -212,8 +214,8 @@ class FixedCellLayer(nn.Module):
                                     steps_hoisted[t] if steps_hoisted is not None else None)
                 else:
                     env[node.name] = self._op(node.op, [env[i] for i in node.inputs])
-            h1 = env[self.cell.outputs["h1"]]
-            h2 = env[self.cell.outputs["h2"]] if "h2" in self.cell.outputs else h2
+            h1 = bound_state(env[self.cell.outputs["h1"]], self.state_bound)
+            h2 = bound_state(env[self.cell.outputs["h2"]], self.state_bound) if "h2" in self.cell.outputs else h2
             outputs.append(h1)
         return torch.stack(outputs, dim=1), (h1, h2)
 
@@ -235,6 +237,12 @@ class FixedCellLayer(nn.Module):
             env[name] = value
 
 
+def bound_state(state: torch.Tensor, bound: Optional[float]) -> torch.Tensor:
+    """`bound * tanh(state / bound)`: keeps products of states from compounding over hundreds of steps
+    (a state above 1 squared every step overflows within a few steps); `None` leaves the cell exact."""
+    return state if bound is None else torch.tanh(state / bound) * bound
+
+
 def _columns(tensor: torch.Tensor, span: tuple[int, int]) -> torch.Tensor:
     """Columns `span` of a step tensor; the whole tensor (no slice op) when the span covers it."""
     return tensor if span[0] == 0 and span[1] == tensor.shape[1] else tensor[:, span[0]:span[1]]
@@ -244,10 +252,10 @@ class FixedRecurrent(nn.Module):
     """`num_layers` stacked layers of the same cell (separate weights); returns the top layer's h1 sequence."""
 
     def __init__(self, cell: CellSpec, input_dim: int, hidden_size: int, num_layers: int = 1,
-                 leaky_slope: float = 0.01, dropout: float = 0.0) -> None:
+                 leaky_slope: float = 0.01, dropout: float = 0.0, state_bound: Optional[float] = None) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            FixedCellLayer(cell, input_dim if i == 0 else hidden_size, hidden_size, leaky_slope)
+            FixedCellLayer(cell, input_dim if i == 0 else hidden_size, hidden_size, leaky_slope, state_bound)
             for i in range(num_layers)
         )
         self.dropout = nn.Dropout(dropout)

@@ -17,6 +17,8 @@ from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.genotype import read_genotype, write_genotype
 from nni_emotionnas.nni_support.training_run import GENOTYPE_FILE
 
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
 
 @dataclass
 class TrialResult:
@@ -68,9 +70,18 @@ def trial_folder(folder: Path, trial_id: str) -> Path:
             "select logPath from TrialJobEvent where trialJobId = ? and logPath is not null", (trial_id,)
         ).fetchall()
     for (log_path,) in rows:
-        path = Path(log_path.removeprefix("file://"))
-        if path.is_dir():
-            return path
+        location = log_path.removeprefix("file://")
+        if Path(location).is_dir():
+            return Path(location)
+        host, _, remote = location.partition(":")
+        if remote and "/envs/" in remote:  # remote training service: <exp>/envs/<env> on `host`
+            outputs = Path(remote.split("/envs/")[0]) / "trials" / trial_id / "nnioutput"
+            if host in LOCAL_HOSTS and outputs.is_dir():
+                return outputs
+            raise ConfigError(
+                f"trial {trial_id} ran on {host}: copy its {outputs}/{GENOTYPE_FILE} from there "
+                f"(e.g. scp {host}:{outputs}/{GENOTYPE_FILE} .)"
+            )
     matches = sorted(folder.glob(f"**/trials/{trial_id}"))
     if not matches:
         raise ConfigError(f"{folder}: no output folder of trial {trial_id} (a remote trial keeps it on its machine)")

@@ -16,35 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-import pytorch_lightning as pl
-
 from nni_emotionnas.errors import ConfigError, EmotionNASError
-
-
-class EpochReporter(pl.Callback):
-    """Scores the supernet on held-out data after every training epoch and reports it to NNI."""
-
-    def __init__(self, dataset: Any, num_classes: int, batch_size: int) -> None:
-        self.dataset = dataset
-        self.num_classes = num_classes
-        self.batch_size = batch_size
-        self.history: list[dict[str, float]] = []
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        import nni
-
-        from nni_emotionnas.evaluator import predict_logits
-        from nni_emotionnas.metrics import score
-
-        supernet = pl_module.training_module.model if hasattr(pl_module, "training_module") else pl_module.model
-        logits, labels = predict_logits(supernet, self.dataset, self.batch_size)
-        scores = score(labels, logits.argmax(axis=1), self.num_classes)
-        metric = {"default": scores.ua, "wa": scores.wa}
-        if "train_loss" in trainer.callback_metrics:
-            metric["train_loss"] = float(trainer.callback_metrics["train_loss"])
-        self.history.append(metric)
-        if nni.get_current_parameter() is not None:
-            nni.report_intermediate_result(metric)
 
 
 def strategy_file(args: argparse.Namespace, parameters: dict[str, Any]) -> Path:
@@ -64,6 +36,7 @@ def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -
 
     from nni_emotionnas.config import load_experiment
     from nni_emotionnas.data import prepare
+    from nni_emotionnas.nni_support.epoch_reporter import EpochReporter
     from nni_emotionnas.nni_support.training_run import trial_output_dir, with_hyperparameters
     from nni_emotionnas.nni_support.trial import load_train_config, space_config
     from nni_emotionnas.search import run_search

@@ -19,7 +19,7 @@ from nni.mutable import label_scope
 from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace
 from torch import nn
 
-from nni_emotionnas.cells.fixed import FixedRecurrent
+from nni_emotionnas.cells.fixed import FixedRecurrent, bound_state
 from nni_emotionnas.cells.refs import expand_refs, resolve_cell
 from nni_emotionnas.cells.spec import OPS, CellSpec, Node, cell_from_dict, make_cell
 from nni_emotionnas.spaces.pooling import AttentionPooling, PooledSequenceMixin
@@ -42,6 +42,7 @@ class RecurrentSpaceConfig:
     leaky_slope: float = 0.01
     attention_dim: int = 128
     dropout: float = 0.2
+    state_bound: Optional[float] = 5.0
     cells: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -50,6 +51,8 @@ class RecurrentSpaceConfig:
             raise ValueError(f"ops: unknown op {unknown[0]!r} (known: {', '.join(OPS)})")
         if not self.ops:
             raise ValueError("ops: needs at least one op")
+        if self.state_bound is not None and self.state_bound <= 0:
+            raise ValueError(f"state_bound: must be positive or null, got {self.state_bound}")
         for name in ("input_dim", "hidden_size", "num_layers", "nodes", "attention_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
@@ -89,7 +92,7 @@ class SearchLayer(nn.Module):
 
     def __init__(self, input_dim: int, config: RecurrentSpaceConfig) -> None:
         super().__init__()
-        self.hidden_size = config.hidden_size
+        self.hidden_size, self.state_bound = config.hidden_size, config.state_bound
         self.x_proj = nn.Linear(input_dim, config.hidden_size)
         self.nodes = nn.ModuleList(SearchNode(i, config) for i in range(config.nodes))
         self.outputs = nn.ModuleDict(
@@ -104,9 +107,15 @@ class SearchLayer(nn.Module):
             values = [x, h1, h2]
             for node in self.nodes:
                 values.append(node(values))
-            h1, h2 = self.outputs["h1"](values[3:]), self.outputs["h2"](values[3:])
+            h1 = bound_state(self.outputs["h1"](values[3:]), self.state_bound)
+            h2 = bound_state(self.outputs["h2"](values[3:]), self.state_bound)
             outputs.append(h1)
         return torch.stack(outputs, dim=1)
+
+
+def fixed_recurrent(cell: CellSpec, config: RecurrentSpaceConfig) -> FixedRecurrent:
+    return FixedRecurrent(cell, config.input_dim, config.hidden_size, config.num_layers, config.leaky_slope,
+                          config.dropout, config.state_bound)
 
 
 class RecurrentNetwork(PooledSequenceMixin, nn.Module):
@@ -115,8 +124,7 @@ class RecurrentNetwork(PooledSequenceMixin, nn.Module):
     def __init__(self, cell: CellSpec, config: RecurrentSpaceConfig, num_classes: int) -> None:
         super().__init__()
         self.cell, self.input_dim, self.embedding_dim = cell, config.input_dim, config.hidden_size
-        self.recurrent = FixedRecurrent(cell, config.input_dim, config.hidden_size, config.num_layers,
-                                        config.leaky_slope, config.dropout)
+        self.recurrent = fixed_recurrent(cell, config)
         self.pool = AttentionPooling(config.hidden_size, config.attention_dim)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.hidden_size, num_classes)
@@ -135,8 +143,7 @@ class RecurrentSpace(PooledSequenceMixin, ModelSpace):
         if config.cells:
             refs = expand_refs(list(config.cells), "space.cells")
             self.recurrent = LayerChoice(
-                {ref: FixedRecurrent(resolve_cell(ref, "space.cells"), config.input_dim, config.hidden_size,
-                                     config.num_layers, config.leaky_slope, config.dropout) for ref in refs},
+                {ref: fixed_recurrent(resolve_cell(ref, "space.cells"), config) for ref in refs},
                 label=CELL_LABEL,
             )
         else:
@@ -189,6 +196,25 @@ def cell_of(arch: dict[str, Any]) -> CellSpec:
         nodes.append(Node(node_name(i), op, inputs))
     outputs = {s: node_name(_index(arch[s])) for s in STATE_LABELS if s in arch}
     return make_cell(nodes, outputs, "architecture")
+
+
+def _reads_x(cell: CellSpec) -> bool:
+    return any("x" in node.inputs for node in cell.used_nodes())
+
+
+def derive_architecture(arch: dict[str, Any], probs: dict[str, dict[str, float]], space_config: Any) -> dict[str, Any]:
+    """DARTS' export, made to read x_t: a cell whose new states ignore the input is useless, so when the
+    argmax cell has no path from x, the used operand whose weight on x is highest is rewired to x."""
+    arch = dict(arch)
+    if CELL_LABEL in arch or _reads_x(cell_of(arch)):
+        return arch
+    used = {node.name for node in cell_of(arch).used_nodes()}
+    operands = [
+        f"{name}/{slot}" for name in used for slot in OP_SLOTS[arch[f"{name}/op"]] if f"{name}/{slot}" in arch
+    ]
+    weight = {label: float(probs.get(label, {}).get("0", 0.0)) for label in operands}
+    arch[max(sorted(operands), key=lambda label: weight[label])] = [0]
+    return arch
 
 
 def readable_genotype(arch: dict[str, Any], probs: Optional[dict[str, dict[str, float]]] = None) -> dict[str, Any]:

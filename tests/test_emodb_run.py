@@ -1,0 +1,41 @@
+"""A reduced-scale EmoDB leave-one-speaker-out run: the fused model must clearly beat chance."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from nni_emotionnas.commands import pipeline
+from nni_emotionnas.config import load_experiment
+
+pytestmark = pytest.mark.slow
+
+
+def test_emodb_fused_ua_clearly_above_chance(emodb, tmp_path):
+    experiment = {
+        "name": "emodb-small",
+        "corpus": {"reader": "emodb", "path": str(emodb / "wav")},
+        "protocol": {"kind": "leave_one_speaker_out", "folds": ["test13", "test14"]},
+        "features": {
+            "n_jobs": 2,
+            "spectrogram": {"duration": 2.0, "size": [64, 64]},
+            "deep": {"backend": "resemblyzer"},
+            "sequence": {"target_frames": 50},
+        },
+        "spectrogram_space": "spec.yml",
+        "deep_space": "deep.yml",
+        "search": {"epochs": 2, "batch_size": 32, "lr": 0.003},
+        "train": {"epochs": 12, "batch_size": 32, "lr": 0.003, "class_weights": "balanced"},
+        "run": {"variants": ["ism"], "search": "once"},
+    }
+    (tmp_path / "spec.yml").write_text("channels: 4\nlayers: 3\nnodes: 2\n")
+    (tmp_path / "deep.yml").write_text("hidden_size: 32\nnodes: 3\nattention_dim: 16\n")
+    (tmp_path / "exp.yml").write_text(yaml.safe_dump(experiment))
+    paths = pipeline.run_experiment(load_experiment(tmp_path / "exp.yml"), tmp_path / "run", progress=False)
+    ism = json.loads(paths["json"].read_text())["models"]["ism"]
+    chance = 100 / 7
+    print(f"EmoDB ISM test UA {ism['ua_mean']:.1f} ± {ism['ua_std']:.1f}, WA {ism['wa_mean']:.1f}")
+    assert ism["ua_mean"] > 2.5 * chance
+    assert min(ism["test_ua"]) > 2 * chance

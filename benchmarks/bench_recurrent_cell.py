@@ -1,5 +1,6 @@
 """Deep stream hot path, measured in one run on this machine: forward+backward of fixed searched cells
-(the catalog LSTM written as a cell, and a typical DARTS-derived cell) against `torch.nn.LSTM` of the
+(the catalog LSTM written as a cell, and a typical DARTS-derived cell, both with the space's default
+`state_bound` as the product trains them) against `torch.nn.LSTM` of the
 same sizes, and one DARTS supernet step (forward, backward, optimizer step) of the recurrent space.
 
     python benchmarks/bench_recurrent_cell.py                # batch 32, T=727, D=512, H=256
@@ -84,7 +85,8 @@ def main() -> None:
     reference = best_time(forward_backward(torch.nn.LSTM(args.dim, args.hidden, batch_first=True), x), args.repeats)
     print(f"  torch.nn.LSTM                 {reference:7.3f} s   1.00x")
     for name, cell in (("catalog LSTM (fixed cell)", lstm()), ("DARTS-like cell (fixed)", darts_like_cell())):
-        seconds = best_time(forward_backward(FixedCellLayer(cell, args.dim, args.hidden), x), args.repeats)
+        layer = FixedCellLayer(cell, args.dim, args.hidden, state_bound=R.RecurrentSpaceConfig().state_bound)
+        seconds = best_time(forward_backward(layer, x), args.repeats)
         print(f"  {name:29s} {seconds:7.3f} s   {seconds / reference:.2f}x nn.LSTM")
     if not args.skip_supernet:
         mask = torch.ones(args.batch, args.frames, dtype=torch.bool)

@@ -108,7 +108,7 @@ def nnictl_experiment(workspace: Path) -> Iterator[RunningExperiment]:
         "trialCommand": f"{sys.executable} -m nni_emotionnas.nni_support.trial --experiment experiment.yml "
         "--branch spectrogram",
         "trialCodeDirectory": ".",
-        "trialConcurrency": 1,
+        "trialConcurrency": 2,
         "maxTrialNumber": 2,
         "tuner": {"name": "TPE", "classArgs": {"optimize_mode": "maximize", "seed": 0}},
         "trainingService": {"platform": "local"},
@@ -260,7 +260,7 @@ def test_multi_trial_strategy_runs_trials_through_the_nni_manager(
     monkeypatch.chdir(workspace)  # NAS trials run in the current directory
     strategy = workspace / "random_two.yml"
     strategy.write_text(yaml.safe_dump(
-        {"name": "Random", "args": {"seed": 1, "port": free_port(), "max_trials": 2, "concurrency": 1}}
+        {"name": "Random", "args": {"seed": 1, "port": free_port(), "max_trials": 2, "concurrency": 2}}
     ))
     out = workspace / "search_random"
     assert main(["search", "experiment.yml", "--branch", "spectrogram", "--strategy", str(strategy),
@@ -272,6 +272,44 @@ def test_multi_trial_strategy_runs_trials_through_the_nni_manager(
     assert record["search_metrics"]["nni_trial"] == results[0].trial_id
     assert set(record["architecture"]) == ARCH_LABELS and record["strategy"]["name"] == "Random"
     assert wait_gone(folder.name) == []
+
+
+@pytest.mark.slow
+def test_oneshot_search_inside_an_nnictl_trial_reports_every_epoch(workspace: Path) -> None:
+    """examples/demo/nnictl_oneshot.yml's setup on tiny data: the tuner picks the one-shot strategy file."""
+    config = yaml.safe_load((REPO / "examples" / "demo" / "nnictl_oneshot.yml").read_text())
+    config.update(
+        searchSpace={"strategy": {"_type": "choice", "_value": ["gumbel_darts"]}},
+        trialCommand=f"{sys.executable} -m nni_emotionnas.nni_support.oneshot_trial --experiment experiment.yml "
+        "--branch spectrogram",
+        maxTrialNumber=1,
+        experimentWorkingDirectory=str(workspace / "nni-oneshot"),
+    )
+    (workspace / "nnictl_oneshot.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    created = subprocess.run([str(NNICTL), "create", "--config", str(workspace / "nnictl_oneshot.yml"), "--port",
+                              str(port)], capture_output=True, text=True, timeout=120, cwd=workspace)
+    assert created.returncode == 0, created.stdout + created.stderr
+    experiment_id = _experiment_id(port)
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:
+            jobs = rest(port, "trial-jobs")
+            if jobs and jobs[0]["status"] in ("SUCCEEDED", "FAILED"):
+                break
+            time.sleep(2)
+        assert jobs[0]["status"] == "SUCCEEDED"
+        metrics = [m for m in rest(port, "metric-data") if m["trialJobId"] == jobs[0]["trialJobId"]]
+        epochs = [json.loads(json.loads(m["data"])) for m in metrics if m["type"] == "PERIODICAL"]
+        [final] = [json.loads(json.loads(m["data"])) for m in metrics if m["type"] == "FINAL"]
+        assert len(epochs) == EXPERIMENT["search"]["epochs"] and all(0 <= e["default"] <= 1 for e in epochs)
+        assert final["strategy"] == "GumbelDARTS" and final["default"] == epochs[-1]["default"]
+        assert {m["parameterId"] for m in metrics} == {"0"}  # reported for the trial's own parameters
+        assert main(["export", str(workspace / "nni-oneshot" / experiment_id),
+                     "--out", str(workspace / "oneshot_genotype.json")]) == 0
+    finally:
+        subprocess.run([str(NNICTL), "stop", experiment_id], capture_output=True, timeout=60)
+    assert wait_gone(experiment_id) == []
 
 
 def test_strategy_file_errors_name_the_key(tmp_path: Path) -> None:

@@ -205,7 +205,7 @@ class FixedCellLayer(nn.Module):
             env: dict[str, torch.Tensor] = {"h1": h1, "h2": h2}
             for name in seq_names:
                 env[name] = steps_values[name][t]
-            projections = {s: h @ self.w_state[s].t() for s, h in (("h1", h1), ("h2", h2)) if s in self.w_state}
+            projections = {s: F.linear(h, self.w_state[s]) for s, h in (("h1", h1), ("h2", h2)) if s in self.w_state}
             for node in self.dynamic:
                 if node.name in env:
                     continue
@@ -231,7 +231,7 @@ class FixedCellLayer(nn.Module):
         for name, piece in zip(block.nodes, pieces):
             value = piece if piece is not None else self.bias[name]
             for i in block.others:
-                value = value + env[i] @ self.w_node[f"{name}__{i}"].t()
+                value = value + F.linear(env[i], self.w_node[f"{name}__{i}"])
             if block.hoisted is None and piece is not None:
                 value = value + self.bias[name]
             env[name] = value

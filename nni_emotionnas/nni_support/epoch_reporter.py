@@ -1,20 +1,56 @@
-"""Per-epoch supernet scores of a one-shot search, reported to NNI (one-shot runs have no trials of their own)."""
+"""Per-epoch supernet scores of a one-shot search, reported to NNI (one-shot runs have no trials of their own).
+
+NNI runs a one-shot search through its sequential engine, which swaps the process' trial command channel and
+NNI's current parameters while the search trains; reports made with `nni.report_*` then never reach the NNI
+manager. `TrialReporter` keeps the trial's own channel and parameter id, taken before the search starts.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import nni
+import nni.trial
 import pytorch_lightning as pl
+from nni.runtime.env_vars import trial_env_vars
+from nni.runtime.trial_command_channel import get_default_trial_command_channel
 
 from nni_emotionnas.evaluator import predict_logits
 from nni_emotionnas.metrics import score
 
 
+class TrialReporter:
+    """Sends metrics on the trial's own channel (None outside an NNI trial: then it only keeps them)."""
+
+    def __init__(self) -> None:
+        record = nni.trial._params  # NNI 3.0 keeps the current trial's parameter record here
+        self.parameter_id = record["parameter_id"] if record else None
+        self.channel = get_default_trial_command_channel() if record else None
+        self.sequence = 0
+
+    def intermediate(self, metric: dict[str, Any]) -> None:
+        self._send("PERIODICAL", self.sequence, metric)
+        self.sequence += 1
+
+    def final(self, metric: dict[str, Any]) -> None:
+        self._send("FINAL", 0, metric)
+
+    def _send(self, kind: str, sequence: int, metric: dict[str, Any]) -> None:
+        if self.channel is not None:
+            self.channel.send_metric(
+                parameter_id=self.parameter_id,
+                trial_job_id=trial_env_vars.NNI_TRIAL_JOB_ID,
+                type=kind,
+                sequence=sequence,
+                value=metric,
+            )
+
+
 class EpochReporter(pl.Callback):
     """Scores the supernet on held-out data after every training epoch and reports it to NNI."""
 
-    def __init__(self, dataset: Any, num_classes: int, batch_size: int) -> None:
+    def __init__(self, dataset: Any, num_classes: int, batch_size: int, reporter: TrialReporter) -> None:
+        self.reporter = reporter
         self.dataset = dataset
         self.num_classes = num_classes
         self.batch_size = batch_size
@@ -28,5 +64,4 @@ class EpochReporter(pl.Callback):
         if "train_loss" in trainer.callback_metrics:
             metric["train_loss"] = float(trainer.callback_metrics["train_loss"])
         self.history.append(metric)
-        if nni.get_current_parameter() is not None:
-            nni.report_intermediate_result(metric)
+        self.reporter.intermediate(metric)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import nni
+import nni.experiment.rest as nni_rest
 from nni.nas.strategy.hpo import TPE
 from torch import nn
 from torch.utils.data import Dataset
@@ -25,6 +26,9 @@ from nni_emotionnas.nni_support.space_json import legacy_space, split_parameters
 from nni_emotionnas.nni_support.strategy_builders import MultiTrialPlan
 
 _logger = logging.getLogger(__name__)
+# Seconds NNI's client waits for its manager's REST API (NNI: 20); a strategy dies on the first timeout, and a
+# loaded machine (trials training on every core) can exceed 20 s.
+REST_TIMEOUT = 90
 
 
 class ArchitectureTPE(TPE):
@@ -162,6 +166,7 @@ def run_multitrial_search(
     experiment = NasExperiment(space, evaluator, plan.strategy, experiment_config(plan, Path(run_dir) / "nni"))
     _logger.info("multi-trial search %s: web UI at http://127.0.0.1:%d", strategy_name, plan.port)
     started = time.perf_counter()
+    nni_rest.timeout = max(nni_rest.timeout, REST_TIMEOUT)
     try:
         experiment.run(port=plan.port)
     finally:  # NNI leaves the manager running after a finished run until interpreter exit

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -
 
     from nni_emotionnas.config import load_experiment
     from nni_emotionnas.data import prepare
-    from nni_emotionnas.nni_support.epoch_reporter import EpochReporter
+    from nni_emotionnas.nni_support.epoch_reporter import EpochReporter, TrialReporter
     from nni_emotionnas.nni_support.training_run import trial_output_dir, with_hyperparameters
     from nni_emotionnas.nni_support.trial import load_train_config, space_config
     from nni_emotionnas.search import run_search
@@ -53,7 +53,8 @@ def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -
     overrides = {"epochs": args.epochs, "limit_train_batches": args.limit_train_batches}
     config = with_hyperparameters(load_train_config(args.train, experiment.search, overrides), hyperparameters)
     val = corpus.dataset(fold, "val", args.branch)
-    reporter = EpochReporter(val, len(corpus.classes), config.batch_size)
+    trial = TrialReporter()  # before the search: NNI's one-shot run swaps the trial's channel and parameters
+    reporter = EpochReporter(val, len(corpus.classes), config.batch_size, trial)
     result = run_search(
         space_mod=space_module(args.branch),
         space_config=space_config(experiment, args),
@@ -72,8 +73,7 @@ def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -
     if not reporter.history:
         raise RuntimeError(f"one-shot search with {name} ran no training epoch")
     final = {**reporter.history[-1], "strategy": name, "genotype": str(result.genotype_path)}
-    if nni.get_current_parameter() is not None:
-        nni.report_final_result(final)
+    trial.final(final)
     return final
 
 

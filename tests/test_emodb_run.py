@@ -20,14 +20,14 @@ def test_emodb_fused_ua_clearly_above_chance(emodb, tmp_path):
         "protocol": {"kind": "leave_one_speaker_out", "folds": ["test13", "test14"]},
         "features": {
             "n_jobs": 2,
-            "spectrogram": {"duration": 2.0, "size": [64, 64]},
+            "spectrogram": {"duration": 2.0, "size": [40, 40]},
             "deep": {"backend": "resemblyzer"},
             "sequence": {"target_frames": 50},
         },
         "spectrogram_space": "spec.yml",
         "deep_space": "deep.yml",
-        "search": {"epochs": 2, "batch_size": 32, "lr": 0.003},
-        "train": {"epochs": 12, "batch_size": 32, "lr": 0.003, "class_weights": "balanced"},
+        "search": {"epochs": 1, "batch_size": 32, "lr": 0.003},
+        "train": {"epochs": 10, "batch_size": 32, "lr": 0.003, "class_weights": "balanced"},
         "run": {"variants": ["ism"], "search": "once"},
     }
     (tmp_path / "spec.yml").write_text("channels: 4\nlayers: 3\nnodes: 2\n")

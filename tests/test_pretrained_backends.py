@@ -70,6 +70,11 @@ def test_resemblyzer_is_deterministic_across_instances(lstm_extractor):
     np.testing.assert_array_equal(lstm_extractor.extract(audio), again.extract(audio))
     np.testing.assert_array_equal(again.extract(audio), again.extract(audio))
     assert lstm_extractor.config() == again.config()
+    threads = torch.get_num_threads()
+    two_threads = resemblyzer({"device": "cpu", "cpu_threads": 2})
+    np.testing.assert_allclose(two_threads.extract(audio), again.extract(audio), atol=1e-5)
+    assert two_threads.config() == again.config()  # threads change speed, not features: same cache entry
+    assert torch.get_num_threads() == threads  # the LSTM's thread count is restored afterwards
 
 
 def test_resemblyzer_equals_the_package_lstm_on_the_same_mel(lstm_extractor):

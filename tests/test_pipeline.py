@@ -139,7 +139,9 @@ def test_predict_command_on_a_wav(finished_run, tmp_path):
 def test_same_config_and_seed_give_same_numbers(finished_run):
     folder, run_dir, _, _, _ = finished_run
     again = load_experiment(
-        write_experiment(folder / "again", protocol={"folds": ["Ses01-testSes01M"]}, run={"variants": ["deep"], "main": "deep"})
+        write_experiment(
+            folder / "again", protocol={"folds": ["Ses01-testSes01M"]}, run={"variants": ["deep"], "main": "deep"}
+        )
     )
     pipeline.run_experiment(again, folder / "again" / "run", progress=False)
     fold = "folds/Ses01-testSes01M"

@@ -40,8 +40,10 @@ def quiet_libraries() -> None:
 
     for name in ("nni", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # repeated on every one-shot search: we never set a training service for one-shot strategies
+    logging.getLogger("nni.nas.experiment.config.experiment").setLevel(logging.ERROR)
     for message in (".*is found to be not a nn.Module.*", ".*LeafSpec.*", ".*does not have many workers.*",
-                    ".*smaller than the logging interval.*", ".*training_service.*"):
+                    ".*smaller than the logging interval.*"):
         warnings.filterwarnings("ignore", message=message)
 
 

@@ -21,6 +21,17 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory):
     mp.undo()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tests train tiny nets: one intra-op thread avoids OpenMP spin contention on 2 shared cores (10-50x)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def emodb() -> Path:
     if not (EMODB / "wav").is_dir():

@@ -14,15 +14,6 @@ from nni_emotionnas.evaluator import TrainConfig, build_evaluator, class_weight_
 from nni_emotionnas.metrics import score
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """2 shared cores: one intra-op thread avoids OpenMP spin contention that slows tiny nets 10-50x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_scores_equal_sklearn_on_imbalanced_predictions() -> None:
     rng = np.random.default_rng(0)
     y_true = rng.choice(4, size=200, p=[0.55, 0.25, 0.15, 0.05])

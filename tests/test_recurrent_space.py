@@ -25,13 +25,6 @@ D, H, T = 6, 8, 12
 TINY = R.RecurrentSpaceConfig(input_dim=D, hidden_size=H, nodes=3, attention_dim=8, dropout=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _load_gates(layer: FixedCellLayer, ref: torch.nn.RNNCellBase, gates: str) -> None:
     with torch.no_grad():

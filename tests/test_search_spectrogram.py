@@ -22,13 +22,6 @@ from nni_emotionnas.training import fit_fixed
 TINY = S.SpectrogramSpaceConfig(channels=2, layers=3, nodes=2, stem=S.StemConfig(multiplier=2))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def synthetic(n: int, seed: int) -> TensorDataset:
     """Class-dependent brightness in one quadrant: learnable by a tiny cell network."""

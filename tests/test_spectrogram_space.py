@@ -24,13 +24,6 @@ from nni_emotionnas.strategies import build_strategy, load_strategy_spec, strate
 PAPER_PARAMS = 0.13e6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def paper_config() -> S.SpectrogramSpaceConfig:

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from nni_emotionnas.errors import ConfigError, EmotionNASError
+from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.nni_support import trial_main
 
 
 def strategy_file(args: argparse.Namespace, parameters: dict[str, Any]) -> Path:
@@ -96,14 +97,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nni_emotionnas.nni_support.oneshot_trial", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return handle(args)
-    except EmotionNASError as exc:
-        print(f"oneshot-trial: error: {exc}", file=sys.stderr)
-        return 2
+    return trial_main("oneshot_trial", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

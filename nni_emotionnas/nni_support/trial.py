@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nni_emotionnas.configparse import load_yaml, parse
-from nni_emotionnas.errors import ConfigError, EmotionNASError
+from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.nni_support import trial_main
 
 
 def load_train_config(path: Optional[str], base: Any, overrides: dict[str, Any]) -> Any:
@@ -89,20 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    final = run(args)
-    print(json.dumps(final))
+    print(json.dumps(run(args)))
     return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nni_emotionnas.nni_support.trial", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return handle(args)
-    except EmotionNASError as exc:
-        print(f"trial: error: {exc}", file=sys.stderr)
-        return 2
+    return trial_main("trial", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

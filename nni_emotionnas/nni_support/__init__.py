@@ -12,6 +12,19 @@ from typing import Any, Callable, Optional
 from nni_emotionnas.errors import EmotionNASError
 
 
+def add_trial_arguments(parser: argparse.ArgumentParser, train_section: str) -> None:
+    """Arguments every trial entry takes; `train_section` names the experiment section trained with."""
+    parser.add_argument("--experiment", required=True, help="experiment YAML (corpus, features)")
+    parser.add_argument("--branch", required=True, choices=["spectrogram", "deep"])
+    parser.add_argument("--space", help="space config YAML (default: the experiment's, else the packaged one)")
+    parser.add_argument("--train", help=f"TrainConfig YAML (default: the experiment's {train_section} section)")
+    parser.add_argument("--fold", help="fold name (default: the first fold)")
+    parser.add_argument("--epochs", type=int, help="override the train config's epochs")
+    parser.add_argument("--limit-train-batches", type=int, help="cap batches per epoch (quick runs)")
+    parser.add_argument("--parameters", help="a sample as JSON, to run the trial outside nnictl")
+    parser.add_argument("--out", help="output folder outside nnictl (inside, NNI's trial folder is used)")
+
+
 def trial_main(
     prog: str,
     doc: Optional[str],

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nni_emotionnas.errors import ConfigError
-from nni_emotionnas.nni_support import trial_main
+from nni_emotionnas.nni_support import add_trial_arguments, trial_main
 
 
 def strategy_file(args: argparse.Namespace, parameters: dict[str, Any]) -> Path:
@@ -79,16 +79,8 @@ def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--experiment", required=True, help="experiment YAML (corpus, features)")
-    parser.add_argument("--branch", required=True, choices=["spectrogram", "deep"])
+    add_trial_arguments(parser, "search")
     parser.add_argument("--strategy", help="strategy YAML (default: the sample's 'strategy' packaged file)")
-    parser.add_argument("--space", help="space config YAML (default: the experiment's, else the packaged one)")
-    parser.add_argument("--train", help="TrainConfig YAML (default: the experiment's search section)")
-    parser.add_argument("--fold", help="fold name (default: the first fold)")
-    parser.add_argument("--epochs", type=int, help="override the train config's epochs")
-    parser.add_argument("--limit-train-batches", type=int, help="cap batches per epoch (quick runs)")
-    parser.add_argument("--parameters", help="a sample as JSON, to run outside nnictl")
-    parser.add_argument("--out", help="output folder outside nnictl (inside, NNI's trial folder is used)")
 
 
 def handle(args: argparse.Namespace) -> int:

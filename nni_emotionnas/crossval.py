@@ -11,7 +11,6 @@ run resumes where it stopped):
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -55,7 +54,7 @@ class CrossValidation:
 
     def search(self, fold: Fold, stream: str) -> Path:
         """Searches a stream's cells unless a finished genotype is there; a half-done search is redone."""
-        from nni_emotionnas.commands.search_train import space_config_for
+        from nni_emotionnas.networks import space_config_for
         from nni_emotionnas.resources import default_file
         from nni_emotionnas.search import run_search
         from nni_emotionnas.strategies import load_strategy_spec
@@ -66,9 +65,7 @@ class CrossValidation:
         owner = target.parent.parent.parent.name
         partial = target.parent.with_name(f".{stream}.partial")
         shutil.rmtree(partial, ignore_errors=True)
-        module, space_config = space_config_for(self.experiment, stream, None)
-        if stream == "deep":  # the recurrent space reads frames as wide as the features are
-            space_config = dataclasses.replace(space_config, input_dim=self.corpus.deep_dim)
+        module, space_config = space_config_for(self.experiment, stream, None, self.corpus.deep_dim)
         strategy = self.experiment.resolve(self.experiment.strategy) or default_file("strategies", "darts.yml")
         name, args = load_strategy_spec(strategy)
         run_search(
@@ -89,7 +86,7 @@ class CrossValidation:
         return target
 
     def stream_model(self, fold: Fold, stream: str) -> torch.nn.Module:
-        from nni_emotionnas.commands.search_train import build_model
+        from nni_emotionnas.networks import build_model
 
         genotype = str(self.genotype_path(fold, stream)) if self.needs_search(stream) else None
         input_dim = self.corpus.deep_dim if stream == "deep" else 0

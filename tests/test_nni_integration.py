@@ -442,3 +442,22 @@ def test_remote_ssh_training_service_runs_the_example(workspace: Path, ssh_local
         subprocess.run([str(NNICTL), "stop", experiment_id], capture_output=True, timeout=60)
         shutil.rmtree(Path("/tmp/nni-experiments") / experiment_id, ignore_errors=True)  # the "remote" side
     assert wait_gone(experiment_id) == []
+
+
+def test_deep_trial_reads_frames_as_wide_as_the_corpus_features(tmp_path: Path) -> None:
+    """A trial's recurrent space takes the corpus' frame width (fbank: 120), whatever `input_dim` the file says."""
+    from nni_emotionnas.nni_support import trial
+
+    deep = {**EXPERIMENT, "features": {**EXPERIMENT["features"], "deep": {"backend": "fbank"},
+                                       "sequence": {"target_frames": 8}}, "deep_space": "deep.yml"}
+    (tmp_path / "experiment.yml").write_text(yaml.safe_dump(deep))
+    (tmp_path / "deep.yml").write_text("input_dim: 512\nhidden_size: 8\nnodes: 2\nattention_dim: 4\n")
+    space_json = tmp_path / "deep.json"
+    assert main(["space-json", "--branch", "deep", "--space", str(tmp_path / "deep.yml"),
+                 "--out", str(space_json)]) == 0
+    sample = {label: choice["_value"][0] for label, choice in json.loads(space_json.read_text()).items()}
+    args = ["--experiment", str(tmp_path / "experiment.yml"), "--branch", "deep", "--epochs", "1",
+            "--parameters", json.dumps(sample), "--out", str(tmp_path / "trial")]
+    assert trial.main(args) == 0
+    record = json.loads((tmp_path / "trial" / "genotype.json").read_text())
+    assert record["space_config"]["input_dim"] == 120

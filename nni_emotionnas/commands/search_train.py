@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -34,31 +33,18 @@ def _run_dir(experiment: ExperimentConfig, out: Optional[str], stage: str, branc
     return run_dir
 
 
-def space_config_for(experiment: ExperimentConfig, branch: str, override: Optional[str]) -> tuple[Any, Any]:
-    """(space module, parsed space config) from --space, the experiment's `<branch>_space` or the default."""
-    from nni_emotionnas.configparse import load_yaml, parse
-    from nni_emotionnas.resources import default_file
-    from nni_emotionnas.spaces import space_module
-
-    module = space_module(branch)
-    configured = override or getattr(experiment, f"{branch}_space")
-    path = experiment.resolve(configured) if configured else default_file("search_spaces", module.DEFAULT_CONFIG_FILE)
-    return module, parse(module.CONFIG_CLASS, load_yaml(path), Path(path).name)
-
-
 def run_search_command(args: argparse.Namespace) -> int:
     from nni_emotionnas.data import prepare
+    from nni_emotionnas.networks import space_config_for
     from nni_emotionnas.resources import default_file
     from nni_emotionnas.search import run_search
     from nni_emotionnas.strategies import load_strategy_spec
 
     experiment = load_experiment(Path(args.experiment))
-    module, space_config = space_config_for(experiment, args.branch, args.space)
     strategy_file = args.strategy or (experiment.resolve(experiment.strategy) if experiment.strategy else None)
     name, strategy_args = load_strategy_spec(strategy_file or default_file("strategies", "darts.yml"))
     corpus = prepare(experiment, branches=[args.branch])
-    if args.branch == "deep":  # the recurrent space reads frames as wide as the features are
-        space_config = dataclasses.replace(space_config, input_dim=corpus.deep_dim)
+    module, space_config = space_config_for(experiment, args.branch, args.space, corpus.deep_dim)
     fold = _fold_name(corpus, args.fold)
     run_dir = _run_dir(experiment, args.out, "search", args.branch, fold)
     result = run_search(
@@ -83,38 +69,10 @@ def run_search_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_model(
-    experiment: ExperimentConfig, branch: str, genotype: Optional[str], classes: list[str], input_dim: int = 0
-) -> Any:
-    """The fixed network to train: a baseline named in `model.<branch>`, else the genotype's network.
-
-    `input_dim` is the deep frames' width, needed by the recurrent baselines.
-    """
-    from nni_emotionnas.genotype import build_fixed, read_genotype
-
-    if branch == "spectrogram" and experiment.model.spectrogram != "darts":
-        from nni_emotionnas.baselines import build_baseline
-
-        return build_baseline(experiment.model.spectrogram, len(classes))
-    if branch == "deep" and experiment.model.deep != "searched":
-        from nni_emotionnas.baselines_recurrent import build_recurrent_baseline
-
-        return build_recurrent_baseline(experiment.model.deep, input_dim, len(classes))
-    if genotype is None:
-        raise ConfigError(f"train --branch {branch}: --genotype is required for searched networks")
-    record = read_genotype(Path(genotype))
-    if record["branch"] != branch:
-        raise ConfigError(f"{genotype}: branch: genotype is for {record['branch']!r}, not {branch!r}")
-    if int(record["num_classes"]) != len(classes):
-        raise ConfigError(f"{genotype}: num_classes: {record['num_classes']} but the corpus has {len(classes)}")
-    if record.get("classes") and list(record["classes"]) != list(classes):
-        raise ConfigError(f"{genotype}: classes: {record['classes']} differ from the corpus' {classes}")
-    return build_fixed(record, where=str(genotype))[0]
-
-
 def run_train_command(args: argparse.Namespace) -> int:
     from nni_emotionnas.data import prepare
     from nni_emotionnas.genotype import parameter_count
+    from nni_emotionnas.networks import build_model
     from nni_emotionnas.plots import plot_confusion
     from nni_emotionnas.training import fit_fixed
 

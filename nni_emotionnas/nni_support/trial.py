@@ -29,11 +29,11 @@ def load_train_config(path: Optional[str], base: Any, overrides: dict[str, Any])
     return parse(TrainConfig, data, path or "trial")
 
 
-def space_config(experiment: Any, args: argparse.Namespace) -> Any:
+def space_config(experiment: Any, args: argparse.Namespace, deep_dim: int) -> Any:
     """--space, else the experiment's `<branch>_space`, else the packaged space file (as `emotionnas search`)."""
-    from nni_emotionnas.commands.search_train import space_config_for
+    from nni_emotionnas.networks import space_config_for
 
-    return space_config_for(experiment, args.branch, args.space)[1]
+    return space_config_for(experiment, args.branch, args.space, deep_dim)[1]
 
 
 def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -
     experiment = load_experiment(Path(args.experiment))
     corpus = prepare(experiment, branches=[args.branch], progress=False)
     fold = args.fold or corpus.folds[0].name
-    space_settings = space_config(experiment, args)
+    space_settings = space_config(experiment, args, corpus.deep_dim)
     space = build_space(args.branch, space_settings, len(corpus.classes))
     architecture, hyperparameters = split_parameters(space, parameters)
     overrides = {"epochs": args.epochs, "limit_train_batches": args.limit_train_batches}

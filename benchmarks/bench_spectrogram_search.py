@@ -12,14 +12,21 @@ Variants, each run in its own child process (so peak RSS is its own), in this on
 - `plain`: the same supernet (same ops and cell wiring, same number of weights) written in plain PyTorch
   with a hand-written loop.
 
-Usage: python benchmarks/bench_spectrogram_search.py [--batch 32] [--size 140] [--steps 3]
+Usage: python benchmarks/bench_spectrogram_search.py [--batch 32] [--size 140] [--steps 3] [--live-memory]
 Prints seconds per step (median after one warm-up step), peak RSS, and NNI / plain ratios.
+
+Peak RSS under glibc's default malloc includes freed memory the allocator keeps (its mmap threshold grows
+to 32 MB after the first frees, so activations come from the heap and fragment it); how much depends on the
+order of allocations, not on how much a loop holds. `--live-memory` gives every allocation of 128 KB or
+more its own mapping, returned to the OS when freed, so peak RSS is the peak of memory actually held
+(steps are slower: every activation page-faults fresh pages).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -201,6 +208,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="measured steps (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--variants", nargs="+", default=["plain", "nni", "nni-stock"])
+    parser.add_argument("--live-memory", action="store_true", help="peak RSS = peak live memory (see above)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default="/tmp/emotionnas-bench-nni", help="NNI experiment folder")
     args = parser.parse_args()
@@ -208,12 +216,16 @@ def main() -> None:
         child(args)
         return
     print(f"DARTS search step, C6 L3 N4, batch {args.batch} x 1x{args.size}x{args.size}, CPU, "
-          f"{args.threads} threads, median of {args.steps} steps after 1 warm-up")
+          f"{args.threads} threads, median of {args.steps} steps after 1 warm-up, "
+          + ("live memory (MALLOC_MMAP_THRESHOLD_=131072)" if args.live_memory else "glibc malloc defaults"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    if args.live_memory:
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
     results = {}
     for variant in args.variants:
         cmd = [sys.executable, __file__, "--variant", variant, "--batch", str(args.batch), "--size",
                str(args.size), "--steps", str(args.steps), "--threads", str(args.threads), "--workdir", args.workdir]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
         if not lines:
             sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")

@@ -157,6 +157,9 @@ def run_search(
     callback = evaluator.trainer.callback_metrics  # one-shot strategies reuse the evaluator's trainer
     if "train_loss" in callback:
         metrics["train_loss"] = float(callback["train_loss"])
+    ranking = getattr(strategy, "search_metrics", None)  # strategies that rank candidates themselves say how
+    if ranking is not None:
+        metrics.update(ranking())
     if oneshot is not None and arch_data is not None:
         logits, labels = predict_logits(oneshot.training_module.model, arch_data, search_config.batch_size)
         supernet = score(labels, logits.argmax(axis=1), num_classes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import math
 from collections.abc import Iterator
 from typing import Any, Optional
 
@@ -67,6 +68,12 @@ class CatalogStrategy(Strategy):
             _logger.info("catalog cell %s: lowest validation loss %.4f", value, tracker.best)
         best = min(self.results, key=lambda v: (not torch.isfinite(torch.tensor(self.results[v])), self.results[v]))
         self._best = space.freeze({LABEL: best})
+
+    def search_metrics(self) -> dict[str, Any]:
+        """What `genotype.json` records of the ranking: every candidate's lowest validation loss (null when it
+        diverged, so the file stays standard JSON)."""
+        losses = {cell: loss if math.isfinite(loss) else None for cell, loss in self.results.items()}
+        return {"candidate_val_loss": losses}
 
     def list_models(self, sort: bool = True, limit: Optional[int] = None) -> Iterator[ExecutableModelSpace]:
         if self._best is not None:

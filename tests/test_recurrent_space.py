@@ -202,6 +202,7 @@ def test_space_labels_freeze_and_genotype_round_trip():
         {"name": "n2", "op": "blend", "inputs": ["h2", "n1", "h1"]},
         {"name": "n3", "op": "tanh", "inputs": ["n2"]},
     ] and genotype["cell"]["outputs"] == {"h1": "n3", "h2": "n2"}
+    assert genotype["reads"] == ["x", "h1", "h2"]
     assert cell_from_dict(json.loads(json.dumps(genotype["cell"]))) == model.cell
     inputs = {"frames": torch.randn(2, T, D), "mask": torch.ones(2, T, dtype=torch.bool)}
     assert model(inputs).shape == space(inputs).shape == (2, 4)
@@ -218,6 +219,20 @@ def test_derivation_rewires_a_cell_that_ignores_x():
     assert R.cell_of(derived).node("n2").inputs == ("n1", "x")
     reads_x = {**arch, "n1/a": [0]}
     assert R.derive_architecture(reads_x, probs, TINY) == reads_x
+
+
+def test_derivation_says_when_the_cell_is_not_recurrent(caplog):
+    feedforward = {"n1/op": "linear", "n1/a": [0], "n1/b": [0], "n1/z": [0],
+                   "n2/op": "sum", "n2/a": [3], "n2/b": [0], "n2/z": [0], "h1": [1], "h2": [0]}
+    with caplog.at_level("WARNING", logger="nni_emotionnas.spaces.recurrent"):
+        assert R.derive_architecture(feedforward, {}, TINY) == feedforward
+    assert "reads neither h1 nor h2" in caplog.text
+    assert R.readable_genotype(feedforward)["reads"] == ["x"]
+    caplog.clear()
+    recurrent = {**feedforward, "n2/b": [1]}  # n2 = n1 + h1
+    with caplog.at_level("WARNING", logger="nni_emotionnas.spaces.recurrent"):
+        R.derive_architecture(recurrent, {}, TINY)
+    assert caplog.text == "" and R.readable_genotype(recurrent)["reads"] == ["x", "h1"]
 
 
 class FrameData(Dataset):

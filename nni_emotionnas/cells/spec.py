@@ -64,6 +64,11 @@ class CellSpec:
                 needed.update(node.inputs)
         return tuple(n for n in self.nodes if n.name in needed)
 
+    def inputs_read(self) -> tuple[str, ...]:
+        """The cell inputs (x, h1, h2) the new states depend on: without h1 or h2 the cell is not recurrent."""
+        read = {name for node in self.used_nodes() for name in node.inputs}
+        return tuple(name for name in CELL_INPUTS if name in read)
+
 
 def cell_from_dict(data: Any, where: str = "cell") -> CellSpec:
     """Parses and validates the JSON form; errors name the offending node and key."""

@@ -10,6 +10,7 @@ fast fixed network (`nni_emotionnas.cells.fixed`). Implements the protocol of `n
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -24,6 +25,8 @@ from nni_emotionnas.cells.refs import expand_refs, resolve_cell
 from nni_emotionnas.cells.spec import OPS, CellSpec, Node, cell_from_dict, make_cell
 from nni_emotionnas.spaces.pooling import AttentionPooling, PooledSequenceMixin
 from nni_emotionnas.spaces.recurrent_ops import OP_SLOTS, SLOTS, SlotOp
+
+_logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_FILE = "recurrent_cell.yml"
 CELL_LABEL = "cell"
@@ -198,22 +201,23 @@ def cell_of(arch: dict[str, Any]) -> CellSpec:
     return make_cell(nodes, outputs, "architecture")
 
 
-def _reads_x(cell: CellSpec) -> bool:
-    return any("x" in node.inputs for node in cell.used_nodes())
-
-
 def derive_architecture(arch: dict[str, Any], probs: dict[str, dict[str, float]], space_config: Any) -> dict[str, Any]:
     """DARTS' export, made to read x_t: a cell whose new states ignore the input is useless, so when the
-    argmax cell has no path from x, the used operand whose weight on x is highest is rewired to x."""
+    argmax cell has no path from x, the used operand whose weight on x is highest is rewired to x. A cell
+    that reads no hidden state is kept (it is what the search found) but logged: it is not recurrent."""
     arch = dict(arch)
-    if CELL_LABEL in arch or _reads_x(cell_of(arch)):
+    if CELL_LABEL in arch:
         return arch
-    used = {node.name for node in cell_of(arch).used_nodes()}
-    operands = [
-        f"{name}/{slot}" for name in used for slot in OP_SLOTS[arch[f"{name}/op"]] if f"{name}/{slot}" in arch
-    ]
-    weight = {label: float(probs.get(label, {}).get("0", 0.0)) for label in operands}
-    arch[max(sorted(operands), key=lambda label: weight[label])] = [0]
+    if "x" not in cell_of(arch).inputs_read():
+        used = {node.name for node in cell_of(arch).used_nodes()}
+        operands = [
+            f"{name}/{slot}" for name in used for slot in OP_SLOTS[arch[f"{name}/op"]] if f"{name}/{slot}" in arch
+        ]
+        weight = {label: float(probs.get(label, {}).get("0", 0.0)) for label in operands}
+        arch[max(sorted(operands), key=lambda label: weight[label])] = [0]
+    if not {"h1", "h2"} & set(cell_of(arch).inputs_read()):
+        _logger.warning("the derived recurrent cell reads neither h1 nor h2, so it is not recurrent (frames are "
+                        "combined by the attention pooling only); a longer search usually finds recurrence")
     return arch
 
 
@@ -221,7 +225,7 @@ def readable_genotype(arch: dict[str, Any], probs: Optional[dict[str, dict[str, 
     """`{"cell": {"nodes": [...], "outputs": {...}}}` with only the nodes the new states depend on."""
     cell = cell_of(arch)
     used = CellSpec(cell.used_nodes(), cell.outputs)
-    out: dict[str, Any] = {"cell": used.to_dict()}
+    out: dict[str, Any] = {"cell": used.to_dict(), "reads": list(cell.inputs_read())}
     if CELL_LABEL in arch and not isinstance(arch[CELL_LABEL], dict):
         out["source"] = arch[CELL_LABEL]
     return out

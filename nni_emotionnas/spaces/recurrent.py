@@ -216,8 +216,8 @@ def derive_architecture(arch: dict[str, Any], probs: dict[str, dict[str, float]]
         weight = {label: float(probs.get(label, {}).get("0", 0.0)) for label in operands}
         arch[max(sorted(operands), key=lambda label: weight[label])] = [0]
     if not {"h1", "h2"} & set(cell_of(arch).inputs_read()):
-        _logger.warning("the derived recurrent cell reads neither h1 nor h2, so it is not recurrent (frames are "
-                        "combined by the attention pooling only); a longer search usually finds recurrence")
+        _logger.warning("the derived recurrent cell reads neither h1 nor h2, so it is not recurrent: frames are "
+                        "combined by the attention pooling only")
     return arch
 
 

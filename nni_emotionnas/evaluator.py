@@ -12,6 +12,7 @@ from typing import Any, Optional, Union
 
 import nni
 import numpy as np
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from nni.nas.evaluator.pytorch import DataLoader, Lightning, LightningModule, Trainer
@@ -142,6 +143,26 @@ class SERModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
+class TorchThreads(pl.Callback):
+    """`TrainConfig.threads` torch threads for the duration of a fit; the caller's count comes back after."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._previous: Optional[int] = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._previous is not None:
+            torch.set_num_threads(self._previous)
+            self._previous = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.on_fit_end(trainer, pl_module)
+
+
 def make_loader(dataset: Dataset, config: TrainConfig, shuffle: bool) -> DataLoader:
     """An NNI-traced DataLoader (so the evaluator stays serialisable for multi-trial strategies)."""
     generator = torch.Generator().manual_seed(config.seed)
@@ -191,7 +212,7 @@ def build_evaluator(
         accelerator=config.accelerator,
         devices=1,
         logger=logger,
-        callbacks=callbacks or [],
+        callbacks=[*(callbacks or []), *([TorchThreads(config.threads)] if config.threads else [])],
         enable_checkpointing=enable_checkpointing,
         enable_progress_bar=config.progress_bar,
         enable_model_summary=False,

@@ -12,7 +12,9 @@ class TrainConfig:
 
     `class_weights`: `none`, `balanced` (inverse class frequency of the training labels) or one weight per
     class. `scheduler`: `cosine` anneals the weights' learning rate to `lr_min` over `epochs` (DARTS'
-    recipe). `limit_train_batches` caps the batches per epoch (quick runs).
+    recipe). `limit_train_batches` caps the batches per epoch (quick runs). `threads`: torch intra-op threads
+    while the network trains (null: torch's default, one per core); running N nnictl trials at once on one
+    machine, give each cores / N, or the trials' thread pools fight over the cores.
     """
 
     epochs: int = 50
@@ -29,11 +31,14 @@ class TrainConfig:
     accelerator: str = "auto"
     limit_train_batches: Optional[int] = None
     progress_bar: bool = False
+    threads: Optional[int] = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1 (or null for torch's default), got {self.threads}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
 

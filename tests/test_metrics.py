@@ -63,3 +63,22 @@ def test_logged_val_ua_wa_equal_sklearn_on_the_same_predictions() -> None:
     assert float(logged["val_wa"]) == pytest.approx(accuracy_score(labels, pred), abs=1e-6)
     weights = evaluator.module.class_weights
     assert weights is not None and weights.tolist() == pytest.approx([30 / (3 * 15), 30 / (3 * 10), 30 / (3 * 5)])
+
+
+def test_train_threads_hold_during_the_fit_only() -> None:
+    import pytorch_lightning as pl
+
+    seen: list[int] = []
+
+    class Watch(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    wanted = 2 if before != 2 else 1
+    data = TensorDataset(torch.randn(16, 4), torch.tensor([0, 1] * 8))
+    config = TrainConfig(epochs=1, batch_size=8, threads=wanted)
+    build_evaluator(data, data, 2, config, callbacks=[Watch()]).evaluate(nn.Linear(4, 2))
+    assert seen == [wanted, wanted] and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        TrainConfig(threads=0)

@@ -20,6 +20,7 @@ from nni.nas.space import ExecutableModelSpace
 from nni.nas.strategy.base import Strategy
 
 from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.evaluator import TorchThreads
 
 _logger = logging.getLogger(__name__)
 LABEL = "cell"
@@ -53,6 +54,7 @@ class CatalogStrategy(Strategy):
             raise ConfigError("strategy catalog: the deep space must list candidate cells under `cells:` "
                               f"(got choices {sorted(mutables)[:4]})")
         evaluator = space.evaluator
+        threads = [c for c in evaluator.trainer.callbacks if isinstance(c, TorchThreads)]  # train.threads
         for value in mutables[LABEL].values:
             pl.seed_everything(self.seed, workers=True, verbose=False)
             model = space.freeze({LABEL: value}).executable_model()
@@ -62,7 +64,8 @@ class CatalogStrategy(Strategy):
             tracker = _BestValLoss()
             trainer = pl.Trainer(max_epochs=self.epochs, limit_train_batches=self.limit_train_batches,
                                  logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                                 enable_model_summary=False, accelerator="auto", callbacks=[tracker])
+                                 enable_model_summary=False, accelerator="auto",
+                                 callbacks=[tracker, *threads])
             trainer.fit(module, evaluator.train_dataloaders, evaluator.val_dataloaders)
             self.results[value] = tracker.best
             _logger.info("catalog cell %s: lowest validation loss %.4f", value, tracker.best)

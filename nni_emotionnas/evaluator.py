@@ -8,6 +8,7 @@ with scikit-learn (`nni_emotionnas.metrics`), which makes the logged numbers equ
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any, Optional, Union
 
 import nni
@@ -21,6 +22,7 @@ from torch.utils.data import Dataset, Subset
 
 from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.metrics import score
+from nni_emotionnas.threads import torch_threads
 from nni_emotionnas.train_config import TrainConfig
 
 __all__ = ["SERModule", "TrainConfig", "build_evaluator", "predict_logits"]
@@ -148,19 +150,16 @@ class TorchThreads(pl.Callback):
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
-        self._previous: Optional[int] = None
+        self._held = ExitStack()
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._previous = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
+        self._held.enter_context(torch_threads(self.threads))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._previous is not None:
-            torch.set_num_threads(self._previous)
-            self._previous = None
+        self._held.close()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self.on_fit_end(trainer, pl_module)
+        self._held.close()
 
 
 def make_loader(dataset: Dataset, config: TrainConfig, shuffle: bool) -> DataLoader:

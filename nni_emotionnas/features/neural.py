@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal, Union
 
 import torch
 
@@ -24,19 +22,6 @@ def resolve_device(device: Device) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise BackendError("features.deep.device: 'cuda' requested but torch sees no GPU; use 'auto' or 'cpu'")
     return torch.device(device)
-
-
-@contextmanager
-def torch_threads(count: Optional[int]) -> Iterator[None]:
-    """Runs the block with `count` torch intra-op threads (None: unchanged), then restores the previous count."""
-    previous = torch.get_num_threads()
-    if count is not None and count != previous:
-        torch.set_num_threads(max(1, count))
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 def select_layers(layer: LayerSpec, available: list[int], where: str = "features.deep.layer") -> list[int]:

@@ -27,8 +27,8 @@ from nni_emotionnas.features.neural import (
     file_digest,
     resolve_device,
     select_layers,
-    torch_threads,
 )
+from nni_emotionnas.threads import torch_threads
 
 HIDDEN = 256
 LAYERS = [1, 2, 3]

@@ -208,14 +208,16 @@ def derive_architecture(arch: dict[str, Any], probs: dict[str, dict[str, float]]
     arch = dict(arch)
     if CELL_LABEL in arch:
         return arch
-    if "x" not in cell_of(arch).inputs_read():
-        used = {node.name for node in cell_of(arch).used_nodes()}
+    cell = cell_of(arch)
+    if "x" not in cell.inputs_read():
+        used = {node.name for node in cell.used_nodes()}
         operands = [
             f"{name}/{slot}" for name in used for slot in OP_SLOTS[arch[f"{name}/op"]] if f"{name}/{slot}" in arch
         ]
         weight = {label: float(probs.get(label, {}).get("0", 0.0)) for label in operands}
         arch[max(sorted(operands), key=lambda label: weight[label])] = [0]
-    if not {"h1", "h2"} & set(cell_of(arch).inputs_read()):
+        cell = cell_of(arch)
+    if not {"h1", "h2"} & set(cell.inputs_read()):
         _logger.warning("the derived recurrent cell reads neither h1 nor h2, so it is not recurrent: frames are "
                         "combined by the attention pooling only")
     return arch

@@ -15,10 +15,10 @@ from typing import Callable
 
 import torch
 
-from nni_emotionnas.cells.catalog import lstm
-from nni_emotionnas.cells.fixed import FixedCellLayer
-from nni_emotionnas.cells.spec import Node, make_cell
 from nni_emotionnas.spaces import recurrent as R
+from nni_emotionnas.spaces.cells.catalog import lstm
+from nni_emotionnas.spaces.cells.fixed import FixedCellLayer
+from nni_emotionnas.spaces.cells.spec import Node, make_cell
 
 
 def darts_like_cell():

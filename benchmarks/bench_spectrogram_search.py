@@ -156,8 +156,8 @@ def run_nni(config: Any, args: argparse.Namespace) -> dict[str, Any]:
     from nni.nas.strategy import DARTS
     from torch.utils.data import TensorDataset
 
-    from nni_emotionnas.evaluator import TrainConfig, build_evaluator
     from nni_emotionnas.spaces.spectrogram import build_space
+    from nni_emotionnas.training.evaluator import TrainConfig, build_evaluator
 
     times: list[float] = []
     marks: dict[str, float] = {}

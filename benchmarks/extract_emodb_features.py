@@ -24,8 +24,8 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from nni_emotionnas.audio import load_audio
 from nni_emotionnas.corpora.records import Utterance
+from nni_emotionnas.features.audio import load_audio
 from nni_emotionnas.features.registry import build_deep_extractor
 from nni_emotionnas.features.store import FeatureStore
 

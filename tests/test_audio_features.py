@@ -9,9 +9,9 @@ import soundfile as sf
 import torch
 from conftest import write_tone
 
-from nni_emotionnas.audio import load_audio
-from nni_emotionnas.config import SpectrogramConfig
+from nni_emotionnas.config.experiment import SpectrogramConfig
 from nni_emotionnas.errors import AudioError
+from nni_emotionnas.features.audio import load_audio
 from nni_emotionnas.features.spectrogram import SpectrogramExtractor, adaptive_average_pool
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from nni_emotionnas.config import load_experiment
+from nni_emotionnas.config.experiment import load_experiment
 from nni_emotionnas.errors import ConfigError
 
 

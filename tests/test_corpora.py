@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import write_mini_iemocap, write_tone
 
-from nni_emotionnas.config import LabelConfig, experiment_from_dict
+from nni_emotionnas.config.experiment import LabelConfig, experiment_from_dict
 from nni_emotionnas.corpora.filename_corpora import parse_cremad_name, parse_ravdess_name, read_emodb
 from nni_emotionnas.corpora.generic import read_folders, read_manifest
 from nni_emotionnas.corpora.iemocap import read_iemocap

@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from nni_emotionnas.commands import pipeline
-from nni_emotionnas.config import load_experiment
+from nni_emotionnas.config.experiment import load_experiment
+from nni_emotionnas.evaluation import run as pipeline
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from conftest import write_tone
 
-from nni_emotionnas.config import SpectrogramConfig
+from nni_emotionnas.config.experiment import SpectrogramConfig
 from nni_emotionnas.corpora.records import Utterance
 from nni_emotionnas.errors import AudioError
 from nni_emotionnas.features import store as store_module

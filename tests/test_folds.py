@@ -7,12 +7,12 @@ from collections import Counter
 import pytest
 from conftest import write_mini_iemocap
 
-from nni_emotionnas.config import LabelConfig, ProtocolConfig
+from nni_emotionnas.config.experiment import LabelConfig, ProtocolConfig
 from nni_emotionnas.corpora.filename_corpora import read_emodb
+from nni_emotionnas.corpora.folds import Fold, check_fold, group_kfold, make_folds
 from nni_emotionnas.corpora.iemocap import read_iemocap
 from nni_emotionnas.corpora.labels import apply_labels
 from nni_emotionnas.errors import FoldError
-from nni_emotionnas.folds import Fold, check_fold, group_kfold, make_folds
 
 
 @pytest.fixture(scope="module")

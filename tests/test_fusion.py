@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from nni_emotionnas.fusion import FusionHead, TwoStreamModel
+from nni_emotionnas.models.fusion import FusionHead, TwoStreamModel
 
 
 def fixed(head: FusionHead) -> FusionHead:

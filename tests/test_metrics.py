@@ -10,8 +10,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from nni_emotionnas.errors import ConfigError
-from nni_emotionnas.evaluator import TrainConfig, build_evaluator, class_weight_vector, predict_logits
-from nni_emotionnas.metrics import score
+from nni_emotionnas.training.evaluator import TrainConfig, build_evaluator, class_weight_vector, predict_logits
+from nni_emotionnas.training.metrics import score
 
 
 def test_scores_equal_sklearn_on_imbalanced_predictions() -> None:

@@ -23,7 +23,7 @@ import psutil
 import pytest
 import yaml
 
-from nni_emotionnas.cli import main
+from nni_emotionnas.cli.app import main
 from nni_emotionnas.errors import BackendError, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,8 +80,8 @@ def wait_gone(text: str, seconds: float = 20.0) -> list[psutil.Process]:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Experiment + space files and a filled feature cache (trials then only read it)."""
-    from nni_emotionnas.config import load_experiment
-    from nni_emotionnas.data import prepare
+    from nni_emotionnas.config.experiment import load_experiment
+    from nni_emotionnas.features.prepared import prepare
 
     root = tmp_path_factory.mktemp("nni_ws")
     (root / "experiment.yml").write_text(yaml.safe_dump(EXPERIMENT))
@@ -142,7 +142,7 @@ def _experiment_id(port: int) -> str:
 
 
 def test_space_json_is_derived_from_the_model_space(workspace: Path, tmp_path: Path) -> None:
-    from nni_emotionnas.nni_support.space_json import build_space, load_space_config, split_parameters
+    from nni_emotionnas.search.space_json import build_space, load_space_config, split_parameters
 
     out = tmp_path / "s.json"
     assert main(["space-json", "--branch", "spectrogram", "--space", str(workspace / "space.yml"),
@@ -219,8 +219,8 @@ def test_trials_page_in_headless_chromium(nnictl_experiment: RunningExperiment, 
 
 def test_export_best_trial_round_trips_into_train(nnictl_experiment: RunningExperiment, workspace: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from nni_emotionnas.genotype import read_genotype
-    from nni_emotionnas.nni_support.export import final_results
+    from nni_emotionnas.search.export import final_results
+    from nni_emotionnas.spaces.genotype import read_genotype
 
     genotype = workspace / "exported" / "genotype.json"
     assert main(["export", str(nnictl_experiment.folder), "--out", str(genotype)]) == 0
@@ -240,7 +240,7 @@ def test_export_best_trial_round_trips_into_train(nnictl_experiment: RunningExpe
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["gumbel_darts.yml", "random_oneshot.yml"])
 def test_search_with_packaged_strategy_files(workspace: Path, strategy: str) -> None:
-    from nni_emotionnas.genotype import read_genotype
+    from nni_emotionnas.spaces.genotype import read_genotype
 
     out = workspace / f"search_{strategy}"
     assert main(["search", str(workspace / "experiment.yml"), "--branch", "spectrogram",
@@ -254,8 +254,8 @@ def test_search_with_packaged_strategy_files(workspace: Path, strategy: str) -> 
 def test_multi_trial_strategy_runs_trials_through_the_nni_manager(
     workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nni_emotionnas.genotype import read_genotype
-    from nni_emotionnas.nni_support.export import final_results
+    from nni_emotionnas.search.export import final_results
+    from nni_emotionnas.spaces.genotype import read_genotype
 
     monkeypatch.chdir(workspace)  # NAS trials run in the current directory
     strategy = workspace / "random_two.yml"
@@ -313,7 +313,7 @@ def test_oneshot_search_inside_an_nnictl_trial_reports_every_epoch(workspace: Pa
 
 
 def test_strategy_file_errors_name_the_key(tmp_path: Path) -> None:
-    from nni_emotionnas.strategies import build_strategy, load_strategy_spec
+    from nni_emotionnas.search.strategies import build_strategy, load_strategy_spec
 
     bad = tmp_path / "bad.yml"
     bad.write_text("name: Random\nargs: {max_trails: 3}\n")
@@ -333,7 +333,7 @@ def test_rl_strategies_say_they_need_tianshou() -> None:
     try:
         import tianshou  # noqa: F401
     except ImportError:
-        from nni_emotionnas.strategies import build_strategy
+        from nni_emotionnas.search.strategies import build_strategy
 
         with pytest.raises(BackendError, match="tianshou"):
             build_strategy("PolicyBasedRL", {"max_trials": 2})

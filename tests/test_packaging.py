@@ -25,7 +25,7 @@ def test_wheel_ships_and_finds_defaults(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
     probe = (
-        "import nni_emotionnas, nni_emotionnas.resources as r;"
+        "import nni_emotionnas, nni_emotionnas.config.resources as r;"
         "print(nni_emotionnas.__file__);"
         "print(r.default_file('strategies', 'darts.yml'));"
         "print(r.default_file('examples', 'demo/experiment.yml'))"

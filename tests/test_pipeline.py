@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nni_emotionnas.commands import pipeline
-from nni_emotionnas.config import load_experiment
+from nni_emotionnas.config.experiment import load_experiment
 from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.evaluation import run as pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def mtimes(run_dir: Path, pattern: str) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> tuple[Path, Path, dict, dict, dict]:
     """A run interrupted during its fifth model, then resumed to the end."""
-    from nni_emotionnas import crossval
+    from nni_emotionnas.evaluation import crossval
 
     folder = tmp_path_factory.mktemp("tiny")
     experiment = load_experiment(write_experiment(folder))

@@ -9,17 +9,17 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from nni_emotionnas.baselines_recurrent import RECURRENT_BASELINES, build_recurrent_baseline
-from nni_emotionnas.cells.catalog import gru, lstm, vanilla_rnn
-from nni_emotionnas.cells.fixed import FixedCellLayer
-from nni_emotionnas.cells.nasbench import import_recipe, load_recipes
-from nni_emotionnas.cells.spec import Node, cell_from_dict, make_cell
 from nni_emotionnas.errors import ConfigError
-from nni_emotionnas.evaluator import TrainConfig
-from nni_emotionnas.genotype import build_fixed, read_genotype
-from nni_emotionnas.search import run_search
+from nni_emotionnas.models.baselines_recurrent import RECURRENT_BASELINES, build_recurrent_baseline
+from nni_emotionnas.search.run import run_search
 from nni_emotionnas.spaces import recurrent as R
+from nni_emotionnas.spaces.cells.catalog import gru, lstm, vanilla_rnn
+from nni_emotionnas.spaces.cells.fixed import FixedCellLayer
+from nni_emotionnas.spaces.cells.nasbench import import_recipe, load_recipes
+from nni_emotionnas.spaces.cells.spec import Node, cell_from_dict, make_cell
+from nni_emotionnas.spaces.genotype import build_fixed, read_genotype
 from nni_emotionnas.spaces.pooling import AttentionPooling
+from nni_emotionnas.training.evaluator import TrainConfig
 
 D, H, T = 6, 8, 12
 TINY = R.RecurrentSpaceConfig(input_dim=D, hidden_size=H, nodes=3, attention_dim=8, dropout=0.0)

@@ -12,12 +12,12 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from torch.utils.data import TensorDataset
 
-from nni_emotionnas import cli
-from nni_emotionnas.evaluator import TrainConfig
-from nni_emotionnas.genotype import build_fixed, read_genotype
-from nni_emotionnas.search import run_search, split_for_search
+from nni_emotionnas.cli import app as cli
+from nni_emotionnas.search.run import run_search, split_for_search
 from nni_emotionnas.spaces import spectrogram as S
-from nni_emotionnas.training import fit_fixed
+from nni_emotionnas.spaces.genotype import build_fixed, read_genotype
+from nni_emotionnas.training.evaluator import TrainConfig
+from nni_emotionnas.training.fit import fit_fixed
 
 TINY = S.SpectrogramSpaceConfig(channels=2, layers=3, nodes=2, stem=S.StemConfig(multiplier=2))
 

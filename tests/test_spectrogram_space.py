@@ -11,15 +11,16 @@ import pytest
 import torch
 from nni.nas.strategy import DARTS
 
-from nni_emotionnas.baselines import build_baseline
-from nni_emotionnas.configparse import load_yaml, parse
+from nni_emotionnas.config.parse import load_yaml, parse
+from nni_emotionnas.config.resources import default_file
 from nni_emotionnas.errors import ConfigError
-from nni_emotionnas.genotype import build_fixed, make_record, parameter_count, read_genotype, write_genotype
-from nni_emotionnas.plots import draw_cells, plot_confusion
-from nni_emotionnas.resources import default_file
+from nni_emotionnas.evaluation.plots import plot_confusion
+from nni_emotionnas.models.baselines import build_baseline
+from nni_emotionnas.search.strategies import build_strategy, load_strategy_spec, strategy_spec
 from nni_emotionnas.spaces import space_module
 from nni_emotionnas.spaces import spectrogram as S
-from nni_emotionnas.strategies import build_strategy, load_strategy_spec, strategy_spec
+from nni_emotionnas.spaces.genotype import build_fixed, make_record, parameter_count, read_genotype, write_genotype
+from nni_emotionnas.spaces.spectrogram_draw import draw_cells
 
 PAPER_PARAMS = 0.13e6
 

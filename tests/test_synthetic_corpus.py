@@ -19,7 +19,7 @@ from sklearn.metrics import recall_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from nni_emotionnas.configparse import parse
+from nni_emotionnas.config.parse import parse
 from nni_emotionnas.corpora import speech_synth, synthetic
 from nni_emotionnas.corpora.iemocap import read_iemocap
 from nni_emotionnas.corpora.synthetic import SyntheticCorpusConfig, cached_corpus, generate

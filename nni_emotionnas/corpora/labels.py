@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from nni_emotionnas.config import LabelConfig
+from nni_emotionnas.config.experiment import LabelConfig
 from nni_emotionnas.corpora.records import Utterance
 from nni_emotionnas.errors import CorpusError
 

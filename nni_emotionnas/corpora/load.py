@@ -6,7 +6,7 @@ import inspect
 from pathlib import Path
 from typing import Callable
 
-from nni_emotionnas.config import ExperimentConfig
+from nni_emotionnas.config.experiment import ExperimentConfig
 from nni_emotionnas.corpora.filename_corpora import read_cremad, read_emodb, read_ravdess
 from nni_emotionnas.corpora.generic import read_folders, read_manifest
 from nni_emotionnas.corpora.iemocap import read_iemocap
@@ -17,7 +17,7 @@ from nni_emotionnas.errors import ConfigError
 
 def read_synthetic(root: Path, **options) -> list[Utterance]:
     """The embedded demo corpus, generated (once, cached under `root`) in the IEMOCAP layout."""
-    from nni_emotionnas.configparse import parse
+    from nni_emotionnas.config.parse import parse
     from nni_emotionnas.corpora.synthetic import SyntheticCorpusConfig, cached_corpus
 
     config = parse(SyntheticCorpusConfig, options, "corpus.options")

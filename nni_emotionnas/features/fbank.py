@@ -8,7 +8,7 @@ from typing import Any
 import librosa
 import numpy as np
 
-from nni_emotionnas.configparse import parse
+from nni_emotionnas.config.parse import parse
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from nni_emotionnas.configparse import parse
+from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import BackendError
 from nni_emotionnas.features.neural import Device, LayerSpec, file_stamp, resolve_device, select_layers
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
-from nni_emotionnas.configparse import parse
+from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import BackendError
 from nni_emotionnas.features.neural import (
     Device,

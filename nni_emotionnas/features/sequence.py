@@ -3,33 +3,11 @@ average-pool to a fixed number of frames, keeping a mask of the frames that hold
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-
-@dataclass
-class DeepSequenceConfig:
-    """Knobs of the length unification (the `features.sequence` section of the experiment file).
-
-    `target_frames`: frames every utterance ends with (727 in the paper). `max_frames`: length every
-    utterance is zero-padded (or cropped) to before pooling; `None` means the corpus maximum, which the
-    data layer passes in. `min_valid_fraction`: a pooled frame is valid when more than this fraction of
-    the frames averaged into it are real (0 = any real frame makes it valid).
-    """
-
-    target_frames: int = 727
-    max_frames: Optional[int] = None
-    min_valid_fraction: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.target_frames < 1:
-            raise ValueError(f"target_frames must be at least 1, got {self.target_frames}")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError(f"max_frames must be at least 1, got {self.max_frames}")
-        if not 0.0 <= self.min_valid_fraction < 1.0:
-            raise ValueError(f"min_valid_fraction must be in [0, 1), got {self.min_valid_fraction}")
+from nni_emotionnas.config.experiment import DeepSequenceConfig
 
 
 def pooling_bins(length: int, target: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ from typing import Any
 import librosa
 import numpy as np
 
-from nni_emotionnas.config import SpectrogramConfig
+from nni_emotionnas.config.experiment import SpectrogramConfig
 
 
 def adaptive_average_pool(matrix: np.ndarray, out_rows: int, out_cols: int) -> np.ndarray:

@@ -16,9 +16,9 @@ from typing import Optional
 import numpy as np
 from tqdm.auto import tqdm
 
-from nni_emotionnas.audio import load_audio
 from nni_emotionnas.corpora.records import Utterance
 from nni_emotionnas.errors import AudioError
+from nni_emotionnas.features.audio import load_audio
 from nni_emotionnas.features.base import FeatureExtractor, config_digest
 
 

@@ -22,7 +22,7 @@ from nni_emotionnas.nni_support import add_trial_arguments, trial_main
 
 def strategy_file(args: argparse.Namespace, parameters: dict[str, Any]) -> Path:
     """`--strategy FILE`, else the packaged `strategies/<sample's strategy>.yml`."""
-    from nni_emotionnas.resources import default_file
+    from nni_emotionnas.config.resources import default_file
 
     if args.strategy:
         return Path(args.strategy)
@@ -35,14 +35,14 @@ def strategy_file(args: argparse.Namespace, parameters: dict[str, Any]) -> Path:
 def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     import nni
 
-    from nni_emotionnas.config import load_experiment
-    from nni_emotionnas.data import prepare
-    from nni_emotionnas.nni_support.epoch_reporter import EpochReporter, TrialReporter
-    from nni_emotionnas.nni_support.training_run import trial_output_dir, with_hyperparameters
+    from nni_emotionnas.config.experiment import load_experiment
+    from nni_emotionnas.features.prepared import prepare
     from nni_emotionnas.nni_support.trial import load_train_config, space_config
-    from nni_emotionnas.search import run_search
+    from nni_emotionnas.search.run import run_search
+    from nni_emotionnas.search.strategies import load_strategy_spec
     from nni_emotionnas.spaces import space_module
-    from nni_emotionnas.strategies import load_strategy_spec
+    from nni_emotionnas.training.epoch_reporter import EpochReporter, TrialReporter
+    from nni_emotionnas.training.trial_run import trial_output_dir, with_hyperparameters
 
     if parameters is None:
         parameters = json.loads(args.parameters) if args.parameters else (nni.get_next_parameter() or {})

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from nni_emotionnas.configparse import load_yaml, parse
+from nni_emotionnas.config.parse import load_yaml, parse
 from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.nni_support import add_trial_arguments, trial_main
 
 
 def load_train_config(path: Optional[str], base: Any, overrides: dict[str, Any]) -> Any:
     """TrainConfig from a YAML file (else `base`, the experiment's section), with command-line overrides."""
-    from nni_emotionnas.train_config import TrainConfig
+    from nni_emotionnas.config.training import TrainConfig
 
     data = load_yaml(Path(path)) if path else dataclasses.asdict(base)
     data.update({k: v for k, v in overrides.items() if v is not None})
@@ -31,7 +31,7 @@ def load_train_config(path: Optional[str], base: Any, overrides: dict[str, Any])
 
 def space_config(experiment: Any, args: argparse.Namespace, deep_dim: int) -> Any:
     """--space, else the experiment's `<branch>_space`, else the packaged space file (as `emotionnas search`)."""
-    from nni_emotionnas.networks import space_config_for
+    from nni_emotionnas.models.networks import space_config_for
 
     return space_config_for(experiment, args.branch, args.space, deep_dim)[1]
 
@@ -40,10 +40,10 @@ def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -
     """One trial; `parameters` default to NNI's next sample (or `--parameters JSON` outside nnictl)."""
     import nni
 
-    from nni_emotionnas.config import load_experiment
-    from nni_emotionnas.data import prepare
-    from nni_emotionnas.nni_support.space_json import build_space, split_parameters
-    from nni_emotionnas.nni_support.training_run import train_and_report, trial_output_dir, with_hyperparameters
+    from nni_emotionnas.config.experiment import load_experiment
+    from nni_emotionnas.features.prepared import prepare
+    from nni_emotionnas.search.space_json import build_space, split_parameters
+    from nni_emotionnas.training.trial_run import train_and_report, trial_output_dir, with_hyperparameters
 
     if parameters is None:
         parameters = json.loads(args.parameters) if args.parameters else nni.get_next_parameter()

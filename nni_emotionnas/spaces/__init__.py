@@ -1,6 +1,6 @@
 """Search spaces, one module per stream, all plugged into the generic search/export code by one protocol.
 
-Protocol (what `nni_emotionnas.search`, `nni_emotionnas.genotype` and the CLI call; no registration needed
+Protocol (what `nni_emotionnas.search.run`, `nni_emotionnas.spaces.genotype` and the CLI call; no registration needed
 beyond adding the module name to `SPACE_MODULES`):
 
 - ``CONFIG_CLASS``: the dataclass its YAML file (``search_spaces/<name>.yml``) parses into, via

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 from nni.nas.nn.pytorch.cell import preprocess_cell_inputs
-from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedCell
+
+from nni_emotionnas.nni_compat import DifferentiableMixedCell, arch_alphas, arch_softmax
 
 
 class WeightedSumMixedCell(DifferentiableMixedCell):
@@ -23,7 +24,7 @@ class WeightedSumMixedCell(DifferentiableMixedCell):
         for i, ops in enumerate(self.ops, start=self.num_predecessors):
             node: Any = 0
             for j in range(i):
-                weights = self._softmax(self._arch_alpha[f"{self.label}/{i}_{j}"])
+                weights = arch_softmax(self, arch_alphas(self)[f"{self.label}/{i}_{j}"])
                 for k, op in enumerate(ops[j].values()):
                     node = node + weights[k] * op(states[j])
             states.append(node)

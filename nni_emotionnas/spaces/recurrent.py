@@ -5,7 +5,7 @@ their predecessors (`InputChoice` per operand slot) and an op (`LayerChoice` ove
 are each an `InputChoice` over the intermediate nodes. The h1 sequence goes through attention pooling
 over valid frames and a classifier. With `cells` set, the space is instead one choice among given cells
 (catalog names or NAS-Bench-NLP recipes) for the `catalog` strategy. Either way `freeze(arch)` gives the
-fast fixed network (`nni_emotionnas.cells.fixed`). Implements the protocol of `nni_emotionnas.spaces`.
+fast fixed network (`nni_emotionnas.spaces.cells.fixed`). Implements the protocol of `nni_emotionnas.spaces`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from nni.mutable import label_scope
 from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace
 from torch import nn
 
-from nni_emotionnas.cells.fixed import FixedRecurrent, bound_state
-from nni_emotionnas.cells.refs import expand_refs, resolve_cell
-from nni_emotionnas.cells.spec import OPS, CellSpec, Node, cell_from_dict, make_cell
+from nni_emotionnas.spaces.cells.fixed import FixedRecurrent, bound_state
+from nni_emotionnas.spaces.cells.refs import expand_refs, resolve_cell
+from nni_emotionnas.spaces.cells.spec import OPS, CellSpec, Node, cell_from_dict, make_cell
 from nni_emotionnas.spaces.pooling import AttentionPooling, PooledSequenceMixin
 from nni_emotionnas.spaces.recurrent_ops import OP_SLOTS, SLOTS, SlotOp
 

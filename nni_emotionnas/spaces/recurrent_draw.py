@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nni_emotionnas.cells.spec import CELL_INPUTS, CellSpec
+from nni_emotionnas.spaces.cells.spec import CELL_INPUTS, CellSpec
 
 COLORS = {"input": "#cde8c4", "node": "#dde6f5", "output": "#f7d9b8"}
 

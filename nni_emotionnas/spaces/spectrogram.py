@@ -222,7 +222,7 @@ def readable_genotype(arch: dict[str, Any], probs: Optional[dict[str, dict[str, 
 
 
 def draw(genotype: dict[str, Any], png_path: Path) -> None:
-    from nni_emotionnas.plots import draw_cells
+    from nni_emotionnas.spaces.spectrogram_draw import draw_cells
 
     draw_cells(genotype, png_path, cells=[label for label in CELL_LABELS if label in genotype])
 

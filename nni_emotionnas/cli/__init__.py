@@ -1,0 +1,5 @@
+"""The `emotionnas` command: argument parsing only; each module registers its subcommands and imports lazily."""
+
+from nni_emotionnas.cli.app import main
+
+__all__ = ["main"]

@@ -1,0 +1,57 @@
+"""`emotionnas space-json`, `trial`, `oneshot-trial` and `export`: the commands nnictl experiments use."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def run_space_json(args: argparse.Namespace) -> int:
+    from nni_emotionnas.search.space_json import write_space_json
+
+    out = Path(args.out or f"search_spaces/{args.branch}.json")
+    space = write_space_json(args.branch, out, Path(args.space) if args.space else None, args.hyperparameters)
+    print(f"{out}: {len(space)} choices")
+    return 0
+
+
+def run_trial(args: argparse.Namespace) -> int:
+    from nni_emotionnas.nni_support.trial import handle
+
+    return handle(args)
+
+
+def run_oneshot_trial(args: argparse.Namespace) -> int:
+    from nni_emotionnas.nni_support.oneshot_trial import handle
+
+    return handle(args)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from nni_emotionnas.search.export import export_best
+
+    path, best = export_best(args.experiment, Path(args.out) if args.out else None)
+    print(f"{path}: trial {best.trial_id} (val UA {best.metric:.4f})")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from nni_emotionnas.nni_support.oneshot_trial import add_arguments as oneshot_arguments
+    from nni_emotionnas.nni_support.trial import add_arguments as trial_arguments
+
+    space = subparsers.add_parser("space-json", help="write an NNI search-space JSON derived from a model space")
+    space.add_argument("--branch", required=True, choices=["spectrogram", "deep"])
+    space.add_argument("--space", help="space config YAML (default: the packaged one of the branch)")
+    space.add_argument("--out", help="output file (default: search_spaces/<branch>.json)")
+    space.add_argument("--hyperparameters", action="store_true", help="add lr and batch_size to the space")
+    space.set_defaults(handler=run_space_json)
+    trial = subparsers.add_parser("trial", help="nnictl trial: train the sampled architecture, report val UA")
+    trial_arguments(trial)
+    trial.set_defaults(handler=run_trial)
+    oneshot = subparsers.add_parser("oneshot-trial", help="nnictl trial: a one-shot search with per-epoch metrics")
+    oneshot_arguments(oneshot)
+    oneshot.set_defaults(handler=run_oneshot_trial)
+    export = subparsers.add_parser("export", help="best trial of an NNI experiment -> genotype.json")
+    export.add_argument("experiment", help="NNI experiment id or experiment folder")
+    export.add_argument("--out", help="output file or folder (default: <experiment folder>/genotype.json)")
+    export.set_defaults(handler=run_export)

@@ -1,0 +1,77 @@
+"""`emotionnas run` (the whole protocol), `emotionnas demo` (it, on the embedded corpus), `emotionnas predict`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from nni_emotionnas.config.experiment import load_experiment
+from nni_emotionnas.evaluation.run import default_run_dir, run_experiment
+
+DEMO_EXPERIMENT = "demo/experiment.yml"
+
+
+def print_summary(run_dir: Path, paths: dict[str, Path]) -> None:
+    print()
+    print(paths["markdown"].read_text())
+    main = json.loads((run_dir / "run.json").read_text())["main"]
+    print("written:")
+    print(f"  results      {paths['markdown']}  {paths['csv'].name}  {paths['json'].name}")
+    print(f"  confusion    {paths.get(f'confusion_{main}', next(p for k, p in paths.items() if k.startswith('conf')))}")
+    for genotype in sorted(run_dir.glob("folds/*/search/*/genotype.json"))[:2]:
+        print(f"  genotype     {genotype}  (cells: {genotype.with_name('cells.png').name})")
+    models = sorted(run_dir.glob(f"folds/*/{main}/model.pt"))
+    if models:
+        print(f"  model ({main}) {models[0]}  (+{len(models) - 1} more folds)")
+    print(f"  predict with: emotionnas predict {run_dir} FILE.wav ...")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    experiment = load_experiment(Path(args.experiment))
+    run_dir = Path(args.out) if args.out else default_run_dir(experiment)
+    print_summary(run_dir, run_experiment(experiment, run_dir, progress=not args.quiet))
+    return 0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from nni_emotionnas.config.resources import default_file
+
+    path = default_file("examples", DEMO_EXPERIMENT)
+    experiment = load_experiment(path)
+    run_dir = Path(args.out)
+    started = time.perf_counter()
+    print(f"demo: {path} on the embedded synthetic corpus")
+    paths = run_experiment(experiment, run_dir, progress=not args.quiet)
+    print_summary(run_dir, paths)
+    print(f"demo finished in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from nni_emotionnas.evaluation.predict import predict_files
+
+    classes, probabilities = predict_files(Path(args.run_dir), [Path(f) for f in args.files])
+    for path, probs in zip(args.files, probabilities):
+        ranked = ", ".join(f"{c} {p:.3f}" for c, p in sorted(zip(classes, probs), key=lambda x: -x[1]))
+        print(f"{path}\t{classes[int(probs.argmax())]}\t{ranked}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser("run", help="features -> search both streams -> train fused model -> report")
+    run.add_argument("experiment", help="experiment YAML")
+    run.add_argument("--out", help="run folder (default: <output_dir>/<name>); an interrupted run resumes there")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(handler=run_command)
+    demo = subparsers.add_parser("demo", help="the whole EmotionNAS run on the embedded synthetic corpus")
+    demo.add_argument("--out", default="emotionnas_demo", help="run folder (default: ./emotionnas_demo)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(handler=demo_command)
+    predict = subparsers.add_parser("predict", help="label and class probabilities of audio files")
+    predict.add_argument("run_dir", help="folder of a finished `emotionnas run` or `emotionnas demo`")
+    predict.add_argument("files", nargs="+", help="audio files")
+    predict.set_defaults(handler=predict_command)
+
+

@@ -1,0 +1,128 @@
+"""`emotionnas search` (NNI architecture search of one stream) and `emotionnas train` (fixed network)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from nni_emotionnas.config.experiment import ExperimentConfig, load_experiment
+from nni_emotionnas.errors import ConfigError
+
+BRANCHES = ("spectrogram", "deep")
+
+
+def _fold_name(corpus: Any, requested: Optional[str]) -> str:
+    if requested is not None:
+        return corpus.fold(requested).name
+    return corpus.folds[0].name
+
+
+def _run_dir(experiment: ExperimentConfig, out: Optional[str], stage: str, branch: str, fold: str) -> Path:
+    """A fresh run folder; an existing one holding results is never reused (nothing is overwritten)."""
+    if out is not None:
+        run_dir = Path(out)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = experiment.resolve(experiment.output_dir) / experiment.name / stage / f"{branch}-{fold}-{stamp}"
+    for name in ("genotype.json", "results.json"):
+        if (run_dir / name).exists():
+            raise ConfigError(f"{run_dir / name}: already exists; choose another --out")
+    return run_dir
+
+
+def run_search_command(args: argparse.Namespace) -> int:
+    from nni_emotionnas.config.resources import default_file
+    from nni_emotionnas.features.prepared import prepare
+    from nni_emotionnas.models.networks import space_config_for
+    from nni_emotionnas.search.run import run_search
+    from nni_emotionnas.search.strategies import load_strategy_spec
+
+    experiment = load_experiment(Path(args.experiment))
+    strategy_file = args.strategy or (experiment.resolve(experiment.strategy) if experiment.strategy else None)
+    name, strategy_args = load_strategy_spec(strategy_file or default_file("strategies", "darts.yml"))
+    corpus = prepare(experiment, branches=[args.branch])
+    module, space_config = space_config_for(experiment, args.branch, args.space, corpus.deep_dim)
+    fold = _fold_name(corpus, args.fold)
+    run_dir = _run_dir(experiment, args.out, "search", args.branch, fold)
+    result = run_search(
+        space_mod=module,
+        space_config=space_config,
+        train_dataset=corpus.dataset(fold, "train", args.branch),
+        val_dataset=corpus.dataset(fold, "val", args.branch),
+        num_classes=len(corpus.classes),
+        search_config=experiment.search,
+        strategy_name=name,
+        strategy_args=strategy_args,
+        run_dir=run_dir,
+        branch=args.branch,
+        classes=list(corpus.classes),
+        fold=fold,
+    )
+    print(json.dumps(result.record["genotype"], indent=1))
+    print(f"search metrics: {json.dumps(result.record['search_metrics'].get('train_loss'))} (train loss)")
+    print(f"genotype: {result.genotype_path}")
+    if result.drawing_path is not None:
+        print(f"cells: {result.drawing_path}")
+    return 0
+
+
+def run_train_command(args: argparse.Namespace) -> int:
+    from nni_emotionnas.evaluation.plots import plot_confusion
+    from nni_emotionnas.features.prepared import prepare
+    from nni_emotionnas.models.networks import build_model
+    from nni_emotionnas.spaces.genotype import parameter_count
+    from nni_emotionnas.training.fit import fit_fixed
+
+    experiment = load_experiment(Path(args.experiment))
+    corpus = prepare(experiment, branches=[args.branch])
+    fold = _fold_name(corpus, args.fold)
+    input_dim = corpus.deep_dim if args.branch == "deep" else 0
+    model = build_model(experiment, args.branch, args.genotype, list(corpus.classes), input_dim)
+    print(f"parameters: {parameter_count(model)}")
+    run_dir = _run_dir(experiment, args.out, "train", args.branch, fold)
+    result = fit_fixed(
+        model,
+        corpus.dataset(fold, "train", args.branch),
+        corpus.dataset(fold, "val", args.branch),
+        corpus.dataset(fold, "test", args.branch),
+        experiment.train,
+        run_dir,
+        num_classes=len(corpus.classes),
+    )
+    summary = {
+        "branch": args.branch,
+        "fold": fold,
+        "classes": list(corpus.classes),
+        "genotype": args.genotype,
+        "parameters": parameter_count(model),
+        **result.summary(),
+    }
+    (run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if result.test is not None:
+        plot_confusion(result.test.confusion, corpus.classes, run_dir / "confusion_test.png", f"{fold} test")
+    print(f"val  UA {100 * result.val.ua:.1f}  WA {100 * result.val.wa:.1f}")
+    if result.test is not None:
+        print(f"test UA {100 * result.test.ua:.1f}  WA {100 * result.test.wa:.1f}")
+    print(f"results: {run_dir / 'results.json'}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    search = subparsers.add_parser("search", help="search one stream's architecture with NNI; writes genotype.json")
+    search.add_argument("experiment", help="experiment YAML")
+    search.add_argument("--branch", choices=BRANCHES, required=True)
+    search.add_argument("--fold", help="fold whose training speakers are searched on (default: the first)")
+    search.add_argument("--strategy", help="strategy YAML (default: the experiment's, else strategies/darts.yml)")
+    search.add_argument("--space", help="search-space YAML (default: the experiment's, else the packaged one)")
+    search.add_argument("--out", help="run folder (default: <output_dir>/<name>/search/<branch>-<fold>-<time>)")
+    search.set_defaults(handler=run_search_command)
+    train = subparsers.add_parser("train", help="train a fixed network from scratch; reports val/test UA and WA")
+    train.add_argument("experiment", help="experiment YAML")
+    train.add_argument("--branch", choices=BRANCHES, required=True)
+    train.add_argument("--genotype", help="genotype.json from `emotionnas search` (not needed for baselines)")
+    train.add_argument("--fold", help="fold to train and evaluate (default: the first)")
+    train.add_argument("--out", help="run folder (default: <output_dir>/<name>/train/<branch>-<fold>-<time>)")
+    train.set_defaults(handler=run_train_command)

@@ -1,0 +1,1 @@
+"""Experiment files -> validated config dataclasses (and the packaged default files); every stage reads these."""

@@ -1,0 +1,177 @@
+"""The experiment file: one YAML that names the corpus, protocol, features and later stages."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from nni_emotionnas.config.parse import load_yaml, parse
+from nni_emotionnas.config.training import ModelConfig, TrainConfig
+
+
+def default_cache_dir() -> Path:
+    """Where features and generated corpora are cached unless the experiment says otherwise."""
+    return Path(os.environ.get("EMOTIONNAS_CACHE", Path.home() / ".cache" / "nni_emotionnas"))
+
+
+@dataclass
+class DeepSequenceConfig:
+    """Knobs of the length unification (the `features.sequence` section of the experiment file).
+
+    `target_frames`: frames every utterance ends with (727 in the paper). `max_frames`: length every
+    utterance is zero-padded (or cropped) to before pooling; `None` means the corpus maximum, which the
+    data layer passes in. `min_valid_fraction`: a pooled frame is valid when more than this fraction of
+    the frames averaged into it are real (0 = any real frame makes it valid).
+    """
+
+    target_frames: int = 727
+    max_frames: Optional[int] = None
+    min_valid_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.target_frames < 1:
+            raise ValueError(f"target_frames must be at least 1, got {self.target_frames}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be at least 1, got {self.max_frames}")
+        if not 0.0 <= self.min_valid_fraction < 1.0:
+            raise ValueError(f"min_valid_fraction must be in [0, 1), got {self.min_valid_fraction}")
+
+
+@dataclass
+class LabelConfig:
+    """Which labels a run uses: `map` renames/merges raw labels, `keep` selects classes (in this order)."""
+
+    keep: Optional[list[str]] = None
+    map: dict[str, str] = field(default_factory=dict)
+    drop_unknown: bool = False
+
+
+@dataclass
+class CorpusConfig:
+    reader: Literal["iemocap", "emodb", "ravdess", "cremad", "manifest", "folders", "synthetic"]
+    path: Optional[str] = None
+    options: dict[str, Any] = field(default_factory=dict)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    on_bad_audio: Literal["error", "skip"] = "error"
+
+
+@dataclass
+class ProtocolConfig:
+    """How utterances split into speaker-independent folds.
+
+    `auto` picks leave-one-session-out when sessions hold several speakers (IEMOCAP), else
+    leave-one-speaker-out. `folds` restricts a run to some fold names. `require_all_classes` refuses
+    folds whose validation or test speakers lack a class (training splits must always have every class).
+    """
+
+    kind: Literal["auto", "leave_one_session_out", "leave_one_speaker_out", "group_kfold"] = "auto"
+    swap_val_test: bool = False
+    k: int = 5
+    seed: int = 0
+    folds: Optional[list[str]] = None
+    require_all_classes: bool = False
+
+
+@dataclass
+class SpectrogramConfig:
+    """The paper's spectrogram: fixed length, Hamming window, overlap, average-pooled to `size`.
+
+    `scale`: `log` = natural log of magnitude + `eps` (default; keeps loudness, which carries arousal),
+    `db` = 20 log10 relative to 1.0, `magnitude` = linear magnitude. No per-utterance normalisation:
+    the network's batch norm standardises.
+    """
+
+    sample_rate: int = 16000
+    duration: float = 8.0
+    window_ms: float = 25.0
+    overlap_ms: float = 14.0
+    window: str = "hamming"
+    size: list[int] = field(default_factory=lambda: [140, 140])
+    scale: Literal["log", "db", "magnitude"] = "log"
+    eps: float = 1e-5
+
+
+@dataclass
+class FeaturesConfig:
+    cache_dir: Optional[str] = None
+    n_jobs: int = 2
+    spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
+    deep: dict[str, Any] = field(default_factory=lambda: {"backend": "fbank"})
+    sequence: DeepSequenceConfig = field(default_factory=DeepSequenceConfig)
+
+
+SINGLE_STREAMS = ("spectrogram", "deep")
+FUSION_VARIANTS = ("ism", "concat", "sum", "max", "min")
+VARIANTS = SINGLE_STREAMS + FUSION_VARIANTS
+
+
+@dataclass
+class RunConfig:
+    """What `emotionnas run` trains per fold.
+
+    `variants`: any of spectrogram, deep (single streams) and ism, concat, sum, max, min (fusions);
+    `ablations: true` adds the four comparison fusions. `search`: `per_fold` searches on each fold's
+    training speakers (no test speaker ever influences its own architecture); `once` searches on the first
+    fold's training speakers and reuses the cells everywhere (faster, but later folds' test speakers then
+    took part in the search). `main` is the variant `emotionnas predict` uses.
+    """
+
+    variants: list[str] = field(default_factory=lambda: ["spectrogram", "deep", "ism"])
+    ablations: bool = False
+    dominant: Literal["deep", "spectrogram"] = "deep"
+    search: Literal["per_fold", "once"] = "per_fold"
+    fusion_dropout: float = 0.0
+    main: str = "ism"
+
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise ValueError(f"variants: unknown {unknown} (known: {', '.join(VARIANTS)})")
+        if self.ablations:
+            self.variants = list(dict.fromkeys([*self.variants, *FUSION_VARIANTS]))
+        if self.main not in self.variants:
+            raise ValueError(f"main: {self.main!r} is not among the variants {self.variants}")
+
+
+@dataclass
+class ExperimentConfig:
+    corpus: CorpusConfig
+    name: str = "experiment"
+    seed: int = 0
+    output_dir: str = "emotionnas_runs"
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    # search / train stages (nni_emotionnas.cli.search_train); None = the packaged default file
+    spectrogram_space: Optional[str] = None
+    deep_space: Optional[str] = None
+    strategy: Optional[str] = None
+    search: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def resolve(self, path: Optional[str]) -> Optional[Path]:
+        """Paths in an experiment file are relative to the file itself."""
+        if path is None:
+            return None
+        p = Path(os.path.expanduser(path))
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.resolve(self.features.cache_dir) or default_cache_dir()
+
+
+def load_experiment(path: Path) -> ExperimentConfig:
+    path = Path(path)
+    data = load_yaml(path)
+    data.setdefault("base_dir", str(path.resolve().parent))
+    data["base_dir"] = Path(data["base_dir"])
+    return parse(ExperimentConfig, data, path.name)
+
+
+def experiment_from_dict(data: dict[str, Any], base_dir: Path) -> ExperimentConfig:
+    return parse(ExperimentConfig, {**data, "base_dir": Path(base_dir)}, "experiment")

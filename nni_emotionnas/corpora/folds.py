@@ -1,0 +1,144 @@
+"""Speaker-independent folds: every fold is checked so no speaker crosses train/val/test."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from nni_emotionnas.config.experiment import ProtocolConfig
+from nni_emotionnas.corpora.records import Utterance
+from nni_emotionnas.errors import FoldError
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Indices into the corpus' utterance list for each split."""
+
+    name: str
+    train: tuple[int, ...]
+    val: tuple[int, ...]
+    test: tuple[int, ...]
+
+    def split(self, name: str) -> tuple[int, ...]:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+
+def _speakers(utterances: Sequence[Utterance]) -> list[str]:
+    return sorted({u.speaker for u in utterances})
+
+
+def _make_fold(name: str, utterances: Sequence[Utterance], val: set[str], test: set[str]) -> Fold:
+    splits: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for i, u in enumerate(utterances):
+        splits["test" if u.speaker in test else "val" if u.speaker in val else "train"].append(i)
+    return Fold(name, tuple(splits["train"]), tuple(splits["val"]), tuple(splits["test"]))
+
+
+def leave_one_session_out(utterances: Sequence[Utterance], swap_val_test: bool = False) -> list[Fold]:
+    """The IEMOCAP protocol: one session held out; its first speaker validates, the other tests.
+
+    With `swap_val_test` each session also gives the swapped fold (10 runs on IEMOCAP).
+    """
+    by_session: dict[str, set[str]] = defaultdict(set)
+    for u in utterances:
+        by_session[u.session].add(u.speaker)
+    folds = []
+    for session, speakers in sorted(by_session.items()):
+        ordered = sorted(speakers)
+        if len(ordered) < 2:
+            raise FoldError(f"session {session}: needs at least 2 speakers to validate on one and test on another")
+        val, test = {ordered[0]}, set(ordered[1:])
+        folds.append(_make_fold(f"{session}-test{'+'.join(sorted(test))}", utterances, val, test))
+        if swap_val_test:
+            val, test = set(ordered[1:]), {ordered[0]}
+            folds.append(_make_fold(f"{session}-test{ordered[0]}", utterances, val, test))
+    return folds
+
+
+def leave_one_speaker_out(utterances: Sequence[Utterance]) -> list[Fold]:
+    """One speaker tests; the next speaker (sorted, cyclically) that has every class validates.
+
+    Preferring a complete validation speaker keeps validation UA, which selects checkpoints, defined
+    over all classes (EmoDB speaker 08, for one, recorded no disgust).
+    """
+    speakers = _speakers(utterances)
+    if len(speakers) < 3:
+        raise FoldError(f"leave-one-speaker-out needs at least 3 speakers, corpus has {len(speakers)}")
+    labels = {u.label for u in utterances}
+    complete = {s for s in speakers if {u.label for u in utterances if u.speaker == s} == labels}
+    folds = []
+    for i, speaker in enumerate(speakers):
+        following = [speakers[(i + j) % len(speakers)] for j in range(1, len(speakers))]
+        val = next((s for s in following if s in complete), following[0])
+        folds.append(_make_fold(f"test{speaker}", utterances, {val}, {speaker}))
+    return folds
+
+
+def group_kfold(utterances: Sequence[Utterance], k: int, seed: int = 0) -> list[Fold]:
+    """Stratified speaker-grouped k-fold: fold i tests on group i and validates on group i+1."""
+    speakers = _speakers(utterances)
+    if len(speakers) < max(k, 3):
+        raise FoldError(f"group_kfold with k={k} needs at least {max(k, 3)} speakers, corpus has {len(speakers)}")
+    labels = np.array([u.label for u in utterances])
+    groups = np.array([u.speaker for u in utterances])
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    test_groups = [sorted(set(groups[test])) for _, test in splitter.split(np.zeros(len(labels)), labels, groups)]
+    return [
+        _make_fold(f"fold{i + 1}", utterances, set(test_groups[(i + 1) % k]), set(test_groups[i]))
+        for i in range(k)
+    ]
+
+
+def missing_classes(fold: Fold, utterances: Sequence[Utterance], classes: Sequence[str]) -> dict[str, list[str]]:
+    """Classes absent from each split of a fold (empty lists when complete)."""
+    return {
+        name: [c for c in classes if c not in {utterances[i].label for i in fold.split(name)}]
+        for name in ("train", "val", "test")
+    }
+
+
+def check_fold(
+    fold: Fold, utterances: Sequence[Utterance], classes: Sequence[str], require_all_classes: bool = False
+) -> None:
+    """Refuses speaker leakage between splits and a training split that lacks a class.
+
+    Validation/test splits lacking a class (a speaker who never acted it) are allowed unless
+    `require_all_classes`; UA is then the mean recall over the classes present, as scikit-learn computes it.
+    """
+    speakers = {name: {utterances[i].speaker for i in fold.split(name)} for name in ("train", "val", "test")}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        shared = speakers[a] & speakers[b]
+        if shared:
+            raise FoldError(f"fold {fold.name}: speaker(s) {', '.join(sorted(shared))} in both {a} and {b}")
+    for name, missing in missing_classes(fold, utterances, classes).items():
+        if not fold.split(name):
+            raise FoldError(f"fold {fold.name}: {name} split is empty")
+        if missing and (name == "train" or require_all_classes):
+            raise FoldError(f"fold {fold.name}: {name} split has no utterance of class(es) {', '.join(missing)}")
+
+
+def make_folds(utterances: Sequence[Utterance], classes: Sequence[str], protocol: ProtocolConfig) -> list[Fold]:
+    """Builds and checks the folds the protocol asks for (optionally only those named in `folds`)."""
+    kind = protocol.kind
+    if kind == "auto":
+        multi_speaker_sessions = len({u.session for u in utterances}) < len(_speakers(utterances))
+        kind = "leave_one_session_out" if multi_speaker_sessions else "leave_one_speaker_out"
+    if kind == "leave_one_session_out":
+        folds = leave_one_session_out(utterances, protocol.swap_val_test)
+    elif kind == "leave_one_speaker_out":
+        folds = leave_one_speaker_out(utterances)
+    else:
+        folds = group_kfold(utterances, protocol.k, protocol.seed)
+    if protocol.folds is not None:
+        known = {f.name for f in folds}
+        unknown = [name for name in protocol.folds if name not in known]
+        if unknown:
+            raise FoldError(f"protocol.folds: unknown fold(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        folds = [f for f in folds if f.name in protocol.folds]
+    for fold in folds:
+        check_fold(fold, utterances, classes, protocol.require_all_classes)
+    return folds

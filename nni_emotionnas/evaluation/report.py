@@ -1,0 +1,146 @@
+"""Cross-validated results: per-variant mean ± std tables (Markdown, CSV, JSON) and confusion matrices."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from nni_emotionnas.config.experiment import FUSION_VARIANTS
+from nni_emotionnas.features.store import atomic_write_bytes
+
+STREAM_VARIANTS = ("spectrogram", "deep", "ism")
+# Paper (IEMOCAP improvised, leave-one-session-out) figures, for orientation beside ours.
+PAPER = {"spectrogram": (57.3, 63.2), "deep": (66.2, 70.3), "ism": (69.1, 72.1)}
+
+
+@dataclass
+class FoldResult:
+    """One variant trained and tested on one fold (checkpoint with the best validation UA)."""
+
+    fold: str
+    variant: str
+    val_ua: float
+    val_wa: float
+    test_ua: float
+    test_wa: float
+    best_epoch: int
+    params: int
+    confusion: list[list[int]]
+    test_uids: list[str]
+    test_true: list[int]
+    test_pred: list[int]
+    test_probs: list[list[float]]
+
+    def save(self, path: Path) -> None:
+        atomic_write_bytes(path, lambda handle: handle.write(json.dumps(asdict(self), indent=1).encode()))
+
+    @classmethod
+    def load(cls, path: Path) -> FoldResult:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
+
+
+def summarize(results: Sequence[FoldResult], classes: Sequence[str]) -> dict[str, dict]:
+    """Per variant: test UA/WA per fold, mean and std (percent), pooled confusion and per-class recall."""
+    summary: dict[str, dict] = {}
+    for variant in dict.fromkeys(r.variant for r in results):
+        rows = [r for r in results if r.variant == variant]
+        ua = np.array([r.test_ua for r in rows]) * 100
+        wa = np.array([r.test_wa for r in rows]) * 100
+        confusion = np.sum([np.array(r.confusion) for r in rows], axis=0)
+        support = confusion.sum(axis=1)
+        recall = np.divide(np.diag(confusion), support, out=np.full(len(classes), np.nan), where=support > 0)
+        summary[variant] = {
+            "folds": [r.fold for r in rows],
+            "test_ua": ua.round(2).tolist(),
+            "test_wa": wa.round(2).tolist(),
+            "ua_mean": float(ua.mean()),
+            "ua_std": float(ua.std()),
+            "wa_mean": float(wa.mean()),
+            "wa_std": float(wa.std()),
+            "val_ua_mean": float(np.mean([r.val_ua for r in rows]) * 100),
+            "params": rows[0].params,
+            "recall": {c: (None if np.isnan(v) else round(float(v) * 100, 2)) for c, v in zip(classes, recall)},
+            "confusion": confusion.tolist(),
+        }
+    return summary
+
+
+def _row(cells: Sequence[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _header(cells: Sequence[str]) -> list[str]:
+    return [_row(cells), _row(["---"] * len(cells))]
+
+
+def markdown_tables(summary: dict[str, dict], classes: Sequence[str], notes: Sequence[str] = ()) -> str:
+    """Tables shaped like the paper's Table 4 (streams) and Table 5 (fusions), then per-fold detail."""
+
+    def table(title: str, variants: Sequence[str]) -> list[str]:
+        present = [v for v in variants if v in summary]
+        if not present:
+            return []
+        lines = [f"### {title}", "", *_header(["model", "UA %", "WA %", "params", "paper UA / WA (IEMOCAP)"])]
+        for v in present:
+            s = summary[v]
+            paper = " / ".join(f"{x:.1f}" for x in PAPER[v]) if v in PAPER else ""
+            ua, wa = f"{s['ua_mean']:.2f} ± {s['ua_std']:.2f}", f"{s['wa_mean']:.2f} ± {s['wa_std']:.2f}"
+            lines.append(_row([v, ua, wa, f"{s['params']:,}", paper]))
+        return lines + [""]
+
+    folds = next(iter(summary.values()))["folds"]
+    out = ["## Results (test split of every fold, mean ± std over folds)", "", *notes, ""]
+    out += table("Streams and fusion (cf. paper Table 4)", STREAM_VARIANTS)
+    if any(v in summary for v in FUSION_VARIANTS[1:]):
+        out += table("Fusion methods (cf. paper Table 5)", FUSION_VARIANTS)
+    out += table("Other models", [v for v in summary if v not in STREAM_VARIANTS + FUSION_VARIANTS])
+    out += ["### Per fold (test UA / WA %)", "", *_header(["model", *folds])]
+    for v, s in summary.items():
+        out.append(_row([v, *(f"{u:.1f} / {w:.1f}" for u, w in zip(s["test_ua"], s["test_wa"]))]))
+    out += ["", "### Per-class recall % (pooled over folds)", "", *_header(["model", *classes])]
+    for v, s in summary.items():
+        out.append(_row([v, *("-" if s["recall"][c] is None else f"{s['recall'][c]:.1f}" for c in classes)]))
+    return "\n".join(out) + "\n"
+
+
+def csv_table(summary: dict[str, dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["model", "ua_mean", "ua_std", "wa_mean", "wa_std", "params", "folds", "test_ua", "test_wa"])
+    for v, s in summary.items():
+        writer.writerow([
+            v, f"{s['ua_mean']:.2f}", f"{s['ua_std']:.2f}", f"{s['wa_mean']:.2f}", f"{s['wa_std']:.2f}", s["params"],
+            ";".join(s["folds"]), ";".join(map(str, s["test_ua"])), ";".join(map(str, s["test_wa"])),
+        ])
+    return buffer.getvalue()
+
+
+def write_report(
+    results: Sequence[FoldResult], classes: Sequence[str], run_dir: Path, notes: Sequence[str] = (),
+    extra: Optional[dict] = None,
+) -> dict[str, Path]:
+    """Writes results.md/.csv/.json and one confusion-matrix PNG per variant; returns their paths."""
+    from nni_emotionnas.evaluation.plots import plot_confusion
+
+    summary = summarize(results, classes)
+    paths = {"markdown": run_dir / "results.md", "csv": run_dir / "results.csv", "json": run_dir / "results.json"}
+    write_text(paths["markdown"], markdown_tables(summary, classes, notes))
+    write_text(paths["csv"], csv_table(summary))
+    payload = {"classes": list(classes), "notes": list(notes), "models": summary, **(extra or {})}
+    write_text(paths["json"], json.dumps(payload, indent=1))
+    for variant, s in summary.items():
+        paths[f"confusion_{variant}"] = run_dir / f"confusion_{variant}.png"
+        png = paths[f"confusion_{variant}"]
+        plot_confusion(np.array(s["confusion"]), list(classes), png, title=f"{variant} (all folds)")
+    return paths

@@ -1,0 +1,119 @@
+"""Corpus -> cached features -> per-fold torch datasets: what every search and training stage consumes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from nni_emotionnas.config.experiment import ExperimentConfig
+from nni_emotionnas.corpora.folds import Fold, make_folds
+from nni_emotionnas.corpora.load import read_corpus
+from nni_emotionnas.corpora.records import Utterance
+from nni_emotionnas.errors import FoldError
+from nni_emotionnas.features.registry import build_deep_extractor
+from nni_emotionnas.features.sequence import unify_length
+from nni_emotionnas.features.spectrogram import SpectrogramExtractor
+from nni_emotionnas.features.store import ExtractionReport, FeatureStore
+
+Branch = Literal["spectrogram", "deep", "both"]
+Split = Literal["train", "val", "test"]
+
+
+class StreamDataset(Dataset):
+    """Items `(inputs, label)`; inputs as the stream models expect them (see `PreparedCorpus.dataset`)."""
+
+    def __init__(self, corpus: PreparedCorpus, indices: Sequence[int], branch: Branch) -> None:
+        self.corpus = corpus
+        self.indices = list(indices)
+        self.branch = branch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int):
+        index = self.indices[item]
+        inputs: dict[str, torch.Tensor] = {}
+        if self.branch in ("spectrogram", "both"):
+            inputs["spectrogram"] = self.corpus.spectrogram_tensor(index)
+        if self.branch in ("deep", "both"):
+            inputs.update(self.corpus.deep_tensors(index))
+        label = int(self.corpus.labels[index])
+        return (inputs["spectrogram"] if self.branch == "spectrogram" else inputs), label
+
+
+@dataclass
+class PreparedCorpus:
+    """Utterances that survived loading, their classes, checked folds and cached feature files."""
+
+    experiment: ExperimentConfig
+    utterances: list[Utterance]
+    classes: list[str]
+    folds: list[Fold]
+    spectrogram: Optional[ExtractionReport] = None
+    deep: Optional[ExtractionReport] = None
+    deep_backend: Optional[dict] = None
+    skipped: list[tuple[Utterance, str]] = field(default_factory=list)
+    max_frames: int = 0
+    deep_dim: int = 0  # width of the deep-stream frames (the recurrent space's `input_dim`)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([self.classes.index(u.label) for u in self.utterances], dtype=np.int64)
+
+    def fold(self, name: str) -> Fold:
+        for fold in self.folds:
+            if fold.name == name:
+                return fold
+        raise FoldError(f"unknown fold {name!r} (known: {', '.join(f.name for f in self.folds)})")
+
+    def dataset(self, fold_name: str, split: Split, branch: Branch) -> StreamDataset:
+        return StreamDataset(self, self.fold(fold_name).split(split), branch)
+
+    def spectrogram_tensor(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.spectrogram.load(index))).unsqueeze(0)
+
+    def deep_tensors(self, index: int) -> dict[str, torch.Tensor]:
+        frames, mask = unify_length(
+            np.asarray(self.deep.load(index)), self.max_frames, self.experiment.features.sequence
+        )
+        return {"frames": torch.from_numpy(frames), "mask": torch.from_numpy(mask)}
+
+
+def prepare(
+    experiment: ExperimentConfig, branches: Sequence[str] = ("spectrogram", "deep"), progress: bool = True
+) -> PreparedCorpus:
+    """Reads the corpus, extracts (or reuses cached) features, drops skipped audio, builds checked folds."""
+    utterances, classes = read_corpus(experiment)
+    store = FeatureStore(experiment.cache_dir / "features")
+    features = experiment.features
+    options = dict(n_jobs=features.n_jobs, on_bad_audio=experiment.corpus.on_bad_audio, progress=progress)
+    reports: dict[str, ExtractionReport] = {}
+    if "spectrogram" in branches:
+        reports["spectrogram"] = store.extract(utterances, SpectrogramExtractor(features.spectrogram), **options)
+    if "deep" in branches:
+        reports["deep"] = store.extract(utterances, build_deep_extractor(features.deep), **options)
+    bad = {id(u): message for report in reports.values() for u, message in report.skipped}
+    keep = [i for i, u in enumerate(utterances) if id(u) not in bad]
+    skipped = [(u, bad[id(u)]) for u in utterances if id(u) in bad]
+    for name, report in reports.items():
+        reports[name] = ExtractionReport([report.files[i] for i in keep], report.skipped, report.hits, report.misses)
+    utterances = [utterances[i] for i in keep]
+    corpus = PreparedCorpus(
+        experiment=experiment,
+        utterances=utterances,
+        classes=classes,
+        folds=make_folds(utterances, classes, experiment.protocol),
+        spectrogram=reports.get("spectrogram"),
+        deep=reports.get("deep"),
+        deep_backend=dict(features.deep) if "deep" in reports else None,
+        skipped=skipped,
+    )
+    if corpus.deep is not None:
+        corpus.max_frames = max(corpus.deep.load(i).shape[0] for i in range(len(utterances)))
+        corpus.deep_dim = int(corpus.deep.load(0).shape[1])
+    return corpus

@@ -1,0 +1,1 @@
+"""genotype.json / baseline names -> fixed stream networks, and the two-stream fusion heads (ISM and ablations)."""

@@ -1,0 +1,76 @@
+"""Two-stream fusion: the paper's ISM and its comparison fusions (Concat, Sum, Max, Min)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from nni_emotionnas.config.experiment import FUSION_VARIANTS as FUSION_MODES
+
+FusionMode = Literal["ism", "concat", "sum", "max", "min"]
+
+
+class FusionHead(nn.Module):
+    """Fuses the spectrogram embedding X1 and the deep embedding X2, then classifies.
+
+    The dominant stream is kept intact; the other one is projected to its width:
+    ISM: H = Proj(X_other); A = tanh(Proj(X_dom) * H); F = X_dom + A * H.
+    Sum/Max/Min combine H and X_dom element-wise; Concat classifies [X1; X2].
+    """
+
+    def __init__(
+        self,
+        mode: FusionMode,
+        spectrogram_dim: int,
+        deep_dim: int,
+        num_classes: int,
+        dominant: Literal["deep", "spectrogram"] = "deep",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if mode not in FUSION_MODES:
+            raise ValueError(f"fusion mode {mode!r} is not one of {', '.join(FUSION_MODES)}")
+        if dominant not in ("deep", "spectrogram"):
+            raise ValueError(f"dominant stream {dominant!r} is not 'deep' or 'spectrogram'")
+        self.mode = mode
+        self.dominant = dominant
+        other_dim, dominant_dim = (spectrogram_dim, deep_dim) if dominant == "deep" else (deep_dim, spectrogram_dim)
+        self.project_other = nn.Linear(other_dim, dominant_dim) if mode != "concat" else None
+        self.project_dominant = nn.Linear(dominant_dim, dominant_dim) if mode == "ism" else None
+        self.output_dim = spectrogram_dim + deep_dim if mode == "concat" else dominant_dim
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(self.output_dim, num_classes)
+
+    def fuse(self, x_spectrogram: torch.Tensor, x_deep: torch.Tensor) -> torch.Tensor:
+        if self.mode == "concat":
+            return torch.cat([x_spectrogram, x_deep], dim=-1)
+        dominant, other = (x_deep, x_spectrogram) if self.dominant == "deep" else (x_spectrogram, x_deep)
+        h = self.project_other(other)
+        if self.mode == "ism":
+            gate = torch.tanh(self.project_dominant(dominant) * h)
+            return dominant + gate * h
+        if self.mode == "sum":
+            return dominant + h
+        if self.mode == "max":
+            return torch.maximum(dominant, h)
+        return torch.minimum(dominant, h)
+
+    def forward(self, x_spectrogram: torch.Tensor, x_deep: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.fuse(x_spectrogram, x_deep)))
+
+
+class TwoStreamModel(nn.Module):
+    """The EmotionNAS model: both fixed stream networks feed their embeddings to a fusion head."""
+
+    def __init__(self, spectrogram_net: nn.Module, deep_net: nn.Module, head: FusionHead) -> None:
+        super().__init__()
+        self.spectrogram_net = spectrogram_net
+        self.deep_net = deep_net
+        self.head = head
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        x1 = self.spectrogram_net.embed(inputs["spectrogram"])
+        x2 = self.deep_net.embed({"frames": inputs["frames"], "mask": inputs["mask"]})
+        return self.head(x1, x2)

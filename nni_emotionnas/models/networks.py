@@ -1,0 +1,60 @@
+"""Which network a stage builds: the search-space config of a stream and the fixed network to train."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Optional
+
+from nni_emotionnas.config.experiment import ExperimentConfig
+from nni_emotionnas.errors import ConfigError
+
+
+def space_config_for(
+    experiment: ExperimentConfig, branch: str, override: Optional[str], deep_dim: int = 0
+) -> tuple[Any, Any]:
+    """(space module, parsed space config) from --space, the experiment's `<branch>_space` or the default.
+
+    `deep_dim` (the deep frames' width, when known) becomes the recurrent space's `input_dim`, so the space
+    always reads frames as wide as the features the corpus was extracted with.
+    """
+    from nni_emotionnas.config.parse import load_yaml, parse
+    from nni_emotionnas.config.resources import default_file
+    from nni_emotionnas.spaces import space_module
+
+    module = space_module(branch)
+    configured = override or getattr(experiment, f"{branch}_space")
+    path = experiment.resolve(configured) if configured else default_file("search_spaces", module.DEFAULT_CONFIG_FILE)
+    config = parse(module.CONFIG_CLASS, load_yaml(path), Path(path).name)
+    if branch == "deep" and deep_dim:
+        config = dataclasses.replace(config, input_dim=deep_dim)
+    return module, config
+
+
+def build_model(
+    experiment: ExperimentConfig, branch: str, genotype: Optional[str], classes: list[str], input_dim: int = 0
+) -> Any:
+    """The fixed network to train: a baseline named in `model.<branch>`, else the genotype's network.
+
+    `input_dim` is the deep frames' width, needed by the recurrent baselines.
+    """
+    from nni_emotionnas.spaces.genotype import build_fixed, read_genotype
+
+    if branch == "spectrogram" and experiment.model.spectrogram != "darts":
+        from nni_emotionnas.models.baselines import build_baseline
+
+        return build_baseline(experiment.model.spectrogram, len(classes))
+    if branch == "deep" and experiment.model.deep != "searched":
+        from nni_emotionnas.models.baselines_recurrent import build_recurrent_baseline
+
+        return build_recurrent_baseline(experiment.model.deep, input_dim, len(classes))
+    if genotype is None:
+        raise ConfigError(f"train --branch {branch}: --genotype is required for searched networks")
+    record = read_genotype(Path(genotype))
+    if record["branch"] != branch:
+        raise ConfigError(f"{genotype}: branch: genotype is for {record['branch']!r}, not {branch!r}")
+    if int(record["num_classes"]) != len(classes):
+        raise ConfigError(f"{genotype}: num_classes: {record['num_classes']} but the corpus has {len(classes)}")
+    if record.get("classes") and list(record["classes"]) != list(classes):
+        raise ConfigError(f"{genotype}: classes: {record['classes']} differ from the corpus' {classes}")
+    return build_fixed(record, where=str(genotype))[0]

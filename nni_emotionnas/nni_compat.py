@@ -1,0 +1,147 @@
+"""The only door to NNI internals: every private attribute, override point or storage format of NNI 3.0 that
+the product relies on is reached through this module, each with the NNI behaviour it works around.
+
+An NNI upgrade that moves one of them breaks here, at import, with a message naming the supported version,
+instead of as an AttributeError deep inside a search. `tests/test_nni_compat.py` touches every symbol.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+import nni
+
+from nni_emotionnas.errors import BackendError
+
+SUPPORTED_NNI = "3.0"
+
+
+def check_nni_version(version: str) -> None:
+    """Refuses an NNI other than the one these workarounds were written (and tested) for."""
+    if version.split("+")[0] not in (SUPPORTED_NNI, f"{SUPPORTED_NNI}.0"):
+        raise BackendError(
+            f"nni-emotionnas supports NNI {SUPPORTED_NNI} only (found NNI {version}): it reaches into NNI "
+            f"internals listed in nni_emotionnas/nni_compat.py; install it with `pip install nni=={SUPPORTED_NNI}`"
+        )
+
+
+check_nni_version(getattr(nni, "__version__", "unknown"))
+
+# Imported here, not where used, so a moved internal fails at import with the version check above.
+from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedCell  # noqa: E402
+from nni.runtime.env_vars import trial_env_vars  # noqa: E402
+from nni.runtime.trial_command_channel import get_default_trial_command_channel  # noqa: E402
+
+__all__ = [
+    "DifferentiableMixedCell", "RunOverride", "arch_alphas", "arch_softmax", "claim_model_index",
+    "current_trial_record", "final_metric_rows", "raise_rest_timeout", "registered_log_dir",
+    "send_trial_metric", "strategy_lock", "trial_log_paths",
+]
+
+
+# --- one-shot supernets -------------------------------------------------------------------------------------
+def arch_alphas(cell: DifferentiableMixedCell) -> dict[str, Any]:
+    """A DARTS cell's architecture parameters by edge label. NNI keeps them in the private `_arch_alpha` and its
+    `export_probs` drops the implicit `none` op, which we need to report how strongly an edge leaned to zero."""
+    return cell._arch_alpha
+
+
+def arch_softmax(cell: DifferentiableMixedCell, alpha: Any) -> Any:
+    """The cell's own normalisation of alphas (softmax for DARTS, Gumbel-softmax for GumbelDARTS: NNI swaps the
+    private `_softmax`), so a faster cell forward keeps each strategy's semantics."""
+    return cell._softmax(alpha)
+
+
+# --- trials -------------------------------------------------------------------------------------------------
+def current_trial_record() -> Optional[dict[str, Any]]:
+    """The running trial's parameter record (None outside a trial). NNI 3.0's sequential engine, used for a
+    one-shot search inside a trial, replaces `nni.get_current_parameter()` while it trains; the original record
+    stays in the private `nni.trial._params`."""
+    import nni.trial
+
+    return nni.trial._params
+
+
+def send_trial_metric(parameter_id: Any, kind: str, sequence: int, value: Any) -> None:
+    """Sends a metric on the trial's own command channel (the one `current_trial_record` belongs to): the
+    sequential engine swaps the process' channel, so `nni.report_*` during a one-shot search would be lost."""
+    get_default_trial_command_channel().send_metric(
+        parameter_id=parameter_id, trial_job_id=trial_env_vars.NNI_TRIAL_JOB_ID, type=kind, sequence=sequence,
+        value=value,
+    )
+
+
+# --- strategies ---------------------------------------------------------------------------------------------
+class RunOverride:
+    """Mixin for NNI strategies whose search loop we write: NNI 3.0's `Strategy.run` calls the private `_run`
+    as its only extension point; subclasses implement `search_loop` instead."""
+
+    def _run(self) -> None:
+        self.search_loop()
+
+    def search_loop(self) -> None:
+        raise NotImplementedError
+
+
+@contextmanager
+def strategy_lock(strategy: Any) -> Iterator[None]:
+    """NNI's HPO-backed strategies (TPE) guard their model bookkeeping with the private `_thread_lock`."""
+    with strategy._thread_lock:
+        yield
+
+
+def claim_model_index(strategy: Any, model: Any) -> int:
+    """Records a submitted model the way NNI's HPO strategies do (private `_model_count`, `_model_to_id`), so
+    the tuner gets the trial's result back under its parameter id."""
+    index = strategy._model_count
+    strategy._model_to_id[model] = index
+    strategy._model_count += 1
+    return index
+
+
+def next_model_index(strategy: Any) -> int:
+    """The parameter id the next submitted model will get (NNI's private `_model_count`)."""
+    return strategy._model_count
+
+
+# --- the NNI manager and its records ------------------------------------------------------------------------
+def raise_rest_timeout(seconds: float) -> None:
+    """NNI's REST client gives up on its own manager after 20 s (module attribute `timeout`) and the strategy
+    dies on the first timeout; a machine busy training trials on every core can exceed it."""
+    import nni.experiment.rest as rest
+
+    rest.timeout = max(rest.timeout, seconds)
+
+
+def registered_log_dir(experiment_id: str) -> Optional[Path]:
+    """Where nnictl's registry (`~/nni-experiments/.experiment`, via the private `nnictl.config_utils`) says an
+    experiment keeps its folder."""
+    from nni.tools.nnictl.config_utils import Experiments
+
+    entry = Experiments().get_all_experiments().get(experiment_id)
+    return Path(entry["logDir"]) / experiment_id if entry and entry.get("logDir") else None
+
+
+def _database(folder: Path) -> sqlite3.Connection:
+    """NNI's manager records trials in `<experiment>/db/nni.sqlite` (tables MetricData, TrialJobEvent); reading
+    it works after `nnictl stop`, when the REST API is gone. Opened read-only."""
+    return sqlite3.connect(f"file:{Path(folder) / 'db' / 'nni.sqlite'}?mode=ro", uri=True)
+
+
+def final_metric_rows(folder: Path) -> list[tuple[str, str]]:
+    """(trial id, final metric as NNI stored it) for every trial that reported one."""
+    with _database(folder) as db:
+        return db.execute("select trialJobId, data from MetricData where type = 'FINAL'").fetchall()
+
+
+def trial_log_paths(folder: Path, trial_id: str) -> list[str]:
+    """The log paths NNI recorded for a trial (a `file://` folder locally, `host:path` on remote machines)."""
+    with _database(folder) as db:
+        rows = db.execute(
+            "select logPath from TrialJobEvent where trialJobId = ? and logPath is not null", (trial_id,)
+        ).fetchall()
+    return [path for (path,) in rows]

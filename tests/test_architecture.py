@@ -1,0 +1,83 @@
+"""The package's layout is the pipeline: stages import only earlier stages, and no module imports in a circle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "nni_emotionnas"
+# Stages in pipeline order; a module may import its own stage and earlier ones (foundation first).
+STAGES = ["errors", "threads", "nni_compat", "config", "corpora", "features", "spaces", "training", "search", "models",
+          "evaluation", "nni_support", "cli"]
+
+
+def module_name(path: Path) -> str:
+    parts = ["nni_emotionnas", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """Every package module `path` imports, at top level or inside functions (lazy imports count too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return {name for name in found if name in known}
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: imports_of(path, set(mods)) - {name} for name, path in mods.items()}
+
+
+def stage(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "errors"
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str]:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(edges):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return []
+
+
+def test_no_module_imports_in_a_circle() -> None:
+    assert find_cycle(graph()) == []
+
+
+def test_cycle_finder_finds_a_planted_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+@pytest.mark.parametrize("module", sorted(modules()))
+def test_stages_import_only_earlier_stages(module: str) -> None:
+    if module == "nni_emotionnas":
+        return
+    assert stage(module) in STAGES, f"{module}: not in a known stage; add its package to STAGES"
+    later = sorted(m for m in graph()[module] if STAGES.index(stage(m)) > STAGES.index(stage(module)))
+    assert later == [], f"{module} imports a later stage: {later}"

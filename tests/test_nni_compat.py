@@ -1,0 +1,79 @@
+"""Every NNI internal the product relies on exists in the installed NNI, and another NNI is refused up front."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nni_emotionnas import nni_compat
+from nni_emotionnas.errors import BackendError
+
+
+def test_other_nni_versions_are_refused_with_the_supported_one_named() -> None:
+    nni_compat.check_nni_version("3.0")
+    with pytest.raises(BackendError, match=r"supports NNI 3\.0 only \(found NNI 3\.1\).*pip install nni==3\.0"):
+        nni_compat.check_nni_version("3.1")
+
+
+def test_public_names_resolve() -> None:
+    for name in nni_compat.__all__:
+        assert getattr(nni_compat, name) is not None, name
+
+
+def test_differentiable_cell_internals() -> None:
+    """A real DARTS supernet cell exposes the alphas and normalisation the compat layer reads."""
+    from nni.nas.strategy import DARTS
+
+    from nni_emotionnas.spaces import spectrogram as S
+
+    supernet = DARTS().mutate_model(S.build_space(S.SpectrogramSpaceConfig(channels=2, layers=1, nodes=1), 3))
+    cells = [m for m in supernet.modules() if isinstance(m, nni_compat.DifferentiableMixedCell)]
+    assert cells, "the spectrogram space yields NNI differentiable cells under DARTS"
+    alphas = nni_compat.arch_alphas(cells[0])
+    alpha = next(iter(alphas.values()))
+    probs = nni_compat.arch_softmax(cells[0], alpha)
+    torch.testing.assert_close(probs.sum(), torch.tensor(1.0))
+
+
+def test_trial_internals_outside_a_trial() -> None:
+    assert nni_compat.current_trial_record() is None
+
+
+def test_strategy_internals_on_nni_tpe() -> None:
+    from nni.nas.strategy.hpo import TPE
+
+    strategy = TPE()
+    with nni_compat.strategy_lock(strategy):
+        first = nni_compat.next_model_index(strategy)
+        assert nni_compat.claim_model_index(strategy, object()) == first
+        assert nni_compat.next_model_index(strategy) == first + 1
+
+
+def test_rest_timeout_only_grows() -> None:
+    import nni.experiment.rest as rest
+
+    before = rest.timeout
+    nni_compat.raise_rest_timeout(before + 5)
+    assert rest.timeout == before + 5
+    nni_compat.raise_rest_timeout(1)
+    assert rest.timeout == before + 5
+    rest.timeout = before
+
+
+def test_run_override_is_nni_strategy_entry() -> None:
+    """NNI's `Strategy.run` reaches the subclass' `search_loop` through the private `_run`."""
+    from nni.nas.strategy.base import Strategy
+
+    assert "_run" in vars(Strategy) or hasattr(Strategy, "_run")
+
+    class Loop(nni_compat.RunOverride, Strategy):
+        def search_loop(self) -> None:
+            self.ran = True
+
+    loop = Loop()
+    loop._run()
+    assert loop.ran
+
+
+def test_unknown_experiment_has_no_registered_folder() -> None:
+    assert nni_compat.registered_log_dir("no-such-experiment-id") is None

@@ -39,7 +39,7 @@ from nni.runtime.trial_command_channel import get_default_trial_command_channel 
 __all__ = [
     "DifferentiableMixedCell", "RunOverride", "arch_alphas", "arch_softmax", "claim_model_index",
     "current_trial_record", "final_metric_rows", "raise_rest_timeout", "registered_log_dir",
-    "send_trial_metric", "strategy_lock", "trial_log_paths",
+    "send_trial_metric", "strategy_lock", "trial_channel", "trial_log_paths",
 ]
 
 
@@ -66,10 +66,15 @@ def current_trial_record() -> Optional[dict[str, Any]]:
     return nni.trial._params
 
 
-def send_trial_metric(parameter_id: Any, kind: str, sequence: int, value: Any) -> None:
-    """Sends a metric on the trial's own command channel (the one `current_trial_record` belongs to): the
-    sequential engine swaps the process' channel, so `nni.report_*` during a one-shot search would be lost."""
-    get_default_trial_command_channel().send_metric(
+def trial_channel() -> Any:
+    """The trial's own command channel. Take it before a one-shot search starts: NNI's sequential engine swaps
+    the process' channel while it trains, so `nni.report_*` during the search would never reach the manager."""
+    return get_default_trial_command_channel()
+
+
+def send_trial_metric(channel: Any, parameter_id: Any, kind: str, sequence: int, value: Any) -> None:
+    """Sends a metric on a channel taken with `trial_channel` (NNI's private channel API)."""
+    channel.send_metric(
         parameter_id=parameter_id, trial_job_id=trial_env_vars.NNI_TRIAL_JOB_ID, type=kind, sequence=sequence,
         value=value,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
     return {name for name in found if name in known}
 
 
+@lru_cache(maxsize=1)
 def graph() -> dict[str, set[str]]:
     mods = modules()
     return {name: imports_of(path, set(mods)) - {name} for name, path in mods.items()}

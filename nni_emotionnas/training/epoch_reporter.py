@@ -11,7 +11,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from nni_emotionnas.nni_compat import current_trial_record, send_trial_metric
+from nni_emotionnas.nni_compat import current_trial_record, send_trial_metric, trial_channel
 from nni_emotionnas.training.evaluator import predict_logits
 from nni_emotionnas.training.metrics import score
 
@@ -22,7 +22,7 @@ class TrialReporter:
     def __init__(self) -> None:
         record = current_trial_record()
         self.parameter_id = record["parameter_id"] if record else None
-        self.in_trial = record is not None
+        self.channel = trial_channel() if record else None
         self.sequence = 0
 
     def intermediate(self, metric: dict[str, Any]) -> None:
@@ -33,8 +33,8 @@ class TrialReporter:
         self._send("FINAL", 0, metric)
 
     def _send(self, kind: str, sequence: int, metric: dict[str, Any]) -> None:
-        if self.in_trial:
-            send_trial_metric(self.parameter_id, kind, sequence, metric)
+        if self.channel is not None:
+            send_trial_metric(self.channel, self.parameter_id, kind, sequence, metric)
 
 
 class EpochReporter(pl.Callback):

@@ -1,5 +1,5 @@
 """The `emotionnas` command: argument parsing only; each module registers its subcommands and imports lazily."""
 
-from nni_emotionnas.cli.app import main
+from nni_emotionnas.cli.app import console, main
 
-__all__ = ["main"]
+__all__ = ["console", "main"]

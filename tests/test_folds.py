@@ -71,6 +71,26 @@ def test_group_kfold_stratified_and_grouped(emodb):
     assert folds == group_kfold(utterances, k=5, seed=1)
 
 
+def test_group_kfold_with_two_folds_validates_on_one_training_speaker(emodb):
+    utterances, classes = apply_labels(read_emodb(emodb), LabelConfig())
+    folds = make_folds(utterances, classes, ProtocolConfig(kind="group_kfold", k=2))  # checked: nothing empty
+    tested = assert_partition(folds, utterances)
+    assert len(tested) == 535 and set(tested.values()) == {1}
+    for fold, other in zip(folds, folds[::-1]):
+        val_speakers = {utterances[i].speaker for i in fold.val}
+        other_half = {utterances[i].speaker for i in other.test}
+        assert len(val_speakers) == 1 and val_speakers < other_half  # one speaker of the training half
+        assert {utterances[i].speaker for i in fold.train} == other_half - val_speakers
+        assert {utterances[i].label for i in fold.val} == set(classes)  # a speaker who acted every class
+
+
+def test_group_kfold_with_two_folds_says_up_front_when_speakers_are_too_few(emodb):
+    utterances, classes = apply_labels(read_emodb(emodb), LabelConfig())
+    three = [u for u in utterances if u.speaker in {"03", "08", "09"}]
+    with pytest.raises(FoldError, match="group_kfold with k=2 needs at least 4 speakers, corpus has 3"):
+        make_folds(three, classes, ProtocolConfig(kind="group_kfold", k=2))
+
+
 def test_check_fold_refuses_leaks_and_missing_train_class(iemocap4):
     utterances, classes = iemocap4
     fold = make_folds(utterances, classes, ProtocolConfig())[0]

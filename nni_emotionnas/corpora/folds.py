@@ -68,29 +68,43 @@ def leave_one_speaker_out(utterances: Sequence[Utterance]) -> list[Fold]:
     speakers = _speakers(utterances)
     if len(speakers) < 3:
         raise FoldError(f"leave-one-speaker-out needs at least 3 speakers, corpus has {len(speakers)}")
-    labels = {u.label for u in utterances}
-    complete = {s for s in speakers if {u.label for u in utterances if u.speaker == s} == labels}
     folds = []
     for i, speaker in enumerate(speakers):
         following = [speakers[(i + j) % len(speakers)] for j in range(1, len(speakers))]
-        val = next((s for s in following if s in complete), following[0])
-        folds.append(_make_fold(f"test{speaker}", utterances, {val}, {speaker}))
+        folds.append(_make_fold(f"test{speaker}", utterances, {_validation_speaker(following, utterances)}, {speaker}))
     return folds
 
 
+def _validation_speaker(candidates: Sequence[str], utterances: Sequence[Utterance]) -> str:
+    """The first candidate who acted every class of the corpus, else the first candidate."""
+    labels = {u.label for u in utterances}
+    return next((s for s in candidates if {u.label for u in utterances if u.speaker == s} == labels), candidates[0])
+
+
 def group_kfold(utterances: Sequence[Utterance], k: int, seed: int = 0) -> list[Fold]:
-    """Stratified speaker-grouped k-fold: fold i tests on group i and validates on group i+1."""
+    """Stratified speaker-grouped k-fold: fold i tests on group i and validates on group i+1.
+
+    With k=2 a whole group validating would leave nothing to train on: there one speaker of the other
+    group (the first who acted every class) validates and the rest of that group trains.
+    """
     speakers = _speakers(utterances)
-    if len(speakers) < max(k, 3):
-        raise FoldError(f"group_kfold with k={k} needs at least {max(k, 3)} speakers, corpus has {len(speakers)}")
+    needed = 4 if k == 2 else max(k, 3)
+    if len(speakers) < needed:
+        raise FoldError(f"group_kfold with k={k} needs at least {needed} speakers, corpus has {len(speakers)}")
     labels = np.array([u.label for u in utterances])
     groups = np.array([u.speaker for u in utterances])
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     test_groups = [sorted(set(groups[test])) for _, test in splitter.split(np.zeros(len(labels)), labels, groups)]
-    return [
-        _make_fold(f"fold{i + 1}", utterances, set(test_groups[(i + 1) % k]), set(test_groups[i]))
-        for i in range(k)
-    ]
+    folds = []
+    for i in range(k):
+        validating = test_groups[(i + 1) % k]
+        if k == 2:
+            if len(validating) < 2:
+                raise FoldError(f"group_kfold with k=2: fold{i + 1} trains on speaker {validating[0]} alone, "
+                                "who cannot also validate; use k >= 3 or a corpus with more speakers")
+            validating = [_validation_speaker(validating, utterances)]
+        folds.append(_make_fold(f"fold{i + 1}", utterances, set(validating), set(test_groups[i])))
+    return folds
 
 
 def missing_classes(fold: Fold, utterances: Sequence[Utterance], classes: Sequence[str]) -> dict[str, list[str]]:

@@ -10,7 +10,8 @@ def run_space_json(args: argparse.Namespace) -> int:
     from nni_emotionnas.search.space_json import write_space_json
 
     out = Path(args.out or f"search_spaces/{args.branch}.json")
-    space = write_space_json(args.branch, out, Path(args.space) if args.space else None, args.hyperparameters)
+    space = write_space_json(args.branch, out, Path(args.space) if args.space else None, args.hyperparameters,
+                             force=args.force)
     print(f"{out}: {len(space)} choices")
     return 0
 
@@ -44,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     space.add_argument("--space", help="space config YAML (default: the packaged one of the branch)")
     space.add_argument("--out", help="output file (default: search_spaces/<branch>.json)")
     space.add_argument("--hyperparameters", action="store_true", help="add lr and batch_size to the space")
+    space.add_argument("--force", action="store_true", help="replace an existing --out that holds another space")
     space.set_defaults(handler=run_space_json)
     trial = subparsers.add_parser("trial", help="nnictl trial: train the sampled architecture, report val UA")
     trial_arguments(trial)

@@ -33,6 +33,24 @@ def _run_dir(experiment: ExperimentConfig, out: Optional[str], stage: str, branc
     return run_dir
 
 
+def search_summary(metrics: dict[str, Any]) -> str:
+    """What the search has to show for itself: the best trial's metric (multi-trial), the best candidate's
+    validation loss (catalog), or the supernet's final train loss (one-shot)."""
+    if "nni_final" in metrics:
+        final = metrics["nni_final"] if isinstance(metrics["nni_final"], dict) else {"default": metrics["nni_final"]}
+        wa = f", WA {100 * final['wa']:.1f} %" if "wa" in final else ""
+        return (f"best of {metrics['nni_trials_ranked']} trials is {metrics['nni_trial']}: "
+                f"val UA {100 * final['default']:.1f} %{wa}")
+    losses = [v for v in metrics.get("candidate_val_loss", {}).values() if v is not None]
+    if losses:
+        return f"best of {len(metrics['candidate_val_loss'])} candidates: val loss {min(losses):.4f}"
+    if "train_loss" in metrics:
+        supernet = metrics.get("supernet_arch_half_ua")
+        held = f", supernet UA {100 * supernet:.1f} % on the architecture half" if supernet is not None else ""
+        return f"final train loss {metrics['train_loss']:.4f}{held}"
+    return "no metrics recorded"
+
+
 def run_search_command(args: argparse.Namespace) -> int:
     from nni_emotionnas.config.resources import default_file
     from nni_emotionnas.features.prepared import prepare
@@ -62,7 +80,7 @@ def run_search_command(args: argparse.Namespace) -> int:
         fold=fold,
     )
     print(json.dumps(result.record["genotype"], indent=1))
-    print(f"search metrics: {json.dumps(result.record['search_metrics'].get('train_loss'))} (train loss)")
+    print(f"search: {search_summary(result.record['search_metrics'])}")
     print(f"genotype: {result.genotype_path}")
     if result.drawing_path is not None:
         print(f"cells: {result.drawing_path}")

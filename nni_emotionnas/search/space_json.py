@@ -17,6 +17,7 @@ from nni.nas.nn.pytorch import ModelSpace
 from nni_emotionnas.config.parse import load_yaml, parse
 from nni_emotionnas.config.resources import default_file
 from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.features.store import atomic_write_bytes
 from nni_emotionnas.spaces import space_module
 
 # Hyperparameters a trial accepts next to the architecture (keys of TrainConfig), in HPO JSON form.
@@ -76,14 +77,22 @@ def split_parameters(space: ModelSpace, parameters: dict[str, Any]) -> tuple[dic
 
 
 def write_space_json(
-    branch: str, out: Path, space_file: Optional[Path] = None, hyperparameters: bool = False
+    branch: str, out: Path, space_file: Optional[Path] = None, hyperparameters: bool = False, force: bool = False
 ) -> dict[str, Any]:
-    """Writes the HPO search-space JSON of a branch's model space (plus `HYPERPARAMETERS` when asked)."""
+    """Writes the HPO search-space JSON of a branch's model space (plus `HYPERPARAMETERS` when asked).
+
+    An existing file holding another space is kept unless `force`: it may be the one an nnictl experiment
+    was written for, and a silently replaced space fails trials later with an unrelated "unknown key".
+    """
     space = build_space(branch, load_space_config(branch, space_file), num_classes=2)
     search_space = legacy_space(space)
     if hyperparameters:
         search_space.update(HYPERPARAMETERS)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(search_space, indent=2) + "\n")
+    text = json.dumps(search_space, indent=2) + "\n"
+    if out.is_file() and not force and out.read_text() != text:
+        source = space_file or f"the packaged {branch} space"
+        raise ConfigError(f"{out}: exists and holds another search space than {source}; pass --force to replace "
+                          "it, or --out another file")
+    atomic_write_bytes(out, lambda handle: handle.write(text.encode()))
     return search_space

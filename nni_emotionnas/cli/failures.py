@@ -8,6 +8,7 @@ Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import errno
+import io
 from typing import Optional
 
 from nni_emotionnas.errors import EmotionNASError, Interrupted
@@ -44,10 +45,28 @@ def interrupt_of(exc: BaseException) -> Optional[Interrupted]:
     return None
 
 
+def file_in_flight(exc: BaseException) -> Optional[str]:
+    """The file an OSError without a file name was about: the innermost open file among the failing frames.
+
+    A write or flush that fills the disk raises ENOSPC naming no file; the frame that wrote holds the handle.
+    """
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            if isinstance(value, io.IOBase) and isinstance(getattr(value, "name", None), str):
+                return value.name
+    return None
+
+
 def os_error_message(exc: OSError) -> str:
+    """`<file>: <what to do>`; a rename names its destination (our writes rename a temp file into place)."""
     advice = OS_ADVICE.get(exc.errno or -1, exc.strerror or str(exc))
-    names = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
-    return f"{' -> '.join(names)}: {advice}" if names else advice
+    name = exc.filename2 or exc.filename or file_in_flight(exc)
+    return f"{name}: {advice}" if name is not None else advice
 
 
 def describe(exc: BaseException, resume_hint: Optional[str] = None) -> Optional[tuple[str, int]]:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Optional
 
 
 def run_space_json(args: argparse.Namespace) -> int:
@@ -13,7 +18,29 @@ def run_space_json(args: argparse.Namespace) -> int:
     space = write_space_json(args.branch, out, Path(args.space) if args.space else None, args.hyperparameters,
                              force=args.force)
     print(f"{out}: {len(space)} choices")
+    note = trial_python_note()
+    if note:
+        print(note, file=sys.stderr)
     return 0
+
+
+def trial_python_note() -> Optional[str]:
+    """A warning when the `python` nnictl trials will run (the first on PATH) lacks this package.
+
+    The example trial commands say `python -m nni_emotionnas...`; nnictl runs them with its own PATH, so
+    from a virtualenv that is not activated every trial fails with "No module named 'nni_emotionnas'".
+    `space-json` is the step before `nnictl create`, so it is where the user can still fix that.
+    """
+    found = shutil.which("python")
+    if found and Path(found).parent.absolute() == Path(sys.executable).parent.absolute():
+        return None
+    installed = "import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; import nni_emotionnas"
+    if found and subprocess.run([found, "-c", installed], capture_output=True).returncode == 0:
+        return None  # installed there, not just found in the current folder
+    env = os.environ.get("VIRTUAL_ENV") or str(Path(sys.executable).parent.parent)
+    return (f"note: `python` on PATH ({found or 'none'}) cannot import nni_emotionnas, so nnictl trials would fail: "
+            f"activate this environment first (`source {env}/bin/activate`), or write `{sys.executable}` "
+            "in the experiment's trialCommand")
 
 
 def run_trial(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from nni_emotionnas.spaces.cells.spec import CELL_INPUTS, CellSpec
 
@@ -26,7 +27,8 @@ def _layout(cell: CellSpec) -> dict[str, tuple[float, float]]:
     return positions
 
 
-def draw_cell(cell: CellSpec, png_path: Path) -> None:
+def cell_figure(cell: CellSpec) -> Any:
+    """The cell as a matplotlib figure: one box per input, node (name and op) and new state."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,12 +51,19 @@ def draw_cell(cell: CellSpec, png_path: Path) -> None:
                     arrowprops=dict(arrowstyle="->", color="#555555", shrinkA=18, shrinkB=18,
                                     connectionstyle=f"arc3,rad={0.12 * k}"))
     for name, (x, y) in pos.items():
-        ax.text(x, y, labels[name].replace("_{t-1}", "(t-1)"), ha="center", va="center", fontsize=8,
+        ax.text(x, y, labels[name].replace("_{t-1}", "(t-1)"), ha="center", va="center", fontsize=8, gid="node",
                 bbox=dict(boxstyle="round,pad=0.4", fc=COLORS[kinds[name]], ec="#333333"))
     ax.set_xlim(-1.2, width)
     ax.set_ylim(-height / 2 - 0.5, height / 2 + 0.5)
     ax.axis("off")
     ax.set_title("recurrent cell (blend inputs: z, a, b)", fontsize=9)
+    return fig
+
+
+def draw_cell(cell: CellSpec, png_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = cell_figure(cell)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path, dpi=110, bbox_inches="tight")
     plt.close(fig)

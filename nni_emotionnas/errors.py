@@ -23,17 +23,3 @@ class FoldError(EmotionNASError):
 
 class BackendError(EmotionNASError):
     """A feature backend or checkpoint is unavailable; the message says how to fix it."""
-
-
-class Interrupted(BaseException):
-    """Ctrl-C (SIGINT) or SIGTERM: the command stops, finished files stay.
-
-    A BaseException but not a KeyboardInterrupt on purpose: Lightning turns a KeyboardInterrupt inside
-    `fit` into `sys.exit(1)` (and then ignores further Ctrl-C), and NNI's experiment loop logs and swallows
-    it, so a search would carry on into the next stage. Neither catches this type.
-    """
-
-    def __init__(self, signal_name: str, exit_status: int):
-        super().__init__(signal_name)
-        self.signal_name = signal_name
-        self.exit_status = exit_status

@@ -1,7 +1,8 @@
 """Expected failures as one line naming the file and what to do, with the exit status scripts can test.
 
-Status 2: the input is wrong (config, corpus, audio: an `EmotionNASError`); 1: the machine refused
-(permissions, full disk, a folder where a file belongs); 130/143: stopped by SIGINT/SIGTERM.
+Status 2: the input is wrong (config, corpus, audio: an `EmotionNASError`, unless it says otherwise);
+1: the machine refused (permissions, full disk, a folder where a file belongs); 130/143: stopped by
+SIGINT/SIGTERM.
 Anything else is a bug and keeps its traceback.
 """
 
@@ -11,7 +12,8 @@ import errno
 import io
 from typing import Optional
 
-from nni_emotionnas.errors import EmotionNASError, Interrupted
+from nni_emotionnas.cli.interrupts import Interrupted
+from nni_emotionnas.errors import EmotionNASError
 
 INPUT_ERROR = 2
 ENVIRONMENT_ERROR = 1
@@ -75,8 +77,8 @@ def describe(exc: BaseException, resume_hint: Optional[str] = None) -> Optional[
     if interrupt is not None:
         after = resume_hint or "rerun the command to start again"
         return f"interrupted by {interrupt.signal_name}; {after}", interrupt.exit_status
-    if isinstance(exc, EmotionNASError):
-        return f"error: {exc}", INPUT_ERROR
+    if isinstance(exc, EmotionNASError):  # errors of the machine (a lock, a full disk) may say 1
+        return f"error: {exc}", getattr(exc, "exit_status", INPUT_ERROR)
     if isinstance(exc, OSError):
         return f"error: {os_error_message(exc)}", ENVIRONMENT_ERROR
     return None

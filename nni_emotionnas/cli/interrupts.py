@@ -14,7 +14,20 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from nni_emotionnas.errors import Interrupted
+
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT) or SIGTERM: the command stops, finished files stay.
+
+    A BaseException but not a KeyboardInterrupt on purpose: Lightning turns a KeyboardInterrupt inside
+    `fit` into `sys.exit(1)` (and then ignores further Ctrl-C), and NNI's experiment loop logs and swallows
+    it, so a search would carry on into the next stage. Neither catches this type.
+    """
+
+    def __init__(self, signal_name: str, exit_status: int):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.exit_status = exit_status
+
 
 EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
@@ -40,8 +53,10 @@ def stop_on_signals(quiet: bool = True) -> Iterator[None]:
         raise Interrupted(NAMES[signum], EXIT_STATUS[signum])
 
     previous = {signum: signal.signal(signum, handle) for signum in EXIT_STATUS}
+    muted = logging.root.manager.disable
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        logging.disable(muted)

@@ -34,13 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+GLOBAL_FLAGS = {
+    "--verbose": "show NNI's and Lightning's own log messages and warnings",
+    "--debug": "show the traceback of a failure instead of a one-line message",
+}
+
+
 def add_global_flags(parser: argparse.ArgumentParser, top_level: bool) -> None:
     """--verbose/--debug work before and after the subcommand (a subcommand's default must not reset them)."""
-    default = False if top_level else argparse.SUPPRESS
-    parser.add_argument("--verbose", action="store_true", default=default,
-                        help="show NNI's and Lightning's own log messages and warnings")
-    parser.add_argument("--debug", action="store_true", default=default,
-                        help="show the traceback of a failure instead of a one-line message")
+    for flag, help_text in GLOBAL_FLAGS.items():
+        try:
+            parser.add_argument(flag, action="store_true", default=False if top_level else argparse.SUPPRESS,
+                                help=help_text)
+        except argparse.ArgumentError:  # the command defines the flag itself
+            continue
 
 
 # Warnings NNI logs on every one-shot search about its own wiring, meant for its developers: its one-shot

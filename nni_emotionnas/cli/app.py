@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what the line after Ctrl-C says of commands that resume (other commands start again)
+RESUME_HINTS = {
+    command: "finished searches and models in the run folder are kept: rerun the same command to resume"
+    for command in ("run", "demo")
+}
 GLOBAL_FLAGS = {
     "--verbose": "show NNI's and Lightning's own log messages and warnings",
     "--debug": "show the traceback of a failure instead of a one-line message",
@@ -84,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 quiet_libraries()
             return int(args.handler(args) or 0)
     except BaseException as exc:  # noqa: BLE001 - sorted into expected failures (one line) and bugs (re-raised)
-        failure = describe(exc, getattr(args, "resume_hint", None))
+        failure = describe(exc, RESUME_HINTS.get(args.command))
         if failure is None:
             raise
         if args.debug:

@@ -28,15 +28,9 @@ def print_summary(run_dir: Path, paths: dict[str, Path]) -> None:
     print(f"  predict with: emotionnas predict {run_dir} FILE.wav ...")
 
 
-def resumable(args: argparse.Namespace, run_dir: Path) -> None:
-    """What the one-line message after Ctrl-C says: the folder keeps finished work and the same command resumes."""
-    args.resume_hint = f"finished searches and models in {run_dir} are kept: rerun the same command to resume"
-
-
 def run_command(args: argparse.Namespace) -> int:
     experiment = load_experiment(Path(args.experiment))
     run_dir = Path(args.out) if args.out else default_run_dir(experiment)
-    resumable(args, run_dir)
     print_summary(run_dir, run_experiment(experiment, run_dir, progress=not args.quiet))
     return 0
 
@@ -47,7 +41,6 @@ def demo_command(args: argparse.Namespace) -> int:
     path = default_file("examples", DEMO_EXPERIMENT)
     experiment = load_experiment(path)
     run_dir = Path(args.out)
-    resumable(args, run_dir)
     started = time.perf_counter()
     print(f"demo: {path} on the embedded synthetic corpus")
     paths = run_experiment(experiment, run_dir, progress=not args.quiet)

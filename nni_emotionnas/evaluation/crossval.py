@@ -161,13 +161,13 @@ class CrossValidation:
     def run(self) -> list[FoldResult]:
         results = []
         steps = [(fold, variant) for fold in self.corpus.folds for variant in self.config.variants]
-        with tqdm(steps, desc="folds x models", unit="model", disable=not self.progress) as bar:  # closed on Ctrl-C
-            for fold, variant in bar:
-                bar.set_postfix_str(f"{fold.name} {variant}")
-                for stream in streams_of(variant):
-                    if self.needs_search(stream):
-                        self.search(fold, stream)
-                results.append(self.train_variant(fold, variant))
+        bar = tqdm(steps, desc="folds x models", unit="model", disable=not self.progress)
+        for fold, variant in bar:
+            bar.set_postfix_str(f"{fold.name} {variant}")
+            for stream in streams_of(variant):
+                if self.needs_search(stream):
+                    self.search(fold, stream)
+            results.append(self.train_variant(fold, variant))
         return results
 
 

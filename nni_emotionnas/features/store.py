@@ -129,11 +129,15 @@ class FeatureStore:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool:
             futures = {pool.submit(_extract_to, extractor, utterances[i].path, targets[i]): i for i in todo}
-            for future in as_completed(futures):
-                message = future.result()
-                if message is not None:
-                    errors[futures[future]] = message
-                bar.update(1)
+            try:
+                for future in as_completed(futures):
+                    message = future.result()
+                    if message is not None:
+                        errors[futures[future]] = message
+                    bar.update(1)
+            except BaseException:  # Ctrl-C / SIGTERM: leaving the pool must not wait for every queued file
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
 
     @staticmethod
     def _run_batched(extractor, utterances, targets, todo, batch_size, errors, bar) -> None:

@@ -252,7 +252,7 @@ def test_search_with_packaged_strategy_files(workspace: Path, strategy: str) -> 
 
 @pytest.mark.slow
 def test_multi_trial_strategy_runs_trials_through_the_nni_manager(
-    workspace: Path, monkeypatch: pytest.MonkeyPatch
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     from nni_emotionnas.search.export import final_results
     from nni_emotionnas.spaces.genotype import read_genotype
@@ -271,6 +271,8 @@ def test_multi_trial_strategy_runs_trials_through_the_nni_manager(
     record = read_genotype(out / "genotype.json")
     assert record["search_metrics"]["nni_trial"] == results[0].trial_id
     assert set(record["architecture"]) == ARCH_LABELS and record["strategy"]["name"] == "Random"
+    best = f"search: best of 2 trials is {results[0].trial_id}: val UA {100 * results[0].metric:.1f} %"
+    assert best in capsys.readouterr().out  # what the search found, not "null (train loss)"
     assert wait_gone(folder.name) == []
 
 

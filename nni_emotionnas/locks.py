@@ -132,6 +132,7 @@ def entry_lock_path(target: Path) -> Path:
 def entry_lock(target: Path) -> Iterator[None]:
     """Waits for and holds the lock on writing `target`, so two processes never compute one entry twice."""
     path = entry_lock_path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = _open_locked(path, blocking=True)
     try:
         yield

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from nni_emotionnas.config.experiment import load_experiment
-from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.errors import RunFolderError
 from nni_emotionnas.evaluation import run as pipeline
 
 pytestmark = pytest.mark.slow
@@ -118,7 +118,7 @@ def test_rerun_of_finished_run_trains_nothing_and_other_config_is_refused(finish
     pipeline.run_experiment(load_experiment(folder / "exp.yml"), run_dir, progress=False)
     assert mtimes(run_dir, "folds/*/*/result.json").items() <= after.items()
     other = load_experiment(write_experiment(folder / "other", seed=1))
-    with pytest.raises(ConfigError, match="holds a run of a different experiment"):
+    with pytest.raises(RunFolderError, match="holds a run of a different experiment"):
         pipeline.run_experiment(other, run_dir, progress=False)
 
 

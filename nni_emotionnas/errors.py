@@ -64,17 +64,19 @@ _STORAGE_ERRNOS = {
 }
 
 
-def storage_error(exc: OSError, what: str) -> Optional[StorageError]:
-    """The user-facing form of an OSError a user can fix (None for any other OSError)."""
+def storage_error(exc: OSError, what: str, where: object = None) -> Optional[StorageError]:
+    """The user-facing form of an OSError a user can fix (None for any other OSError).
+
+    The message names the file the OSError names, else `where` (the folder being written).
+    """
     if exc.errno not in _STORAGE_ERRNOS:
         return None
     happened, todo = _STORAGE_ERRNOS[exc.errno]
-    where = exc.filename or what
-    return StorageError(f"{where}: {happened} ({what}); {todo}")
+    return StorageError(f"{exc.filename or where}: {happened} ({what}); {todo}")
 
 
 @contextmanager
-def storage_errors(what: str) -> Iterator[None]:
+def storage_errors(what: str, where: object = None) -> Iterator[None]:
     """Turns permission / full-disk / read-only OSErrors raised inside into a `StorageError`.
 
     `what` says what was being done, e.g. "writing the feature cache"; the message names the file.
@@ -82,7 +84,7 @@ def storage_errors(what: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        converted = storage_error(exc, what)
+        converted = storage_error(exc, what, where)
         if converted is None:
             raise
         raise converted from exc

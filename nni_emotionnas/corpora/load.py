@@ -58,7 +58,7 @@ def _read_records(experiment: ExperimentConfig) -> list[Utterance]:
     reader = READERS[corpus.reader]
     if corpus.reader == "synthetic":
         root = experiment.resolve(corpus.path) or experiment.cache_dir
-        with storage_errors("generating the synthetic corpus in the cache: corpus.path or $EMOTIONNAS_CACHE"):
+        with storage_errors("generating the synthetic corpus: corpus.path or $EMOTIONNAS_CACHE", root):
             return reader(root, **corpus.options)
     if corpus.path is None:
         raise ConfigError(f"corpus.path: required for reader {corpus.reader!r}")

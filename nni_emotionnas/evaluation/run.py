@@ -106,13 +106,13 @@ def claim_run_dir(run_dir: Path, snapshot: dict[str, Any], restart: bool = False
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: is a file, not a folder; pass --out a folder path (created if missing)")
-    with storage_errors("creating the run folder, --out"):
+    with storage_errors("creating the run folder, --out", run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
     lock = FolderLock(run_dir / LOCK_FILE)
     try:
         stale = lock.acquire()
     except OSError as exc:
-        converted = storage_error(exc, "locking the run folder, --out")
+        converted = storage_error(exc, "locking the run folder, --out", run_dir)
         if converted is None:
             raise
         if restart or not is_finished(run_dir, snapshot):
@@ -124,7 +124,7 @@ def claim_run_dir(run_dir: Path, snapshot: dict[str, Any], restart: bool = False
     try:
         if stale:
             print(f"{run_dir}: taking over the lock of {describe_holder(stale)}, which is no longer running")
-        with storage_errors("writing the run folder, --out"):
+        with storage_errors("writing the run folder, --out", run_dir):
             resumed = _check_experiment(run_dir, snapshot, restart)
         yield "resumed" if resumed else "new"
     finally:
@@ -167,7 +167,7 @@ def run_experiment(
             print(f"{run_dir}: read-only, holds this experiment's finished run; nothing to do, nothing written")
             return existing_report(run_dir)
         print(f"{'resuming' if state == 'resumed' else 'run folder'}: {run_dir}")
-        with storage_errors("writing the run folder, --out"):
+        with storage_errors("writing the run folder, --out", run_dir):
             return _run(experiment, run_dir, progress)
 
 

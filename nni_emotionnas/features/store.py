@@ -138,7 +138,7 @@ class FeatureStore:
 
         An unwritable cache or a full disk raises `StorageError` naming the file.
         """
-        with storage_errors("using the feature cache: features.cache_dir or $EMOTIONNAS_CACHE"):
+        with storage_errors("using the feature cache: features.cache_dir or $EMOTIONNAS_CACHE", self.root):
             return self._extract(utterances, extractor, n_jobs, on_bad_audio, progress, batch_size)
 
     def _extract(self, utterances, extractor, n_jobs, on_bad_audio, progress, batch_size) -> ExtractionReport:

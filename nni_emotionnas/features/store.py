@@ -50,18 +50,15 @@ def temp_target(tmp: Path) -> Path:
     return tmp.with_name(tmp.name[1:].rsplit(".", 3)[0])
 
 
-def remove_stale_temporaries(folder: Path) -> int:
-    """Deletes temporary files a killed process left in `folder`'s entry subfolders; returns how many.
+def remove_stale_temporaries(folder: Path) -> None:
+    """Deletes temporary files a killed process left in `folder`'s entry subfolders.
 
     A temporary file is written only while its entry's lock is held, so one whose entry nobody is
     writing now belongs to a process that died mid-write.
     """
-    removed = 0
     for tmp in folder.glob(f"*/.*{TEMP_SUFFIX}"):
         if not is_entry_busy(temp_target(tmp)):
             tmp.unlink(missing_ok=True)
-            removed += 1
-    return removed
 
 
 def _die_with_parent(parent_pid: int) -> None:

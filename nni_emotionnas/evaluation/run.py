@@ -131,24 +131,28 @@ def claim_run_dir(run_dir: Path, snapshot: dict[str, Any], restart: bool = False
         lock.release()
 
 
-def check_corpus(run_dir: Path, fingerprint: dict[str, Any]) -> None:
-    """Refuses to resume on a corpus other than the one the folder's finished results were computed on."""
+def check_corpus(run_dir: Path, fingerprint: dict[str, Any], read_only: bool = False) -> None:
+    """Refuses to resume on a corpus other than the one the folder's finished results were computed on,
+    then records the corpus (unless the folder is `read_only`)."""
     from nni_emotionnas.corpora.fingerprint import describe_changes
     from nni_emotionnas.evaluation.report import write_text
 
     record = run_dir / CORPUS_RECORD
     if record.is_file():
         changes = describe_changes(_read_json(record), fingerprint)
-        if changes and finished_work(run_dir):
+        if changes and (read_only or finished_work(run_dir)):
+            todo = "pass another --out (this one is read-only)" if read_only else (
+                "pass --restart to redo the run here, or another --out")
             raise RunFolderError(
                 f"{run_dir}: the corpus changed since its results were computed: {'; '.join(changes)}. "
-                "Pass --restart to redo the run here, or another --out (nothing was overwritten)"
+                f"{todo[0].upper()}{todo[1:]} (nothing was overwritten)"
             )
         if changes:
             shutil.rmtree(run_dir / "folds", ignore_errors=True)
     elif finished_work(run_dir):
         print(f"{run_dir}: no corpus record (an older version made this folder); its results are kept unchecked")
-    write_text(record, json.dumps(fingerprint))
+    if not read_only:
+        write_text(record, json.dumps(fingerprint))
 
 
 def existing_report(run_dir: Path) -> dict[str, Path]:
@@ -163,15 +167,13 @@ def run_experiment(
     """corpus -> features -> per-fold search -> trained variants -> report; returns the report's paths."""
     run_dir = Path(run_dir)
     with claim_run_dir(run_dir, experiment_snapshot(experiment), restart) as state:
-        if state == "finished":
-            print(f"{run_dir}: read-only, holds this experiment's finished run; nothing to do, nothing written")
-            return existing_report(run_dir)
-        print(f"{'resuming' if state == 'resumed' else 'run folder'}: {run_dir}")
+        if state != "finished":
+            print(f"{'resuming' if state == 'resumed' else 'run folder'}: {run_dir}")
         with storage_errors("writing the run folder, --out", run_dir):
-            return _run(experiment, run_dir, progress)
+            return _run(experiment, run_dir, progress, read_only=state == "finished")
 
 
-def _run(experiment: ExperimentConfig, run_dir: Path, progress: bool) -> dict[str, Path]:
+def _run(experiment: ExperimentConfig, run_dir: Path, progress: bool, read_only: bool) -> dict[str, Path]:
     from nni_emotionnas.corpora.fingerprint import corpus_fingerprint
     from nni_emotionnas.evaluation.crossval import CrossValidation, describe_streams, streams_of
     from nni_emotionnas.evaluation.report import write_report, write_text
@@ -180,7 +182,10 @@ def _run(experiment: ExperimentConfig, run_dir: Path, progress: bool) -> dict[st
     started = time.perf_counter()
     branches = sorted({s for v in experiment.run.variants for s in streams_of(v)})
     corpus = prepare(experiment, branches=branches, progress=progress)
-    check_corpus(run_dir, corpus_fingerprint(corpus.utterances, corpus.folds))
+    check_corpus(run_dir, corpus_fingerprint(corpus.utterances, corpus.folds), read_only)
+    if read_only:
+        print(f"{run_dir}: read-only, holds this experiment's finished run; nothing to do, nothing written")
+        return existing_report(run_dir)
     results = CrossValidation(experiment, corpus, run_dir, progress=progress).run()
     notes = describe_streams(corpus, experiment)
     skipped = [{"file": str(u.path), "reason": reason} for u, reason in corpus.skipped]

@@ -135,7 +135,7 @@ def test_unwritable_out_and_cache_are_one_line_errors(tmp_path, capsys):
 
 def test_full_disk_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     write_corpus(tmp_path, seconds=1.0)
-    with small_filesystem(tmp_path / "disk", size_kb=64) as disk:
+    with small_filesystem(tmp_path / "disk", size_kb=40) as disk:
         if disk is None:  # no tmpfs without root: a full disk as the file system reports it, at fsync
             def full(fd: int) -> None:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -42,7 +43,11 @@ def atomic_write_bytes(target: Path, write) -> None:
 
 
 def save_array(target: Path, array: np.ndarray) -> None:
-    atomic_write_bytes(target, lambda handle: np.save(handle, np.ascontiguousarray(array), allow_pickle=False))
+    """Serialises in memory first: `np.save` into a real file reports a full disk as a short write without
+    an errno, which no caller can tell from a bug."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    atomic_write_bytes(target, lambda handle: handle.write(buffer.getbuffer()))
 
 
 def temp_target(tmp: Path) -> Path:

@@ -51,7 +51,7 @@ def load_weights(path: Path, model: Any, run_dir: Path, variant: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, AttributeError) as exc:
-        reason = str(exc).strip().splitlines()[0][:160]
+        reason = str(exc).strip().splitlines()[0].split(". ")[0][:160]
         raise RunFolderError(f"{path}: damaged or not this run's model ({reason}); {hint}") from exc
 
 
@@ -73,7 +73,6 @@ def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = Fa
     from nni_emotionnas.features.spectrogram import SpectrogramExtractor
 
     experiment, manifest = load_run(run_dir)
-    check_trusted(run_dir, experiment, trust_checkpoints)
     main, classes = manifest["main"], manifest["classes"]
     branch = branch_of(main)
     audios = [load_audio(f) for f in files]
@@ -82,6 +81,7 @@ def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = Fa
         spectrogram = SpectrogramExtractor(experiment.features.spectrogram)
         inputs["spectrogram"] = torch.from_numpy(np.stack([spectrogram.extract(a) for a in audios]))[:, None]
     if branch in ("deep", "both"):
+        check_trusted(run_dir, experiment, trust_checkpoints)
         frames = build_deep_extractor(experiment.features.deep).extract_batch(audios)
         unified = [unify_length(f, manifest["max_frames"], experiment.features.sequence) for f in frames]
         inputs["frames"] = torch.from_numpy(np.stack([u[0] for u in unified]))

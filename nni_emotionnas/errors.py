@@ -61,6 +61,7 @@ _STORAGE_ERRNOS = {
     errno.EACCES: ("permission denied", "make it writable or choose another folder"),
     errno.EPERM: ("operation not permitted", "make it writable or choose another folder"),
     errno.EROFS: ("read-only file system", "choose a folder on a writable file system"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose another path"),
 }
 
 

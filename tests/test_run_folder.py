@@ -65,6 +65,8 @@ def test_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "taken").write_text("mine")
     assert main(["run", str(exp), "--out", str(tmp_path / "taken"), "--quiet"]) == 2
     assert f"{tmp_path / 'taken'}: is a file, not a folder" in capsys.readouterr().err
+    assert main(["run", str(exp), "--out", str(tmp_path / "taken" / "sub"), "--quiet"]) == 2
+    assert f"{tmp_path / 'taken' / 'sub'}: a part of the path is a file, not a folder" in capsys.readouterr().err
     assert (tmp_path / "taken").read_text() == "mine"
 
 

@@ -198,5 +198,6 @@ class FeatureStore:
                     errors[i] = str(exc)
             for i, features in zip(chunk, extractor.extract_batch(audios) if audios else []):
                 with entry_lock(targets[i]):
-                    save_array(targets[i], features)
+                    if not targets[i].exists():  # another process may have written it meanwhile
+                        save_array(targets[i], features)
             bar.update(len(todo[start : start + batch_size]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ def write_mini_iemocap(root: Path, sessions: int = 5, per_label: int = 2, extra_
                     for gender in "FM":
                         uid = f"{dialog}_{gender}{idx:03d}"
                         write_tone(session / "sentences" / "wav" / dialog / f"{uid}.wav", seconds=0.5,
-                                   freq=150 + 20 * idx, seed=idx)
+                                   freq=150 + 20 * idx, seed=zlib.crc32(uid.encode()))  # distinct audio
                         lines += [f"[{start:.4f} - {start + 0.5:.4f}]\t{uid}\t{label}\t[2.5000, 3.0000, 2.0000]",
                                   "C-E1:\tNeutral state;\t()", ""]
                         start += 1.0

@@ -12,6 +12,8 @@ from conftest import REPO
 from nni_emotionnas.config.experiment import load_experiment
 from nni_emotionnas.errors import ConfigError
 
+SPECTROGRAM = "corpus: {{reader: emodb}}\nfeatures: {{spectrogram: {{{}}}}}\n"
+
 
 @pytest.mark.parametrize(
     "text, message",
@@ -24,6 +26,17 @@ from nni_emotionnas.errors import ConfigError
          r"exp.yml.features.spectrogram.size: expected a list"),
         ("corpus: [emodb\n", r"exp.yml: not valid YAML"),
         ("- a\n- b\n", r"exp.yml: expected a mapping at the top level"),
+        # values that used to run to a meaningless end (duration 0) or to a traceback
+        (SPECTROGRAM.format("duration: 0"), r"exp.yml.features.spectrogram: duration must be positive, got 0"),
+        (SPECTROGRAM.format("window_ms: 25, overlap_ms: 25"), r"spectrogram: overlap_ms must be .*smaller than"),
+        (SPECTROGRAM.format("overlap_ms: 30"), r"spectrogram: overlap_ms must be .*smaller than window_ms"),
+        (SPECTROGRAM.format("size: [16, 16, 16]"), r"spectrogram: size must be two positive integers"),
+        (SPECTROGRAM.format("size: [0, 16]"), r"spectrogram: size must be two positive integers"),
+        (SPECTROGRAM.format("window: foo"), r"spectrogram: window: 'foo' is not a scipy window name"),
+        (SPECTROGRAM.format("sample_rate: 22050"), r"spectrogram: sample_rate must be 16000"),
+        ("corpus: {reader: emodb}\nprotocol: {kind: group_kfold, k: 1}\n", r"exp.yml.protocol: k must be at least 2"),
+        ("corpus: {reader: emodb}\nfeatures: {n_jobs: 0}\n", r"exp.yml.features: n_jobs must be at least 1"),
+        ("corpus: {reader: emodb, on_duplicate: keep}\n", r"exp.yml.corpus.on_duplicate: 'keep' is not one of"),
     ],
 )
 def test_malformed_experiment_names_key(tmp_path, text, message):
@@ -31,6 +44,15 @@ def test_malformed_experiment_names_key(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_experiment(path)
+
+
+def test_numbers_in_any_yaml_spelling_and_a_bom(tmp_path):
+    path = tmp_path / "exp.yml"
+    text = "corpus: {reader: emodb}\ntrain: {lr: 1e-3, weight_decay: 3E-4}\nfeatures: {spectrogram: {eps: 1.0e-6}}\n"
+    path.write_bytes(("\ufeff" + text).encode())  # PyYAML alone reads 1e-3 as the string "1e-3"
+    experiment = load_experiment(path)
+    assert (experiment.train.lr, experiment.train.weight_decay) == (0.001, 0.0003)
+    assert experiment.features.spectrogram.eps == 1e-6
 
 
 def test_paths_resolve_relative_to_experiment(tmp_path):

@@ -43,12 +43,15 @@ def test_iemocap_subsets(mini_iemocap):
         read_iemocap(mini_iemocap, subset="spontaneous")
 
 
-def test_iemocap_missing_wav_named(tmp_path):
+def test_iemocap_missing_wav_named_or_skipped(tmp_path):
     release = write_mini_iemocap(tmp_path, sessions=1, per_label=1, extra_labels=())
     victim = release / "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F002.wav"
     victim.unlink()
-    with pytest.raises(CorpusError, match="Ses01F_impro01_F002.wav.*missing"):
-        read_iemocap(tmp_path)
+    corpus = {"reader": "iemocap", "path": str(tmp_path)}
+    with pytest.raises(CorpusError, match=r"Ses01F_impro01.txt:\d+: audio file .*Ses01F_impro01_F002.wav is missing"):
+        read_corpus(experiment_from_dict({"corpus": corpus}, tmp_path))
+    skipping = experiment_from_dict({"corpus": {**corpus, "on_bad_audio": "skip"}}, tmp_path)
+    assert victim in [u.path for u in read_corpus(skipping)[0]]  # kept for the feature stage to skip and report
 
 
 def test_label_policy_merge_keep_and_unknown(mini_iemocap):
@@ -101,8 +104,9 @@ def test_manifest_reader(tmp_path):
     with pytest.raises(CorpusError, match="bad.csv: manifest lacks column.*path.*speaker"):
         read_manifest(tmp_path / "bad.csv")
     (tmp_path / "gone.csv").write_text("path,label,speaker\naudio/zzz.wav,ang,s1\n")
+    experiment = experiment_from_dict({"corpus": {"reader": "manifest", "path": "gone.csv"}}, tmp_path)
     with pytest.raises(CorpusError, match=r"gone.csv:2: audio file .*zzz.wav is missing"):
-        read_manifest(tmp_path / "gone.csv")
+        read_corpus(experiment)
 
 
 def test_folders_reader(tmp_path):

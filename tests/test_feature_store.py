@@ -91,3 +91,24 @@ def test_bad_audio_error_or_skip(tmp_path, corpus):
     report = store.extract(bad, SpectrogramExtractor(SMALL), on_bad_audio="skip", progress=False)
     assert [u.path.name for u, _ in report.skipped] == ["silent.wav", "nothere.wav"]
     assert report.files[4] is None and report.files[5] is None and report.files[0] is not None
+
+
+def test_an_entry_another_writer_holds_is_waited_for_and_not_written_twice(tmp_path, corpus):
+    import threading
+
+    from nni_emotionnas.locks import entry_lock
+
+    store = FeatureStore(tmp_path / "cache")
+    extractor = SpectrogramExtractor(SMALL)
+    key = store_module.audio_key(corpus[0].path)
+    target = store.folder(extractor) / key[:2] / f"{key}.npy"
+    theirs = np.full((20, 30), 7.0, dtype=np.float32)
+    reports = []
+    extraction = threading.Thread(target=lambda: reports.append(store.extract(corpus[:1], extractor, progress=False)))
+    with entry_lock(target):  # another process (here: another open file) is writing this entry
+        extraction.start()
+        extraction.join(timeout=2.0)
+        assert extraction.is_alive() and not target.exists()
+        store_module.save_array(target, theirs)
+    extraction.join(timeout=60)
+    np.testing.assert_array_equal(reports[0].load(0), theirs)

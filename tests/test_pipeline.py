@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from nni_emotionnas.config.experiment import load_experiment
-from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.errors import RunFolderError
 from nni_emotionnas.evaluation import run as pipeline
 
 pytestmark = pytest.mark.slow
@@ -118,7 +118,7 @@ def test_rerun_of_finished_run_trains_nothing_and_other_config_is_refused(finish
     pipeline.run_experiment(load_experiment(folder / "exp.yml"), run_dir, progress=False)
     assert mtimes(run_dir, "folds/*/*/result.json").items() <= after.items()
     other = load_experiment(write_experiment(folder / "other", seed=1))
-    with pytest.raises(ConfigError, match="holds a run of a different experiment"):
+    with pytest.raises(RunFolderError, match="holds a run of a different experiment"):
         pipeline.run_experiment(other, run_dir, progress=False)
 
 
@@ -151,3 +151,47 @@ def test_same_config_and_seed_give_same_numbers(finished_run):
     searched = [json.loads((d / fold / "search/deep/genotype.json").read_text()) for d in runs]
     assert searched[0]["architecture"] == searched[1]["architecture"]
     assert second["test_probs"] == first["test_probs"] and second["val_ua"] == first["val_ua"]
+
+
+def test_read_only_finished_run_is_reported_not_rewritten(finished_run, capsys):
+    from filesystems import read_only
+
+    from nni_emotionnas.cli.app import main
+
+    folder, run_dir, _, _, _ = finished_run
+    assert json.loads((run_dir / "corpus.json").read_text())["folds"].keys() == {"Ses01-testSes01M", "Ses02-testSes02M"}
+    before = mtimes(run_dir, "*")
+    with read_only(run_dir):
+        assert main(["run", str(folder / "exp.yml"), "--out", str(run_dir), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "read-only, holds this experiment's finished run; nothing to do, nothing written" in out
+    assert "| ism |" in out and mtimes(run_dir, "*") == before
+
+
+def test_predict_faults_are_one_line_errors(finished_run, tmp_path, capsys):
+    import shutil
+
+    from conftest import write_tone
+
+    from nni_emotionnas.cli.app import main
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run[1], run_dir)
+    wav = str(write_tone(tmp_path / "q.wav", seconds=1.2))
+    model = run_dir / "folds" / "Ses01-testSes01M" / "ism" / "model.pt"
+    model.write_bytes(model.read_bytes()[:1000])
+    assert main(["predict", str(run_dir), wav]) == 2
+    assert f"{model}: damaged or not this run's model" in capsys.readouterr().err
+    model.unlink()
+    assert main(["predict", str(run_dir), wav]) == 2
+    err = capsys.readouterr().err
+    assert f"{model}: missing; delete that fold's ism/ folder and rerun `emotionnas run` with --out {run_dir}" in err
+    # a run folder handed over by someone else names a fairseq checkpoint: unpickling it could run any code
+    snapshot = json.loads((run_dir / "experiment.json").read_text())
+    snapshot["features"]["deep"] = {"backend": "wav2vec", "checkpoint": str(tmp_path / "crafted.pt")}
+    (run_dir / "experiment.json").write_text(json.dumps(snapshot))
+    assert main(["predict", str(run_dir), wav]) == 2
+    err = capsys.readouterr().err
+    assert f"loads {tmp_path / 'crafted.pt'} by unpickling it" in err and "pass --trust-checkpoints" in err
+    assert main(["predict", "--trust-checkpoints", str(run_dir), wav]) == 2
+    assert "crafted.pt not found" in capsys.readouterr().err  # trusted: it goes on to load the checkpoint

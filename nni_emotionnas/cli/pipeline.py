@@ -11,6 +11,7 @@ from nni_emotionnas.config.experiment import load_experiment
 from nni_emotionnas.evaluation.run import default_run_dir, run_experiment
 
 DEMO_EXPERIMENT = "demo/experiment.yml"
+RESTART_HELP = "discard the results already in the run folder (other experiment or changed corpus) and redo the run"
 
 
 def print_summary(run_dir: Path, paths: dict[str, Path]) -> None:
@@ -31,7 +32,7 @@ def print_summary(run_dir: Path, paths: dict[str, Path]) -> None:
 def run_command(args: argparse.Namespace) -> int:
     experiment = load_experiment(Path(args.experiment))
     run_dir = Path(args.out) if args.out else default_run_dir(experiment)
-    print_summary(run_dir, run_experiment(experiment, run_dir, progress=not args.quiet))
+    print_summary(run_dir, run_experiment(experiment, run_dir, progress=not args.quiet, restart=args.restart))
     return 0
 
 
@@ -43,7 +44,7 @@ def demo_command(args: argparse.Namespace) -> int:
     run_dir = Path(args.out)
     started = time.perf_counter()
     print(f"demo: {path} on the embedded synthetic corpus")
-    paths = run_experiment(experiment, run_dir, progress=not args.quiet)
+    paths = run_experiment(experiment, run_dir, progress=not args.quiet, restart=args.restart)
     print_summary(run_dir, paths)
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return 0
@@ -52,7 +53,8 @@ def demo_command(args: argparse.Namespace) -> int:
 def predict_command(args: argparse.Namespace) -> int:
     from nni_emotionnas.evaluation.predict import predict_files
 
-    classes, probabilities = predict_files(Path(args.run_dir), [Path(f) for f in args.files])
+    files = [Path(f) for f in args.files]
+    classes, probabilities = predict_files(Path(args.run_dir), files, trust_checkpoints=args.trust_checkpoints)
     for path, probs in zip(args.files, probabilities):
         ranked = ", ".join(f"{c} {p:.3f}" for c, p in sorted(zip(classes, probs), key=lambda x: -x[1]))
         print(f"{path}\t{classes[int(probs.argmax())]}\t{ranked}")
@@ -64,14 +66,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("experiment", help="experiment YAML")
     run.add_argument("--out", help="run folder (default: <output_dir>/<name>); an interrupted run resumes there")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--restart", action="store_true", help=RESTART_HELP)
     run.set_defaults(handler=run_command)
     demo = subparsers.add_parser("demo", help="the whole EmotionNAS run on the embedded synthetic corpus")
     demo.add_argument("--out", default="emotionnas_demo", help="run folder (default: ./emotionnas_demo)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--restart", action="store_true", help=RESTART_HELP)
     demo.set_defaults(handler=demo_command)
     predict = subparsers.add_parser("predict", help="label and class probabilities of audio files")
     predict.add_argument("run_dir", help="folder of a finished `emotionnas run` or `emotionnas demo`")
     predict.add_argument("files", nargs="+", help="audio files")
+    predict.add_argument(
+        "--trust-checkpoints", action="store_true",
+        help="allow loading checkpoints the run folder names that unpickle Python objects (fairseq wav2vec); "
+        "unpickling runs code, so only for run folders you trust",
+    )
     predict.set_defaults(handler=predict_command)
 
 

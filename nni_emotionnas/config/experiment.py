@@ -55,6 +55,8 @@ class CorpusConfig:
     options: dict[str, Any] = field(default_factory=dict)
     labels: LabelConfig = field(default_factory=LabelConfig)
     on_bad_audio: Literal["error", "skip"] = "error"
+    # a row listed twice (same audio, label, speaker): an error, or `drop` to keep one with a warning
+    on_duplicate: Literal["error", "drop"] = "error"
 
 
 @dataclass
@@ -72,6 +74,12 @@ class ProtocolConfig:
     seed: int = 0
     folds: Optional[list[str]] = None
     require_all_classes: bool = False
+
+    def __post_init__(self) -> None:
+        if self.k < 2:
+            raise ValueError(f"k must be at least 2 (one group tests, another validates), got {self.k}")
+        if self.folds is not None and not self.folds:
+            raise ValueError("folds: an empty list runs nothing; leave it out to run every fold")
 
 
 @dataclass
@@ -92,6 +100,28 @@ class SpectrogramConfig:
     scale: Literal["log", "db", "magnitude"] = "log"
     eps: float = 1e-5
 
+    def __post_init__(self) -> None:
+        from scipy.signal import get_window
+
+        if self.sample_rate != 16000:
+            raise ValueError(f"sample_rate must be 16000 (audio is loaded as 16 kHz mono), got {self.sample_rate}")
+        for name in ("duration", "window_ms", "eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        window = round(self.window_ms * self.sample_rate / 1000)
+        overlap = round(self.overlap_ms * self.sample_rate / 1000)
+        if self.overlap_ms < 0 or overlap >= window:
+            raise ValueError(
+                f"overlap_ms must be at least 0 and smaller than window_ms ({self.overlap_ms:g} ms = {overlap} "
+                f"samples against a {self.window_ms:g} ms = {window} sample window)"
+            )
+        if len(self.size) != 2 or any(n < 1 for n in self.size):
+            raise ValueError(f"size must be two positive integers [frequency rows, time columns], got {self.size}")
+        try:
+            get_window(self.window, 8)
+        except ValueError as exc:
+            raise ValueError(f"window: {self.window!r} is not a scipy window name (e.g. hamming, hann)") from exc
+
 
 @dataclass
 class FeaturesConfig:
@@ -100,6 +130,10 @@ class FeaturesConfig:
     spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
     deep: dict[str, Any] = field(default_factory=lambda: {"backend": "fbank"})
     sequence: DeepSequenceConfig = field(default_factory=DeepSequenceConfig)
+
+    def __post_init__(self) -> None:
+        if self.n_jobs < 1:
+            raise ValueError(f"n_jobs must be at least 1, got {self.n_jobs}")
 
 
 SINGLE_STREAMS = ("spectrogram", "deep")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -15,13 +16,25 @@ from nni_emotionnas.errors import ConfigError
 T = TypeVar("T")
 
 
+class NumberLoader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where a float needs a dot: `1e-3` would be the string "1e-3". YAML 1.2 and
+    every user read it as a number, so this loader does too."""
+
+
+NumberLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     """Reads a YAML mapping; a missing file, bad syntax or a non-mapping is a `ConfigError`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=NumberLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if data is None:

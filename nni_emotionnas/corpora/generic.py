@@ -13,13 +13,18 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif"}
 
 
 def read_manifest(path: Path) -> list[Utterance]:
-    """CSV with header `path,label,speaker[,session][,gender]`; relative paths are relative to the CSV."""
+    """CSV with header `path,label,speaker[,session][,gender]`; relative paths are relative to the CSV.
+
+    UTF-8 with or without a byte-order mark, LF or CRLF line ends. Rows whose audio is missing are kept:
+    `read_corpus` refuses or skips them as `corpus.on_bad_audio` says.
+    """
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"{path}: manifest not found")
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        missing = {"path", "label", "speaker"} - set(reader.fieldnames or [])
+        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+        missing = {"path", "label", "speaker"} - set(reader.fieldnames)
         if missing:
             raise CorpusError(f"{path}: manifest lacks column(s) {', '.join(sorted(missing))}")
         records = []
@@ -28,8 +33,6 @@ def read_manifest(path: Path) -> list[Utterance]:
                 raise CorpusError(f"{path}:{line_no}: empty path, label or speaker")
             audio = Path(row["path"].strip())
             audio = audio if audio.is_absolute() else path.parent / audio
-            if not audio.is_file():
-                raise CorpusError(f"{path}:{line_no}: audio file {audio} is missing")
             speaker = row["speaker"].strip()
             records.append(
                 Utterance(
@@ -40,6 +43,7 @@ def read_manifest(path: Path) -> list[Utterance]:
                     uid=f"{line_no - 1:06d}_{audio.stem}",
                     corpus="manifest",
                     gender=(row.get("gender") or "").strip() or None,
+                    source=f"{path.name}:{line_no}",
                 )
             )
     if not records:

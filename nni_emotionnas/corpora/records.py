@@ -11,7 +11,8 @@ from typing import Optional
 
 @dataclass(frozen=True)
 class Utterance:
-    """One labelled utterance; `session` groups speakers for leave-one-session-out folds."""
+    """One labelled utterance; `session` groups speakers for leave-one-session-out folds; `source` says
+    where the record came from (e.g. `manifest.csv:7`), for messages."""
 
     path: Path
     label: str
@@ -21,6 +22,7 @@ class Utterance:
     corpus: str
     gender: Optional[str] = None
     duration: Optional[float] = None
+    source: Optional[str] = None
 
     def with_label(self, label: str) -> Utterance:
         return replace(self, label=label)

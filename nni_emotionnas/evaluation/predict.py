@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from nni_emotionnas.config.experiment import ExperimentConfig, experiment_from_dict
-from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.errors import ConfigError, RunFolderError
+
+RETRAIN_HINT = "delete that fold's {variant}/ folder and rerun `emotionnas run` with --out {run_dir} to retrain it"
 
 
 def load_run(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
@@ -15,13 +17,50 @@ def load_run(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
     for name in ("experiment.json", "run.json"):
         if not (run_dir / name).is_file():
             raise ConfigError(f"{run_dir / name}: missing; is {run_dir} a finished `emotionnas run` folder?")
-    snapshot = json.loads((run_dir / "experiment.json").read_text())
+    try:
+        snapshot = json.loads((run_dir / "experiment.json").read_text())
+        manifest = json.loads((run_dir / "run.json").read_text())
+    except ValueError as exc:
+        raise RunFolderError(f"{run_dir}: experiment.json or run.json is damaged ({exc})") from exc
     base_dir = Path(snapshot.pop("base_dir"))
-    return experiment_from_dict(snapshot, base_dir), json.loads((run_dir / "run.json").read_text())
+    return experiment_from_dict(snapshot, base_dir), manifest
 
 
-def predict_files(run_dir: Path, files: list[Path]) -> tuple[list[str], Any]:
-    """Class probabilities of each file: the mean over the main variant's fold models (an ensemble)."""
+def check_trusted(run_dir: Path, experiment: ExperimentConfig, trust_checkpoints: bool) -> None:
+    """A run folder is data someone may have handed over: it may not make us unpickle a file unasked."""
+    from nni_emotionnas.features.registry import unpickled_checkpoint
+
+    checkpoint = unpickled_checkpoint(experiment.features.deep)
+    if checkpoint and not trust_checkpoints:
+        raise RunFolderError(
+            f"{run_dir}/experiment.json: its deep stream loads {checkpoint} by unpickling it, which can run any "
+            "code the file holds; pass --trust-checkpoints if you trust that file and this run folder"
+        )
+
+
+def load_weights(path: Path, model: Any, run_dir: Path, variant: str) -> None:
+    """Loads a fold model's `model.pt` (tensors only); a missing, damaged or mismatched file says how to redo it."""
+    import pickle
+
+    import torch
+
+    hint = RETRAIN_HINT.format(variant=variant, run_dir=run_dir)
+    if not path.is_file():
+        raise RunFolderError(f"{path}: missing; {hint}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, AttributeError) as exc:
+        reason = str(exc).strip().splitlines()[0].split(". ")[0][:160]
+        raise RunFolderError(f"{path}: damaged or not this run's model ({reason}); {hint}") from exc
+
+
+def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = False) -> tuple[list[str], Any]:
+    """Class probabilities of each file: the mean over the main variant's fold models (an ensemble).
+
+    A run folder whose deep stream needs an unpickled checkpoint (fairseq wav2vec) is refused unless
+    `trust_checkpoints`.
+    """
     import numpy as np
     import torch
 
@@ -42,6 +81,7 @@ def predict_files(run_dir: Path, files: list[Path]) -> tuple[list[str], Any]:
         spectrogram = SpectrogramExtractor(experiment.features.spectrogram)
         inputs["spectrogram"] = torch.from_numpy(np.stack([spectrogram.extract(a) for a in audios]))[:, None]
     if branch in ("deep", "both"):
+        check_trusted(run_dir, experiment, trust_checkpoints)
         frames = build_deep_extractor(experiment.features.deep).extract_batch(audios)
         unified = [unify_length(f, manifest["max_frames"], experiment.features.sequence) for f in frames]
         inputs["frames"] = torch.from_numpy(np.stack([u[0] for u in unified]))
@@ -53,7 +93,7 @@ def predict_files(run_dir: Path, files: list[Path]) -> tuple[list[str], Any]:
     probabilities = []
     for fold in corpus.folds:
         model = builder.build(fold, main)
-        model.load_state_dict(torch.load(Path(run_dir) / "folds" / fold.name / main / "model.pt", weights_only=True))
+        load_weights(Path(run_dir) / "folds" / fold.name / main / "model.pt", model, run_dir, main)
         with torch.no_grad():
             probabilities.append(torch.softmax(model.eval()(batch), dim=1).numpy())
     return classes, np.mean(probabilities, axis=0)

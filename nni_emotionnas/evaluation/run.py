@@ -1,15 +1,23 @@
-"""A whole experiment in a run folder: claim (or resume) the folder, corpus -> features -> every fold -> report."""
+"""A whole experiment in a run folder: claim (lock, check, resume) it, corpus -> features -> every fold -> report."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from nni_emotionnas.config.experiment import ExperimentConfig
-from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.errors import RunFolderError, storage_error, storage_errors
+from nni_emotionnas.locks import FolderLock, describe_holder
+
+LOCK_FILE = ".emotionnas.lock"
+CORPUS_RECORD = "corpus.json"  # the corpus fingerprint the folder's results were computed on
+REPORT_FILES = ("results.md", "results.csv", "results.json")
 
 
 def experiment_snapshot(experiment: ExperimentConfig) -> dict[str, Any]:
@@ -19,36 +27,165 @@ def experiment_snapshot(experiment: ExperimentConfig) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=str))
 
 
-def claim_run_dir(run_dir: Path, snapshot: dict[str, Any]) -> bool:
-    """Creates the run folder, or resumes it when it holds the same experiment; never reuses another's."""
+def snapshot_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two experiment snapshots (for the refusal message)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for k in keys for d in snapshot_differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def finished_work(run_dir: Path) -> list[Path]:
+    """Results a rerun would keep: trained variants and finished searches."""
+    return sorted(run_dir.glob("folds/*/*/result.json")) + sorted(run_dir.glob("folds/*/search/*/genotype.json"))
+
+
+def discard_results(run_dir: Path) -> None:
+    """Removes what a run wrote into its folder (and nothing else the user put there)."""
+    shutil.rmtree(run_dir / "folds", ignore_errors=True)
+    for name in (*REPORT_FILES, "run.json", CORPUS_RECORD):
+        (run_dir / name).unlink(missing_ok=True)
+    for png in run_dir.glob("confusion_*.png"):
+        png.unlink()
+
+
+def is_finished(run_dir: Path, snapshot: dict[str, Any]) -> bool:
+    """The folder holds this experiment's completed run (its report and run.json are written last)."""
+    marker = run_dir / "experiment.json"
+    try:
+        same = marker.is_file() and json.loads(marker.read_text()) == snapshot
+    except (OSError, ValueError):
+        return False
+    return same and (run_dir / "run.json").is_file() and all((run_dir / n).is_file() for n in REPORT_FILES)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise RunFolderError(f"{path}: damaged ({exc}); pass --restart to redo the run, or another --out") from exc
+
+
+def _check_experiment(run_dir: Path, snapshot: dict[str, Any], restart: bool) -> bool:
+    """Records the experiment in a new or reusable folder; True when resuming the same experiment."""
     from nni_emotionnas.evaluation.report import write_text
 
     marker = run_dir / "experiment.json"
+    for tmp in run_dir.rglob(".*.tmp"):  # half-written files of a killed run (we hold the lock)
+        tmp.unlink(missing_ok=True)
     if marker.is_file():
-        if json.loads(marker.read_text()) != snapshot:
-            raise ConfigError(
-                f"{run_dir}: holds a run of a different experiment; pass another --out (nothing was overwritten)"
-            )
-        return True
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"{run_dir}: exists and is not an emotionnas run folder; pass another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
+        if restart:
+            discard_results(run_dir)
+            print(f"{run_dir}: --restart: previous results discarded")
+        else:
+            previous = _read_json(marker)
+            if previous == snapshot:
+                return True
+            if finished_work(run_dir):
+                differing = ", ".join(snapshot_differences(previous, snapshot)[:5])
+                raise RunFolderError(
+                    f"{run_dir}: holds a run of a different experiment ({differing} differ); pass another --out, "
+                    "or --restart to discard its results (nothing was overwritten)"
+                )
+            discard_results(run_dir)  # a run that stopped before finishing anything: the folder is reusable
+    elif any(p.name != LOCK_FILE for p in run_dir.iterdir()):
+        raise RunFolderError(f"{run_dir}: exists and is not an emotionnas run folder; pass another --out")
     write_text(marker, json.dumps(snapshot, indent=1))
     return False
 
 
-def run_experiment(experiment: ExperimentConfig, run_dir: Path, progress: bool = True) -> dict[str, Path]:
+@contextmanager
+def claim_run_dir(run_dir: Path, snapshot: dict[str, Any], restart: bool = False) -> Iterator[str]:
+    """Holds the run folder for one run; yields "new", "resumed" or "finished".
+
+    The folder is locked (a second run on it is refused, naming the first); a lock left by a killed run is
+    taken over. A folder of another experiment is refused unless nothing in it is finished or `restart`.
+    "finished" means a read-only folder that already holds this experiment's finished run: it is only
+    reported, never written.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: is a file, not a folder; pass --out a folder path (created if missing)")
+    with storage_errors("creating the run folder, --out", run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(run_dir / LOCK_FILE)
+    try:
+        stale = lock.acquire()
+    except OSError as exc:
+        converted = storage_error(exc, "locking the run folder, --out", run_dir)
+        if converted is None:
+            raise
+        if restart or not is_finished(run_dir, snapshot):
+            raise converted from exc
+        stale, lock = None, None
+    if lock is None:
+        yield "finished"
+        return
+    try:
+        if stale:
+            print(f"{run_dir}: taking over the lock of {describe_holder(stale)}, which is no longer running")
+        with storage_errors("writing the run folder, --out", run_dir):
+            resumed = _check_experiment(run_dir, snapshot, restart)
+        yield "resumed" if resumed else "new"
+    finally:
+        lock.release()
+
+
+def check_corpus(run_dir: Path, fingerprint: dict[str, Any], read_only: bool = False) -> None:
+    """Refuses to resume on a corpus other than the one the folder's finished results were computed on,
+    then records the corpus (unless the folder is `read_only`)."""
+    from nni_emotionnas.corpora.fingerprint import describe_changes
+    from nni_emotionnas.evaluation.report import write_text
+
+    record = run_dir / CORPUS_RECORD
+    if record.is_file():
+        changes = describe_changes(_read_json(record), fingerprint)
+        if changes and (read_only or finished_work(run_dir)):
+            todo = "pass another --out (this one is read-only)" if read_only else (
+                "pass --restart to redo the run here, or another --out")
+            raise RunFolderError(
+                f"{run_dir}: the corpus changed since its results were computed: {'; '.join(changes)}. "
+                f"{todo[0].upper()}{todo[1:]} (nothing was overwritten)"
+            )
+        if changes:
+            shutil.rmtree(run_dir / "folds", ignore_errors=True)
+    elif finished_work(run_dir):
+        print(f"{run_dir}: no corpus record (an older version made this folder); its results are kept unchecked")
+    if not read_only:
+        write_text(record, json.dumps(fingerprint))
+
+
+def existing_report(run_dir: Path) -> dict[str, Path]:
+    """The report files of a finished run, keyed like `write_report`'s result."""
+    paths = {"markdown": run_dir / "results.md", "csv": run_dir / "results.csv", "json": run_dir / "results.json"}
+    return {**paths, **{p.stem: p for p in sorted(run_dir.glob("confusion_*.png"))}}
+
+
+def run_experiment(
+    experiment: ExperimentConfig, run_dir: Path, progress: bool = True, restart: bool = False
+) -> dict[str, Path]:
     """corpus -> features -> per-fold search -> trained variants -> report; returns the report's paths."""
+    run_dir = Path(run_dir)
+    with claim_run_dir(run_dir, experiment_snapshot(experiment), restart) as state:
+        if state != "finished":
+            print(f"{'resuming' if state == 'resumed' else 'run folder'}: {run_dir}")
+        with storage_errors("writing the run folder, --out", run_dir):
+            return _run(experiment, run_dir, progress, read_only=state == "finished")
+
+
+def _run(experiment: ExperimentConfig, run_dir: Path, progress: bool, read_only: bool) -> dict[str, Path]:
+    from nni_emotionnas.corpora.fingerprint import corpus_fingerprint
     from nni_emotionnas.evaluation.crossval import CrossValidation, describe_streams, streams_of
     from nni_emotionnas.evaluation.report import write_report, write_text
     from nni_emotionnas.features.prepared import prepare
 
-    snapshot = experiment_snapshot(experiment)
-    resumed = claim_run_dir(run_dir, snapshot)
-    print(f"{'resuming' if resumed else 'run folder'}: {run_dir}")
     started = time.perf_counter()
     branches = sorted({s for v in experiment.run.variants for s in streams_of(v)})
     corpus = prepare(experiment, branches=branches, progress=progress)
+    check_corpus(run_dir, corpus_fingerprint(corpus.utterances, corpus.folds), read_only)
+    if read_only:
+        print(f"{run_dir}: read-only, holds this experiment's finished run; nothing to do, nothing written")
+        return existing_report(run_dir)
     results = CrossValidation(experiment, corpus, run_dir, progress=progress).run()
     notes = describe_streams(corpus, experiment)
     skipped = [{"file": str(u.path), "reason": reason} for u, reason in corpus.skipped]

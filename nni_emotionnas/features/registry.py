@@ -19,6 +19,15 @@ DEEP_BACKENDS: dict[str, str] = {
     "hf": "nni_emotionnas.features.hf_backend:from_options",
 }
 
+# backends whose checkpoint file is unpickled in full (fairseq stores argparse/omegaconf objects in it)
+UNPICKLING_BACKENDS = {"wav2vec": "checkpoint"}
+
+
+def unpickled_checkpoint(options: dict[str, Any]) -> Any:
+    """The checkpoint a `features.deep` section makes us unpickle (running any code it holds), else None."""
+    key = UNPICKLING_BACKENDS.get(options.get("backend"))
+    return options.get(key) if key else None
+
 
 def build_deep_extractor(options: dict[str, Any]) -> FeatureExtractor:
     """Builds the deep-stream extractor named by `options["backend"]` (the `features.deep` section)."""

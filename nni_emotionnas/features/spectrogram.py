@@ -37,9 +37,7 @@ class SpectrogramExtractor:
         rate = config.sample_rate
         self.n_samples = int(round(config.duration * rate))
         self.win_length = int(round(config.window_ms * rate / 1000))
-        self.hop_length = self.win_length - int(round(config.overlap_ms * rate / 1000))
-        if self.hop_length <= 0:
-            raise ValueError("features.spectrogram.overlap_ms must be smaller than window_ms")
+        self.hop_length = self.win_length - int(round(config.overlap_ms * rate / 1000))  # >= 1: the config checks it
 
     def config(self) -> dict[str, Any]:
         return asdict(self.settings)

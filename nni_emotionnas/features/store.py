@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import multiprocessing
 import os
+import threading
+import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -17,15 +20,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nni_emotionnas.corpora.records import Utterance
-from nni_emotionnas.errors import AudioError
+from nni_emotionnas.errors import AudioError, storage_errors
 from nni_emotionnas.features.audio import load_audio
 from nni_emotionnas.features.base import FeatureExtractor, config_digest
+from nni_emotionnas.locks import entry_lock, is_entry_busy
+
+TEMP_SUFFIX = ".tmp"
 
 
 def atomic_write_bytes(target: Path, write) -> None:
     """Writes through `write(handle)` into a temp file beside `target`, then renames it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
     try:
         with tmp.open("wb") as handle:
             write(handle)
@@ -37,7 +43,39 @@ def atomic_write_bytes(target: Path, write) -> None:
 
 
 def save_array(target: Path, array: np.ndarray) -> None:
-    atomic_write_bytes(target, lambda handle: np.save(handle, np.ascontiguousarray(array), allow_pickle=False))
+    """Serialises in memory first: `np.save` into a real file reports a full disk as a short write without
+    an errno, which no caller can tell from a bug."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    atomic_write_bytes(target, lambda handle: handle.write(buffer.getbuffer()))
+
+
+def temp_target(tmp: Path) -> Path:
+    """The file a temporary file of `atomic_write_bytes` was going to become (`.<name>.<pid>.<uuid>.tmp`)."""
+    return tmp.with_name(tmp.name[1:].rsplit(".", 3)[0])
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Deletes temporary files a killed process left in `folder`'s entry subfolders.
+
+    A temporary file is written only while its entry's lock is held, so one whose entry nobody is
+    writing now belongs to a process that died mid-write.
+    """
+    for tmp in folder.glob(f"*/.*{TEMP_SUFFIX}"):
+        if not is_entry_busy(temp_target(tmp)):
+            tmp.unlink(missing_ok=True)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: the worker exits once its parent is gone, so a killed run leaves no workers (nor,
+    once they are gone, multiprocessing's resource tracker) behind."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def audio_key(path: Path) -> str:
@@ -64,9 +102,12 @@ class ExtractionReport:
 
 
 def _extract_to(extractor: FeatureExtractor, audio_path: Path, target: Path) -> Optional[str]:
-    """Worker: extract one file into the cache; returns the error message of unusable audio."""
+    """Worker: extract one file into the cache (unless another process just did); returns the error
+    message of unusable audio."""
     try:
-        save_array(target, extractor.extract(load_audio(audio_path)))
+        with entry_lock(target):
+            if not target.exists():
+                save_array(target, extractor.extract(load_audio(audio_path)))
     except AudioError as exc:
         return str(exc)
     return None
@@ -95,8 +136,16 @@ class FeatureStore:
         progress: bool = True,
         batch_size: int = 8,
     ) -> ExtractionReport:
-        """Extracts what is not cached yet; bad audio raises `AudioError` unless `on_bad_audio == "skip"`."""
+        """Extracts what is not cached yet; bad audio raises `AudioError` unless `on_bad_audio == "skip"`.
+
+        An unwritable cache or a full disk raises `StorageError` naming the file.
+        """
+        with storage_errors("using the feature cache: features.cache_dir or $EMOTIONNAS_CACHE", self.root):
+            return self._extract(utterances, extractor, n_jobs, on_bad_audio, progress, batch_size)
+
+    def _extract(self, utterances, extractor, n_jobs, on_bad_audio, progress, batch_size) -> ExtractionReport:
         folder = self.folder(extractor)
+        remove_stale_temporaries(folder)
         targets: list[Optional[Path]] = []
         errors: dict[int, str] = {}
         for i, u in enumerate(utterances):
@@ -127,7 +176,9 @@ class FeatureStore:
     @staticmethod
     def _run_parallel(extractor, utterances, targets, todo, n_jobs, errors, bar) -> None:
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=n_jobs, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             futures = {pool.submit(_extract_to, extractor, utterances[i].path, targets[i]): i for i in todo}
             try:
                 for future in as_completed(futures):
@@ -150,5 +201,7 @@ class FeatureStore:
                 except AudioError as exc:
                     errors[i] = str(exc)
             for i, features in zip(chunk, extractor.extract_batch(audios) if audios else []):
-                save_array(targets[i], features)
+                with entry_lock(targets[i]):
+                    if not targets[i].exists():  # another process may have written it meanwhile
+                        save_array(targets[i], features)
             bar.update(len(todo[start : start + batch_size]))

@@ -73,7 +73,7 @@ class TorchaudioExtractor:
         if factory is None:
             raise ConfigError(f"features.deep.model: torchaudio.models has no {s.model!r}")
         model = factory()
-        state = torch.load(s.checkpoint, map_location="cpu")
+        state = torch.load(s.checkpoint, map_location="cpu", weights_only=True)
         try:
             model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
         except (RuntimeError, AttributeError) as exc:

@@ -1,0 +1,69 @@
+"""What a run's results depend on in the corpus: every utterance (path, label, speaker, session, file
+identity) and every fold's splits. A run folder keeps it, so a resumed run can tell that the corpus
+changed under it instead of reporting results of the old one."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nni_emotionnas.corpora.folds import Fold
+from nni_emotionnas.corpora.records import Utterance
+
+
+def utterance_record(u: Utterance) -> dict[str, Any]:
+    stat = Path(u.path).stat()
+    return {"uid": u.uid, "label": u.label, "speaker": u.speaker, "session": u.session,
+            "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def corpus_fingerprint(utterances: Sequence[Utterance], folds: Sequence[Fold]) -> dict[str, Any]:
+    """JSON-ready: utterances keyed by resolved path; per fold, each split's speakers and a digest of its uids."""
+    records = {str(Path(u.path).resolve()): utterance_record(u) for u in utterances}
+    fold_records = {}
+    for fold in folds:
+        fold_records[fold.name] = {}
+        for split in ("train", "val", "test"):
+            indices = fold.split(split)
+            uids = "\n".join(utterances[i].uid for i in indices)
+            fold_records[fold.name][split] = {
+                "speakers": sorted({utterances[i].speaker for i in indices}),
+                "size": len(indices),
+                "digest": hashlib.sha1(uids.encode()).hexdigest(),
+            }
+    return {"utterances": records, "folds": fold_records}
+
+
+def _examples(items: list[str], limit: int = 3) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """One phrase per kind of change between two fingerprints (empty when they are equal)."""
+    changes = []
+    before, after = old.get("utterances", {}), new.get("utterances", {})
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    if added:
+        changes.append(f"{len(added)} utterance(s) added ({_examples(added)})")
+    if removed:
+        changes.append(f"{len(removed)} utterance(s) removed ({_examples(removed)})")
+    common = sorted(set(before) & set(after))
+    for name in ("label", "speaker", "session"):
+        differing = [f"{p}: {before[p][name]} -> {after[p][name]}" for p in common if before[p][name] != after[p][name]]
+        if differing:
+            changes.append(f"{len(differing)} {name}(s) changed ({_examples(differing)})")
+    modified = [p for p in common if any(before[p][k] != after[p][k] for k in ("size", "mtime_ns"))]
+    if modified:
+        changes.append(f"{len(modified)} audio file(s) modified since ({_examples(modified)})")
+    old_folds, new_folds = old.get("folds", {}), new.get("folds", {})
+    if set(old_folds) != set(new_folds):
+        changes.append(f"folds {sorted(old_folds)} are now {sorted(new_folds)}")
+    else:
+        moved = [name for name in new_folds if new_folds[name] != old_folds[name]]
+        if moved:
+            changes.append(f"the splits of fold(s) {_examples(moved)} changed")
+    return changes

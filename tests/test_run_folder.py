@@ -65,7 +65,8 @@ def test_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "taken").write_text("mine")
     assert main(["run", str(exp), "--out", str(tmp_path / "taken"), "--quiet"]) == 2
     assert f"{tmp_path / 'taken'}: is a file, not a folder" in capsys.readouterr().err
-    assert main(["run", str(exp), "--out", str(tmp_path / "taken" / "sub"), "--quiet"]) == 2
+    # the file system refuses the folder (ENOTDIR): a storage error, exit status 1
+    assert main(["run", str(exp), "--out", str(tmp_path / "taken" / "sub"), "--quiet"]) == 1
     assert f"{tmp_path / 'taken' / 'sub'}: a part of the path is a file, not a folder" in capsys.readouterr().err
     assert (tmp_path / "taken").read_text() == "mine"
 
@@ -125,10 +126,10 @@ def test_unwritable_out_and_cache_are_one_line_errors(tmp_path, capsys):
     locked.mkdir()
     exp = write_experiment(tmp_path, features={"n_jobs": 1, "cache_dir": str(locked / "cache")})
     with read_only(locked):
-        assert main(["run", str(exp), "--out", str(locked / "run"), "--quiet"]) == 2
+        assert main(["run", str(exp), "--out", str(locked / "run"), "--quiet"]) == 1
         err = capsys.readouterr().err
         assert f"{locked / 'run'}: " in err and "(creating the run folder, --out)" in err
-        assert main(["run", str(exp), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+        assert main(["run", str(exp), "--out", str(tmp_path / "run"), "--quiet"]) == 1
         err = capsys.readouterr().err
     assert "(using the feature cache: features.cache_dir or $EMOTIONNAS_CACHE)" in err
     assert "permission denied" in err or "read-only file system" in err
@@ -146,7 +147,7 @@ def test_full_disk_is_a_one_line_error(tmp_path, capsys, monkeypatch):
         where = disk or tmp_path
         big = {"n_jobs": 1, "cache_dir": str(where / "cache"), "spectrogram": {"duration": 1.0, "size": [64, 64]}}
         exp = write_experiment(tmp_path, features=big)  # 12 utterances x 16 kB
-        assert main(["features", str(exp), "--branches", "spectrogram"]) == 2
+        assert main(["features", str(exp), "--branches", "spectrogram"]) == 1
         err = capsys.readouterr().err
         last = err.strip().splitlines()[-1]  # after the progress bar
         assert last.startswith("emotionnas features: error: ") and "Traceback" not in err
@@ -157,7 +158,7 @@ def test_full_disk_is_a_one_line_error(tmp_path, capsys, monkeypatch):
                 while True:  # the last bytes the cache left
                     filler.write(b"\0" * 4096)
                     filler.flush()
-            assert main(["run", str(exp), "--out", str(disk / "run"), "--quiet"]) == 2
+            assert main(["run", str(exp), "--out", str(disk / "run"), "--quiet"]) == 1
             err = capsys.readouterr().err
             assert f"{disk / 'run'}" in err and "no space left on the device (locking the run folder, --out)" in err
 

@@ -32,14 +32,16 @@ def check_nni_version(version: str) -> None:
 check_nni_version(getattr(nni, "__version__", "unknown"))
 
 # Imported here, not where used, so a moved internal fails at import with the version check above.
+from nni.nas.experiment import NasExperiment  # noqa: E402
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedCell  # noqa: E402
 from nni.runtime.env_vars import trial_env_vars  # noqa: E402
 from nni.runtime.trial_command_channel import get_default_trial_command_channel  # noqa: E402
 
 __all__ = [
-    "DifferentiableMixedCell", "RunOverride", "arch_alphas", "arch_softmax", "claim_model_index",
-    "current_trial_record", "final_metric_rows", "raise_rest_timeout", "registered_log_dir",
-    "send_trial_metric", "strategy_lock", "trial_channel", "trial_log_paths",
+    "DifferentiableMixedCell", "ReadableNasExperiment", "RunOverride", "arch_alphas", "arch_softmax",
+    "claim_model_index", "current_trial_record", "final_metric_rows", "raise_rest_timeout", "registered_log_dir",
+    "send_trial_metric", "skip_model_index", "strategy_lock", "trial_channel", "trial_log_paths",
+    "view_stopped_experiment",
 ]
 
 
@@ -108,9 +110,62 @@ def claim_model_index(strategy: Any, model: Any) -> int:
     return index
 
 
+def skip_model_index(strategy: Any) -> None:
+    """Spends a parameter id on a sample that was never submitted (NNI's private `_model_count`), so the tuner
+    gets a fresh id for its next sample after it was told the refused one ended (`trial_end(id, False)`)."""
+    strategy._model_count += 1
+
+
 def next_model_index(strategy: Any) -> int:
     """The parameter id the next submitted model will get (NNI's private `_model_count`)."""
     return strategy._model_count
+
+
+# --- multi-trial experiments in the web UI ------------------------------------------------------------------
+class ReadableNasExperiment(NasExperiment):
+    """A `NasExperiment` whose web UI shows readable choices. NNI 3.0 sends the manager the space's mutables in
+    legacy form from the private `_send_space_to_nni_manager`, warning "Cannot convert CategoricalMultiple ... It
+    will not show on WebUI" for every input choice; this sends `web_space` (the `emotionnas space-json` form)
+    instead. `wrap_model_space` (public override point `executable_model_factory`) chooses what trials get."""
+
+    web_space: Optional[dict[str, Any]] = None
+    wrap_model_space: Optional[Any] = None
+
+    def executable_model_factory(self, config: Any) -> Any:
+        base = super().executable_model_factory(config)
+        return self.wrap_model_space(base) if self.wrap_model_space is not None else base
+
+    def _send_space_to_nni_manager(self) -> None:
+        if self.web_space is None:
+            super()._send_space_to_nni_manager()
+        else:
+            self.update_search_space(self.web_space)
+
+
+def view_stopped_experiment(experiment_id: str, working_directory: Path, port: int) -> None:
+    """Starts the NNI manager read-only on a stopped experiment's records and returns (the manager stays up until
+    `nnictl stop`). `nnictl view` cannot reopen NAS experiments: it rebuilds their `NasExperimentConfig`, which
+    refuses the search space the web UI was given and any working directory but the one the search ran in
+    ("search_space field can not be customized in NAS experiment"). The stored config (read with NNI's
+    `launcher.get_stopped_experiment_config_json`) is loaded as the HPO config it is on disk instead."""
+    from nni.experiment import Experiment, ExperimentConfig
+    from nni.experiment.launcher import get_stopped_experiment_config_json
+
+    stored = get_stopped_experiment_config_json(experiment_id, str(working_directory))
+    if not stored:
+        raise BackendError(f"{working_directory / experiment_id}: no NNI experiment record to view")
+    known = {field.replace("_", "") for field in ExperimentConfig.__dataclass_fields__}
+    fields = {key: value for key, value in stored.items() if key.lower() in known and key != "experimentType"}
+    fields.setdefault("searchSpace", {})
+    fields.setdefault("tuner", {"name": "Random"})  # required by the HPO config, never started by a viewer
+    config = ExperimentConfig(**{**fields, "trialCodeDirectory": str(working_directory),
+                                 "experimentWorkingDirectory": str(working_directory)})
+
+    class StoredExperiment(Experiment):
+        def load_checkpoint(self) -> None:  # the config is the stored one, already loaded above
+            pass
+
+    StoredExperiment(config, id=experiment_id).view(port, non_blocking=True)
 
 
 # --- the NNI manager and its records ------------------------------------------------------------------------

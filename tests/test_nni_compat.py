@@ -54,6 +54,17 @@ def test_strategy_internals_on_nni_tpe() -> None:
         first = nni_compat.next_model_index(strategy)
         assert nni_compat.claim_model_index(strategy, object()) == first
         assert nni_compat.next_model_index(strategy) == first + 1
+        nni_compat.skip_model_index(strategy)
+        assert nni_compat.next_model_index(strategy) == first + 2
+
+
+def test_readable_nas_experiment_overrides_nni_hooks() -> None:
+    """NNI's `NasExperiment` still sends its space from `_send_space_to_nni_manager` and builds what trials get
+    in `executable_model_factory`: the two methods `ReadableNasExperiment` replaces."""
+    from nni.nas.experiment import NasExperiment
+
+    for name in ("_send_space_to_nni_manager", "executable_model_factory"):
+        assert name in vars(NasExperiment) and name in vars(nni_compat.ReadableNasExperiment), name
 
 
 def test_rest_timeout_only_grows() -> None:

@@ -190,10 +190,12 @@ def test_recurrent_baselines_by_name_honour_the_mask(name):
 def test_space_labels_freeze_and_genotype_round_trip():
     space = R.build_space(TINY, num_classes=4)
     labels = space.simplify()
-    assert set(labels) == {f"n{i}/{s}" for i in (1, 2, 3) for s in ("a", "b", "z", "op")} | {"h1", "h2"}
-    arch = {"n1/op": "linear", "n1/a": [0], "n1/b": [0], "n1/z": [0],
-            "n2/op": "blend", "n2/a": [3], "n2/b": [1], "n2/z": [2],
-            "n3/op": "tanh", "n3/a": [4], "n3/b": [0], "n3/z": [0], "h1": [2], "h2": [1]}
+    assert set(labels) == {f"n{i}/{s}" for i in (1, 2, 3) for s in ("operand_a", "operand_b", "operand_z", "op")} | {
+        "new_h1", "new_h2", "reads_x"}
+    arch = {"n1/op": "linear", "n1/operand_a": [0], "n1/operand_b": [0], "n1/operand_z": [0],
+            "n2/op": "blend", "n2/operand_a": [3], "n2/operand_b": [1], "n2/operand_z": [2],
+            "n3/op": "tanh", "n3/operand_a": [4], "n3/operand_b": [0], "n3/operand_z": [0],
+            "new_h1": [2], "new_h2": [1]}
     model = space.freeze(arch)
     assert isinstance(model, R.RecurrentNetwork) and model.embedding_dim == H
     genotype = R.readable_genotype(arch)
@@ -211,25 +213,27 @@ def test_space_labels_freeze_and_genotype_round_trip():
 
 
 def test_derivation_rewires_a_cell_that_ignores_x():
-    arch = {"n1/op": "sigmoid", "n1/a": [2], "n1/b": [0], "n1/z": [0],
-            "n2/op": "product", "n2/a": [3], "n2/b": [1], "n2/z": [0], "h1": [1], "h2": [0]}
-    probs = {"n1/a": {"0": 0.2, "1": 0.3, "2": 0.5}, "n2/a": {"0": 0.1}, "n2/b": {"0": 0.4}}
+    arch = {"n1/op": "sigmoid", "n1/operand_a": [2], "n1/operand_b": [0], "n1/operand_z": [0],
+            "n2/op": "product", "n2/operand_a": [3], "n2/operand_b": [1], "n2/operand_z": [0],
+            "new_h1": [1], "new_h2": [0]}
+    probs = {"n1/operand_a": {"0": 0.2, "1": 0.3, "2": 0.5}, "n2/operand_a": {"0": 0.1}, "n2/operand_b": {"0": 0.4}}
     derived = R.derive_architecture(arch, probs, TINY)
-    assert derived == {**arch, "n2/b": [0]}  # n2's operand b leaned most to x among the used operands
+    assert derived == {**arch, "n2/operand_b": [0]}  # n2's operand b leaned most to x among the used operands
     assert R.cell_of(derived).node("n2").inputs == ("n1", "x")
-    reads_x = {**arch, "n1/a": [0]}
+    reads_x = {**arch, "n1/operand_a": [0]}
     assert R.derive_architecture(reads_x, probs, TINY) == reads_x
 
 
 def test_derivation_says_when_the_cell_is_not_recurrent(caplog):
-    feedforward = {"n1/op": "linear", "n1/a": [0], "n1/b": [0], "n1/z": [0],
-                   "n2/op": "sum", "n2/a": [3], "n2/b": [0], "n2/z": [0], "h1": [1], "h2": [0]}
+    feedforward = {"n1/op": "linear", "n1/operand_a": [0], "n1/operand_b": [0], "n1/operand_z": [0],
+                   "n2/op": "sum", "n2/operand_a": [3], "n2/operand_b": [0], "n2/operand_z": [0],
+                   "new_h1": [1], "new_h2": [0]}
     with caplog.at_level("WARNING", logger="nni_emotionnas.spaces.recurrent"):
         assert R.derive_architecture(feedforward, {}, TINY) == feedforward
     assert "reads neither h1 nor h2" in caplog.text
     assert R.readable_genotype(feedforward)["reads"] == ["x"]
     caplog.clear()
-    recurrent = {**feedforward, "n2/b": [1]}  # n2 = n1 + h1
+    recurrent = {**feedforward, "n2/operand_b": [1]}  # n2 = n1 + h1
     with caplog.at_level("WARNING", logger="nni_emotionnas.spaces.recurrent"):
         R.derive_architecture(recurrent, {}, TINY)
     assert caplog.text == "" and R.readable_genotype(recurrent)["reads"] == ["x", "h1"]
@@ -264,7 +268,7 @@ def test_tiny_darts_search_exports_a_cell_that_retrains(tmp_path):
     )
     record = read_genotype(result.genotype_path)
     weights = record["edge_weights"]
-    assert {"n1/op", "n3/a", "h1", "h2"} <= set(weights)
+    assert {"n1/op", "n3/operand_a", "new_h1", "new_h2"} <= set(weights)
     assert set(weights["n2/op"]) == set(TINY.ops) and sum(weights["n2/op"].values()) == pytest.approx(1.0)
     assert max(abs(p - 1 / 7) for p in weights["n2/op"].values()) > 1e-3  # architecture weights moved
     model, module = build_fixed(record)

@@ -1,4 +1,4 @@
-"""`emotionnas space-json`, `trial`, `oneshot-trial` and `export`: the commands nnictl experiments use."""
+"""`emotionnas space-json`, `trial`, `oneshot-trial`, `export` and `view`: the commands nnictl experiments use."""
 
 from __future__ import annotations
 
@@ -63,6 +63,16 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_view(args: argparse.Namespace) -> int:
+    from nni_emotionnas.nni_compat import view_stopped_experiment
+    from nni_emotionnas.search.export import experiment_dir
+
+    folder = experiment_dir(args.experiment)
+    view_stopped_experiment(folder.name, folder.parent, args.port)
+    print(f"web UI of {folder.name}: http://127.0.0.1:{args.port} (read-only; `nnictl stop {folder.name}` ends it)")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from nni_emotionnas.nni_support.oneshot_trial import add_arguments as oneshot_arguments
     from nni_emotionnas.nni_support.trial import add_arguments as trial_arguments
@@ -84,3 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("experiment", help="NNI experiment id or experiment folder")
     export.add_argument("--out", help="output file or folder (default: <experiment folder>/genotype.json)")
     export.set_defaults(handler=run_export)
+    view = subparsers.add_parser("view", help="reopen the web UI of a stopped experiment (`emotionnas search`'s too)")
+    view.add_argument("experiment", help="NNI experiment id or experiment folder")
+    view.add_argument("--port", type=int, default=8080, help="web UI port (default: 8080)")
+    view.set_defaults(handler=run_view)

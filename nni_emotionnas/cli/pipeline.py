@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from nni_emotionnas.config.experiment import load_experiment
+from nni_emotionnas.config.experiment import load_experiment, with_seed
 from nni_emotionnas.evaluation.run import default_run_dir, run_experiment
 
 DEMO_EXPERIMENT = "demo/experiment.yml"
@@ -30,7 +30,7 @@ def print_summary(run_dir: Path, paths: dict[str, Path]) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    experiment = load_experiment(Path(args.experiment))
+    experiment = with_seed(load_experiment(Path(args.experiment)), args.seed)
     run_dir = Path(args.out) if args.out else default_run_dir(experiment)
     print_summary(run_dir, run_experiment(experiment, run_dir, progress=not args.quiet, restart=args.restart))
     return 0
@@ -67,6 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--out", help="run folder (default: <output_dir>/<name>); an interrupted run resumes there")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--restart", action="store_true", help=RESTART_HELP)
+    run.add_argument("--seed", type=int, help="override the experiment's seed (weights, data order, search splits)")
     run.set_defaults(handler=run_command)
     demo = subparsers.add_parser("demo", help="the whole EmotionNAS run on the embedded synthetic corpus")
     demo.add_argument("--out", default="emotionnas_demo", help="run folder (default: ./emotionnas_demo)")

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from nni_emotionnas.config.experiment import ExperimentConfig, load_experiment
+from nni_emotionnas.config.experiment import ExperimentConfig, load_experiment, with_seed
 from nni_emotionnas.errors import ConfigError
 
 BRANCHES = ("spectrogram", "deep")
+SEED_HELP = "override the experiment's seed (weight initialisation, data order, search split)"
 
 
 def _fold_name(corpus: Any, requested: Optional[str]) -> str:
@@ -58,7 +59,7 @@ def run_search_command(args: argparse.Namespace) -> int:
     from nni_emotionnas.search.run import run_search
     from nni_emotionnas.search.strategies import load_strategy_spec
 
-    experiment = load_experiment(Path(args.experiment))
+    experiment = with_seed(load_experiment(Path(args.experiment)), args.seed)
     strategy_file = args.strategy or (experiment.resolve(experiment.strategy) if experiment.strategy else None)
     name, strategy_args = load_strategy_spec(strategy_file or default_file("strategies", "darts.yml"))
     corpus = prepare(experiment, branches=[args.branch])
@@ -93,11 +94,13 @@ def run_train_command(args: argparse.Namespace) -> int:
     from nni_emotionnas.models.networks import build_model
     from nni_emotionnas.spaces.genotype import parameter_count
     from nni_emotionnas.training.fit import fit_fixed
+    from nni_emotionnas.training.seeding import seed_everything
 
-    experiment = load_experiment(Path(args.experiment))
+    experiment = with_seed(load_experiment(Path(args.experiment)), args.seed)
     corpus = prepare(experiment, branches=[args.branch])
     fold = _fold_name(corpus, args.fold)
     input_dim = corpus.deep_dim if args.branch == "deep" else 0
+    seed_everything(experiment.seed)
     model = build_model(experiment, args.branch, args.genotype, list(corpus.classes), input_dim)
     print(f"parameters: {parameter_count(model)}")
     run_dir = _run_dir(experiment, args.out, "train", args.branch, fold)
@@ -116,6 +119,7 @@ def run_train_command(args: argparse.Namespace) -> int:
         "classes": list(corpus.classes),
         "genotype": args.genotype,
         "parameters": parameter_count(model),
+        "seed": experiment.seed,
         **result.summary(),
     }
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -136,6 +140,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--strategy", help="strategy YAML (default: the experiment's, else strategies/darts.yml)")
     search.add_argument("--space", help="search-space YAML (default: the experiment's, else the packaged one)")
     search.add_argument("--out", help="run folder (default: <output_dir>/<name>/search/<branch>-<fold>-<time>)")
+    search.add_argument("--seed", type=int, help=SEED_HELP)
     search.set_defaults(handler=run_search_command)
     train = subparsers.add_parser("train", help="train a fixed network from scratch; reports val/test UA and WA")
     train.add_argument("experiment", help="experiment YAML")
@@ -143,4 +148,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--genotype", help="genotype.json from `emotionnas search` (not needed for baselines)")
     train.add_argument("--fold", help="fold to train and evaluate (default: the first)")
     train.add_argument("--out", help="run folder (default: <output_dir>/<name>/train/<branch>-<fold>-<time>)")
+    train.add_argument("--seed", type=int, help=SEED_HELP)
     train.set_defaults(handler=run_train_command)

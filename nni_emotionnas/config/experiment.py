@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any, Literal, Optional
 
 from nni_emotionnas.config.parse import load_yaml, parse
 from nni_emotionnas.config.training import ModelConfig, TrainConfig
+from nni_emotionnas.errors import ConfigError
 
 
 def default_cache_dir() -> Path:
@@ -171,6 +173,9 @@ class RunConfig:
 
 @dataclass
 class ExperimentConfig:
+    """The whole experiment. `seed` is its one seed: weight initialisation, data order and the search's data
+    split of every stage (search, trials, training) follow it; `search.seed` and `train.seed` are set from it."""
+
     corpus: CorpusConfig
     name: str = "experiment"
     seed: int = 0
@@ -187,6 +192,10 @@ class ExperimentConfig:
     run: RunConfig = field(default_factory=RunConfig)
     base_dir: Path = field(default_factory=Path.cwd)
 
+    def __post_init__(self) -> None:
+        self.search = dataclasses.replace(self.search, seed=self.seed)
+        self.train = dataclasses.replace(self.train, seed=self.seed)
+
     def resolve(self, path: Optional[str]) -> Optional[Path]:
         """Paths in an experiment file are relative to the file itself."""
         if path is None:
@@ -202,9 +211,18 @@ class ExperimentConfig:
 def load_experiment(path: Path) -> ExperimentConfig:
     path = Path(path)
     data = load_yaml(path)
+    for section in ("search", "train"):
+        if isinstance(data.get(section), dict) and "seed" in data[section]:
+            raise ConfigError(f"{path.name}.{section}.seed: set the experiment's top-level `seed` instead (one "
+                              "seed for every stage; `--seed` overrides it on the command line)")
     data.setdefault("base_dir", str(path.resolve().parent))
     data["base_dir"] = Path(data["base_dir"])
     return parse(ExperimentConfig, data, path.name)
+
+
+def with_seed(experiment: ExperimentConfig, seed: Optional[int]) -> ExperimentConfig:
+    """The experiment with `--seed` applied (None keeps the file's seed)."""
+    return experiment if seed is None else dataclasses.replace(experiment, seed=seed)
 
 
 def experiment_from_dict(data: dict[str, Any], base_dir: Path) -> ExperimentConfig:

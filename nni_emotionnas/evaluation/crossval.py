@@ -94,7 +94,9 @@ class CrossValidation:
 
     def build(self, fold: Fold, variant: str) -> torch.nn.Module:
         """A freshly initialised network for a variant (seeded, so reruns build the same weights)."""
-        torch.manual_seed(self.experiment.seed)
+        from nni_emotionnas.training.seeding import seed_everything
+
+        seed_everything(self.experiment.seed)
         if variant in SINGLE_STREAMS:
             return self.stream_model(fold, variant)
         spectrogram_net = self.stream_model(fold, "spectrogram")

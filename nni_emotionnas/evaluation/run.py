@@ -189,12 +189,14 @@ def _run(experiment: ExperimentConfig, run_dir: Path, progress: bool, read_only:
     results = CrossValidation(experiment, corpus, run_dir, progress=progress).run()
     notes = describe_streams(corpus, experiment)
     skipped = [{"file": str(u.path), "reason": reason} for u, reason in corpus.skipped]
-    paths = write_report(results, corpus.classes, run_dir, notes, extra={"skipped_audio": skipped})
+    extra = {"seed": experiment.seed, "skipped_audio": skipped}
+    paths = write_report(results, corpus.classes, run_dir, notes, extra=extra)
     manifest = {
         "classes": list(corpus.classes),
         "max_frames": corpus.max_frames,
         "deep_dim": corpus.deep_dim,
         "main": experiment.run.main,
+        "seed": experiment.seed,
         "folds": [f.name for f in corpus.folds],
         "seconds": round(time.perf_counter() - started, 1),
     }

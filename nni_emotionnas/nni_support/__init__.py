@@ -21,6 +21,7 @@ def add_trial_arguments(parser: argparse.ArgumentParser, train_section: str) -> 
     parser.add_argument("--fold", help="fold name (default: the first fold)")
     parser.add_argument("--epochs", type=int, help="override the train config's epochs")
     parser.add_argument("--limit-train-batches", type=int, help="cap batches per epoch (quick runs)")
+    parser.add_argument("--seed", type=int, help="override the experiment's seed (weights, data order, splits)")
     parser.add_argument("--parameters", help="a sample as JSON, to run the trial outside nnictl")
     parser.add_argument("--out", help="output folder outside nnictl (inside, NNI's trial folder is used)")
 

@@ -1,8 +1,9 @@
 """The one-shot-in-a-trial entry: each nnictl trial runs one one-shot search (DARTS, GumbelDARTS, ENAS, ...).
 
 One-shot strategies never reach the NNI manager on their own; run inside a trial, every epoch's supernet
-score on the fold's validation speaker goes to `nni.report_intermediate_result`, and the search's
-genotype.json lands in the trial folder, so one-shot runs show in the web UI and `emotionnas export` works.
+score on the fold's validation speaker goes to `nni.report_intermediate_result`, the final metric carries the
+architecture found (one `arch <label>` key per choice), and the search's genotype.json lands in the trial folder,
+so one-shot runs show in the web UI and `emotionnas export` works.
 The strategy comes from the tuner's sample (`{"strategy": "gumbel_darts"}` = `strategies/gumbel_darts.yml`)
 or from `--strategy FILE`.
 """
@@ -35,7 +36,7 @@ def strategy_file(args: argparse.Namespace, parameters: dict[str, Any]) -> Path:
 def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     import nni
 
-    from nni_emotionnas.config.experiment import load_experiment
+    from nni_emotionnas.config.experiment import load_experiment, with_seed
     from nni_emotionnas.features.prepared import prepare
     from nni_emotionnas.nni_support.trial import load_train_config, space_config
     from nni_emotionnas.search.run import run_search
@@ -47,11 +48,11 @@ def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -
     if parameters is None:
         parameters = json.loads(args.parameters) if args.parameters else (nni.get_next_parameter() or {})
     name, strategy_args = load_strategy_spec(strategy_file(args, parameters))
-    experiment = load_experiment(Path(args.experiment))
+    experiment = with_seed(load_experiment(Path(args.experiment)), args.seed)
     corpus = prepare(experiment, branches=[args.branch], progress=False)
     fold = args.fold or corpus.folds[0].name
     hyperparameters = {k: v for k, v in parameters.items() if k != "strategy"}
-    overrides = {"epochs": args.epochs, "limit_train_batches": args.limit_train_batches}
+    overrides = {"epochs": args.epochs, "limit_train_batches": args.limit_train_batches, "seed": experiment.seed}
     config = with_hyperparameters(load_train_config(args.train, experiment.search, overrides), hyperparameters)
     val = corpus.dataset(fold, "val", args.branch)
     trial = TrialReporter()  # before the search: NNI's one-shot run swaps the trial's channel and parameters
@@ -73,9 +74,19 @@ def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -
     )
     if not reporter.history:
         raise RuntimeError(f"one-shot search with {name} ran no training epoch")
-    final = {**reporter.history[-1], "strategy": name, "genotype": str(result.genotype_path)}
+    final = {**reporter.history[-1], "strategy": name, "seed": config.seed, **found_architecture(result.record)}
     trial.final(final)
     return final
+
+
+def found_architecture(record: dict[str, Any]) -> dict[str, Any]:
+    """The architecture the search exported, as the final metric's extra keys (the web UI shows them on the
+    trial's row): every choice in its readable form (`arch n1/operand_a: h1`)."""
+    from nni_emotionnas.search.space_json import build_space, readable_sample
+    from nni_emotionnas.spaces.genotype import space_config_of
+
+    space = build_space(record["branch"], space_config_of(record), int(record["num_classes"]))
+    return {f"arch {label}": value for label, value in readable_sample(space, record["architecture"]).items()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

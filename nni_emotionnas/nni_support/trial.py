@@ -2,7 +2,10 @@
 
 Takes the tuner's sample (`nni.get_next_parameter()`: architecture labels of `emotionnas space-json` plus
 optional TrainConfig hyperparameters such as `lr`), freezes the branch's model space with it, trains on one
-fold and reports val UA per epoch and `{"default": UA, "wa": ..., "params": ...}` at the end.
+fold and reports val UA per epoch and, at the end, the best epoch's `{"default": UA, "wa": ...}` with the last
+epoch's, the parameter count and the seed. The experiment's `seed` (or `--seed`) is set before the network is
+built, so a trial repeats exactly; a sample the space refuses (a deep cell that never reads x_t) ends the trial
+with one line saying why, before anything is trained or reported.
 """
 
 from __future__ import annotations
@@ -40,22 +43,24 @@ def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -
     """One trial; `parameters` default to NNI's next sample (or `--parameters JSON` outside nnictl)."""
     import nni
 
-    from nni_emotionnas.config.experiment import load_experiment
+    from nni_emotionnas.config.experiment import load_experiment, with_seed
     from nni_emotionnas.features.prepared import prepare
     from nni_emotionnas.search.space_json import build_space, split_parameters
+    from nni_emotionnas.training.seeding import seed_everything
     from nni_emotionnas.training.trial_run import train_and_report, trial_output_dir, with_hyperparameters
 
     if parameters is None:
         parameters = json.loads(args.parameters) if args.parameters else nni.get_next_parameter()
     if not isinstance(parameters, dict):
         raise ConfigError("trial parameters: no sample from NNI (run under nnictl, or pass --parameters JSON)")
-    experiment = load_experiment(Path(args.experiment))
+    experiment = with_seed(load_experiment(Path(args.experiment)), args.seed)
     corpus = prepare(experiment, branches=[args.branch], progress=False)
     fold = args.fold or corpus.folds[0].name
     space_settings = space_config(experiment, args, corpus.deep_dim)
+    seed_everything(experiment.seed)  # before any network is built: as `emotionnas train` does
     space = build_space(args.branch, space_settings, len(corpus.classes))
-    architecture, hyperparameters = split_parameters(space, parameters)
-    overrides = {"epochs": args.epochs, "limit_train_batches": args.limit_train_batches}
+    architecture, hyperparameters = split_parameters(space, parameters)  # a refused sample ends the trial here
+    overrides = {"epochs": args.epochs, "limit_train_batches": args.limit_train_batches, "seed": experiment.seed}
     config = with_hyperparameters(load_train_config(args.train, experiment.train, overrides), hyperparameters)
     return train_and_report(
         space.freeze(architecture),

@@ -3,7 +3,10 @@ TPE/PolicyBasedRL strategy file starts a `NasExperiment` on the training service
 sampled architecture is an NNI trial in the web UI (port from the file).
 
 Trials rebuild their data from the experiment (features come from the cache), so the evaluator is a
-`FunctionalEvaluator` over plain values (serialisable by construction) calling `evaluate_architecture`.
+`FunctionalEvaluator` over plain values (serialisable by construction) calling `evaluate_architecture`. The
+evaluator and the space's init arguments go to `<run>/trial_setup.json`; a trial's NNI parameters are only its
+readable architecture and that file's path (`search.trial_parameters`), and the web UI's search space is the
+`emotionnas space-json` form.
 """
 
 from __future__ import annotations
@@ -57,21 +60,30 @@ def evaluate_architecture(
     train: dict[str, Any],
     record: dict[str, Any],
 ) -> None:
-    """Runs inside each NNI trial: trains the sampled network, reports val UA per epoch and the final dict."""
+    """Runs inside each NNI trial: trains the sampled network, reports val UA per epoch and the final dict.
+
+    The network NNI built (`model`) is set aside: it was initialised before any seed was set. The sample is
+    rebuilt after seeding, as `emotionnas train` and the nnictl trial build it, so a trial repeats exactly.
+    """
     from nni_emotionnas.config.parse import parse
     from nni_emotionnas.config.training import TrainConfig
+    from nni_emotionnas.spaces.genotype import build_fixed
+    from nni_emotionnas.training.seeding import seed_everything
     from nni_emotionnas.training.trial_run import train_and_report, trial_output_dir
 
     sample = getattr(nni.get_current_parameter(), "sample", None)
     if sample is None:
         raise RuntimeError("evaluate_architecture runs inside an NNI NAS trial (no sampled architecture found)")
     train_dataset, val_dataset = _rebuild([train_source, val_source])
+    config = parse(TrainConfig, train, "search")
+    seed_everything(config.seed)
+    seeded_model, _ = build_fixed({**record, "architecture": sample}, where="trial sample")
     train_and_report(
-        model,
+        seeded_model,
         train_dataset=train_dataset,
         val_dataset=val_dataset,
         num_classes=record["num_classes"],
-        config=parse(TrainConfig, train, "search"),
+        config=config,
         record_fields={**record, "architecture": sample},
         output_dir=trial_output_dir(),
     )
@@ -109,11 +121,13 @@ def run_multitrial_search(
 ) -> Any:
     """One NNI experiment of `max_trials` sampled architectures; the best trial's genotype.json -> `run_dir`."""
     from nni.nas.evaluator import FunctionalEvaluator
-    from nni.nas.experiment import NasExperiment
 
+    from nni_emotionnas.nni_compat import ReadableNasExperiment
     from nni_emotionnas.search.export import export_best
     from nni_emotionnas.search.result import SearchResult
+    from nni_emotionnas.search.space_json import input_labels, legacy_space, value_names
     from nni_emotionnas.search.strategies import build_strategy
+    from nni_emotionnas.search.trial_parameters import referenced_space
 
     if val_dataset is None:
         raise ConfigError(f"strategy {strategy_name}: multi-trial search scores trials on the fold's validation data")
@@ -135,7 +149,10 @@ def run_multitrial_search(
         record=record,
     )
     space = space_mod.build_space(space_config, num_classes)
-    experiment = NasExperiment(space, evaluator, plan.strategy, experiment_config(plan, Path(run_dir) / "nni"))
+    experiment = ReadableNasExperiment(space, evaluator, plan.strategy, experiment_config(plan, Path(run_dir) / "nni"))
+    experiment.web_space = legacy_space(space)
+    names, inputs = value_names(space), input_labels(space)
+    experiment.wrap_model_space = lambda base: referenced_space(base, Path(run_dir), names, inputs)
     _logger.info("multi-trial search %s: web UI at http://127.0.0.1:%d", strategy_name, plan.port)
     started = time.perf_counter()
     raise_rest_timeout(REST_TIMEOUT)

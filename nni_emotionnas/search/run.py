@@ -129,7 +129,7 @@ def run_search(
         evaluator = build_evaluator(
             train_dataset, val_dataset, num_classes, search_config, default_root_dir=str(run_dir), callbacks=callbacks
         )
-    space = space_mod.build_space(space_config, num_classes)
+    space = getattr(space_mod, "build_oneshot_space", space_mod.build_space)(space_config, num_classes)
     strategy = build_strategy(strategy_name, strategy_args)
     experiment = _experiment(space, evaluator, strategy, run_dir)
     started = time.perf_counter()

@@ -1,17 +1,21 @@
 """Search-space JSON for NNI's HPO tuners, derived from a model space's own mutables (never hand-kept).
 
-`Cell` input choices are `CategoricalMultiple`s (NNI has no legacy form for them): one chosen input becomes
-a plain `choice` over the candidates and is wrapped back into a list when a sample freezes the space.
+This is also the readable form of a sample that trial parameters and the web UI show. Input choices are
+`CategoricalMultiple`s over indices (NNI has no legacy form for them, and the web UI cannot show them): one
+chosen input becomes a plain `choice` over the candidates' names (`n1/operand_a: h1`, from the space module's
+`input_names`) and is mapped back to `[index]` when a sample freezes the space. The space's constraints
+(`nni.mutable.Constraint`) are not choices: they refuse samples (`InvalidSample`).
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 from pathlib import Path
 from typing import Any, Optional
 
-from nni.mutable import Categorical, CategoricalMultiple
+from nni.mutable import Categorical, CategoricalMultiple, MutableAnnotation
 from nni.nas.nn.pytorch import ModelSpace
 
 from nni_emotionnas.config.parse import load_yaml, parse
@@ -38,14 +42,35 @@ def build_space(branch: str, space_config: Any, num_classes: int) -> ModelSpace:
     return space_module(branch).build_space(space_config, num_classes)
 
 
-def legacy_choice(label: str, mutable: Any) -> dict[str, Any]:
+class InvalidSample(ConfigError):
+    """A sample every choice of which is allowed but that breaks a rule of the space (e.g. a blind recurrent cell)."""
+
+
+def choices(space: ModelSpace) -> dict[str, Any]:
+    """The space's choices by label (its constraints, which NNI lists among the mutables too, left out)."""
+    return {label: m for label, m in space.simplify().items() if not isinstance(m, MutableAnnotation)}
+
+
+def value_names(space: ModelSpace) -> dict[str, list[str]]:
+    """label -> names of an input choice's candidates, from the space module's `input_names` (if it has one)."""
+    names_of = getattr(inspect.getmodule(type(space)), "input_names", None)
+    out = {}
+    for label, mutable in choices(space).items():
+        names = names_of(label, len(mutable.values)) if names_of and isinstance(mutable, CategoricalMultiple) else None
+        if names is not None:
+            out[label] = list(names)
+    return out
+
+
+def legacy_choice(label: str, mutable: Any, names: Optional[list[str]] = None) -> dict[str, Any]:
     """`{"_type": "choice", "_value": [...]}` for one simplified mutable of a model space."""
     if isinstance(mutable, CategoricalMultiple):
+        values = names if names is not None else list(mutable.values)
         if mutable.n_chosen == 1:
-            return {"_type": "choice", "_value": list(mutable.values)}
+            return {"_type": "choice", "_value": values}
         if mutable.n_chosen is None:
             raise ConfigError(f"{label}: a choice of any number of inputs has no HPO search-space form")
-        combinations = itertools.combinations(mutable.values, mutable.n_chosen)
+        combinations = itertools.combinations(values, mutable.n_chosen)
         return {"_type": "choice", "_value": [list(c) for c in combinations]}
     if isinstance(mutable, Categorical):
         return mutable.as_legacy_dict()
@@ -54,25 +79,56 @@ def legacy_choice(label: str, mutable: Any) -> dict[str, Any]:
 
 def legacy_space(space: ModelSpace) -> dict[str, dict[str, Any]]:
     """The whole architecture space as NNI's HPO search-space dict, label by label."""
-    return {label: legacy_choice(label, mutable) for label, mutable in space.simplify().items()}
+    names = value_names(space)
+    return {label: legacy_choice(label, mutable, names.get(label)) for label, mutable in choices(space).items()}
+
+
+def readable_sample(space: ModelSpace, architecture: dict[str, Any]) -> dict[str, Any]:
+    """An NNI sample in the form of the search-space JSON: input choices by candidate name, one value each."""
+    return encode_sample(architecture, value_names(space))
+
+
+def encode_sample(architecture: dict[str, Any], names: dict[str, list[str]]) -> dict[str, Any]:
+    readable = {}
+    for label, value in architecture.items():
+        if isinstance(value, (list, tuple)):
+            value = [names[label][int(v)] if label in names else v for v in value]
+            value = value[0] if len(value) == 1 else value
+        readable[label] = value
+    return readable
+
+
+def decode_sample(parameters: dict[str, Any], names: dict[str, list[str]], inputs: list[str]) -> dict[str, Any]:
+    """The NNI sample of readable `parameters`: `inputs` (input choices' labels) get lists of indices back."""
+    architecture = dict(parameters)
+    for label in inputs:
+        value = parameters[label]
+        value = value if isinstance(value, list) else [value]
+        if label in names:  # candidate names (current space JSON) or indices (older files)
+            value = [names[label].index(v) if v in names[label] else v for v in value]
+        architecture[label] = value
+    return architecture
+
+
+def input_labels(space: ModelSpace) -> list[str]:
+    return [label for label, m in choices(space).items() if isinstance(m, CategoricalMultiple)]
 
 
 def split_parameters(space: ModelSpace, parameters: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(architecture sample ready for `space.freeze`, remaining hyperparameters) from a tuner's parameters.
 
-    Missing architecture labels are an error naming the label: a search space from another space config.
+    Missing architecture labels are an error naming the label: a search space from another space config. A
+    sample the space's constraints refuse is an `InvalidSample` saying why.
     """
-    mutables = space.simplify()
+    mutables = choices(space)
     missing = sorted(set(mutables) - set(parameters))
     if missing:
         raise ConfigError(f"trial parameters: architecture label {missing[0]!r} missing (search space of another "
                           "space config? regenerate it with `emotionnas space-json`)")
-    architecture = {}
-    for label, mutable in mutables.items():
-        value = parameters[label]
-        if isinstance(mutable, CategoricalMultiple) and not isinstance(value, list):
-            value = [value]
-        architecture[label] = value
+    architecture = decode_sample({k: parameters[k] for k in mutables}, value_names(space), input_labels(space))
+    for label, mutable in space.simplify().items():
+        if label not in mutables and (error := mutable.check_contains(architecture)) is not None:
+            raise InvalidSample(f"trial parameters: sample refused by the space's rule {label!r}: {error}")
     return architecture, {k: v for k, v in parameters.items() if k not in mutables}
 
 

@@ -16,6 +16,11 @@ beyond adding the module name to `SPACE_MODULES`):
 - ``readable_genotype(arch, probs) -> dict``: JSON-ready human view of ``arch`` (e.g. DARTS cells as
   ``{"normal": [[op, input], ...], "reduce": [...]}``).
 - ``draw(genotype: dict, png_path) -> None``: a PNG picture of the readable genotype (matplotlib only).
+- optional ``input_names(label, count) -> list[str] | None``: what an input choice's values 0..count-1 stand
+  for, so search-space JSON, trial parameters and the web UI show `n1/operand_a: h1`, not an index.
+- Validity rules of a space are NNI `Constraint`s among its mutables (NNI's sampling and `freeze` honour them);
+  optional ``build_oneshot_space(space_config, num_classes)`` gives the space without them for one-shot
+  strategies (NNI's differentiable ones accept choices only), whose export ``derive_architecture`` then fixes.
 
 `space_module(branch)` maps a CLI branch (``spectrogram`` | ``deep``) to its module.
 """

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Optional
 
+from nni.mutable import MutableAnnotation
 from torch import nn
 
 from nni_emotionnas.config.parse import parse
@@ -108,7 +109,8 @@ def freeze(space_factory: Callable[[], nn.Module], record: dict[str, Any]) -> nn
     """
     space = space_factory()
     architecture = record["architecture"]
-    labels = space.simplify()
+    mutables = space.simplify()
+    labels = {label: m for label, m in mutables.items() if not isinstance(m, MutableAnnotation)}  # not choices
     missing = sorted(set(labels) - set(architecture))
     extra = sorted(set(architecture) - set(labels))
     if missing or extra:
@@ -120,6 +122,9 @@ def freeze(space_factory: Callable[[], nn.Module], record: dict[str, Any]) -> nn
             mutable.validate({label: architecture[label]})
         except Exception as exc:  # nni raises its own SampleValidationError
             raise ConfigError(f"genotype architecture.{label}: {architecture[label]!r} not allowed ({exc})") from exc
+    for label, mutable in mutables.items():  # the space's own validity rules (constraints)
+        if label not in labels and (error := mutable.check_contains(architecture)) is not None:
+            raise ConfigError(f"genotype architecture is not a valid sample of the space ({label}): {error}")
     return space.freeze(architecture)
 
 

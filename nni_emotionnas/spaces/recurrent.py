@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from nni.mutable import label_scope
+from nni.mutable import Constraint, ConstraintViolation, LabeledMutable, SampleMissingError, label_scope
 from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace
 from torch import nn
 
@@ -31,6 +31,14 @@ _logger = logging.getLogger(__name__)
 DEFAULT_CONFIG_FILE = "recurrent_cell.yml"
 CELL_LABEL = "cell"
 STATE_LABELS = ("h1", "h2")
+# Choice labels name what they choose (the web UI shows them): `n1/op`, `n1/operand_a` (an input of node n1's op),
+# `new_h1` (the node giving h1_t); an input choice's values are the names of its candidates (`input_names`).
+OUTPUT_LABELS = {"h1": "new_h1", "h2": "new_h2"}
+READS_INPUT_LABEL = "reads_x"
+
+
+def operand_label(slot: str) -> str:
+    return f"operand_{slot}"
 
 
 @dataclass
@@ -78,8 +86,10 @@ class SearchNode(nn.Module):
         super().__init__()
         slots = [s for s in SLOTS if any(s in OP_SLOTS[op] for op in config.ops)]
         self.slots = slots
-        with label_scope(node_name(index)):  # labels `n1/a`, `n1/op`, ...
-            self.operands = nn.ModuleDict({s: InputChoice(3 + index, n_chosen=1, label=s) for s in slots})
+        with label_scope(node_name(index)):  # labels `n1/operand_a`, `n1/op`, ...
+            self.operands = nn.ModuleDict(
+                {s: InputChoice(3 + index, n_chosen=1, label=operand_label(s)) for s in slots}
+            )
             self.op = LayerChoice(
                 {op: SlotOp(op, config.hidden_size, config.leaky_slope) for op in config.ops}, label="op"
             )
@@ -99,7 +109,7 @@ class SearchLayer(nn.Module):
         self.x_proj = nn.Linear(input_dim, config.hidden_size)
         self.nodes = nn.ModuleList(SearchNode(i, config) for i in range(config.nodes))
         self.outputs = nn.ModuleDict(
-            {s: InputChoice(config.nodes, n_chosen=1, label=s) for s in STATE_LABELS}
+            {s: InputChoice(config.nodes, n_chosen=1, label=OUTPUT_LABELS[s]) for s in STATE_LABELS}
         )
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -139,7 +149,7 @@ class RecurrentNetwork(PooledSequenceMixin, nn.Module):
 class RecurrentSpace(PooledSequenceMixin, ModelSpace):
     """The supernet (DARTS) or, with `config.cells`, a choice among known cells."""
 
-    def __init__(self, config: RecurrentSpaceConfig, num_classes: int) -> None:
+    def __init__(self, config: RecurrentSpaceConfig, num_classes: int, constrained: bool = True) -> None:
         super().__init__()
         self.config, self.num_classes = config, num_classes
         self.input_dim, self.embedding_dim = config.input_dim, config.hidden_size
@@ -154,6 +164,8 @@ class RecurrentSpace(PooledSequenceMixin, ModelSpace):
                 SearchLayer(config.input_dim if i == 0 else config.hidden_size, config)
                 for i in range(config.num_layers)
             )
+            if constrained:
+                self.add_mutable(ReadsInput(self.recurrent[0]))
         self.pool = AttentionPooling(config.hidden_size, config.attention_dim)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.hidden_size, num_classes)
@@ -174,6 +186,12 @@ def build_space(space_config: RecurrentSpaceConfig, num_classes: int) -> Recurre
     return RecurrentSpace(space_config, num_classes)
 
 
+def build_oneshot_space(space_config: RecurrentSpaceConfig, num_classes: int) -> RecurrentSpace:
+    """The supernet for one-shot strategies, which accept choices only (NNI's DARTS raises on a `Constraint`):
+    they train every cell at once and export one, which `derive_architecture` makes read x_t."""
+    return RecurrentSpace(space_config, num_classes, constrained=False)
+
+
 def _index(value: Any) -> int:
     """InputChoice values come as `[k]` (NNI's sample) or `k`."""
     if isinstance(value, (list, tuple)):
@@ -181,6 +199,52 @@ def _index(value: Any) -> int:
             raise ValueError(f"expected one chosen input, got {value!r}")
         value = value[0]
     return int(value)
+
+
+class ReadsInput(Constraint):
+    """The space's validity rule: the new states must depend on x_t. A cell whose h1_t and h2_t ignore the input
+    scores chance whatever it is trained on, so NNI's sampling (`random`, `grid`), mutation and `freeze` refuse
+    it like any other invalid sample (strategies resample). About 40% of unconstrained samples are such cells."""
+
+    def __init__(self, layer: SearchLayer) -> None:
+        self.label = READS_INPUT_LABEL
+        self.choices: list[LabeledMutable] = [
+            *(choice for node in layer.nodes
+              for choice in (node.op.choice, *(c.choice for c in node.operands.values()))),
+            *(layer.outputs[s].choice for s in STATE_LABELS),
+        ]
+
+    def leaf_mutables(self, is_leaf: Any) -> Any:
+        for choice in self.choices:
+            yield from choice.leaf_mutables(is_leaf)
+        yield self
+
+    def check_contains(self, sample: dict[str, Any]) -> Optional[Exception]:
+        for choice in self.choices:
+            if choice.label not in sample:
+                return SampleMissingError(choice.label, list(sample))
+        return blind_cell_error(cell_of(sample))
+
+    def extra_repr(self) -> str:
+        return f"label={self.label!r}"
+
+
+def blind_cell_error(cell: CellSpec) -> Optional[ConstraintViolation]:
+    """Why a cell is refused (its new states do not depend on x_t), or None when it reads x_t."""
+    if "x" in cell.inputs_read():
+        return None
+    states = ", ".join(f"{state}_t = {node}" for state, node in cell.outputs.items())
+    return ConstraintViolation(f"the cell's new states ({states}) never read x_t: it would ignore its input")
+
+
+def input_names(label: str, count: int) -> Optional[list[str]]:
+    """What an input choice's values 0..count-1 stand for (`n2/operand_a`: x, h1, h2, n1; `new_h1`: n1, n2, ...)."""
+    if label in OUTPUT_LABELS.values():
+        return [node_name(i) for i in range(count)]
+    node, _, slot = label.partition("/")
+    if slot.startswith("operand_") and node.startswith("n") and node[1:].isdigit():
+        return candidate_names(int(node[1:]) - 1)[:count]
+    return None
 
 
 def cell_of(arch: dict[str, Any]) -> CellSpec:
@@ -195,9 +259,9 @@ def cell_of(arch: dict[str, Any]) -> CellSpec:
     for i in range(count):
         op = arch[f"{node_name(i)}/op"]
         names = candidate_names(i)
-        inputs = tuple(names[_index(arch[f"{node_name(i)}/{slot}"])] for slot in OP_SLOTS[op])
+        inputs = tuple(names[_index(arch[f"{node_name(i)}/{operand_label(slot)}"])] for slot in OP_SLOTS[op])
         nodes.append(Node(node_name(i), op, inputs))
-    outputs = {s: node_name(_index(arch[s])) for s in STATE_LABELS if s in arch}
+    outputs = {s: node_name(_index(arch[OUTPUT_LABELS[s]])) for s in STATE_LABELS if OUTPUT_LABELS[s] in arch}
     return make_cell(nodes, outputs, "architecture")
 
 
@@ -212,7 +276,8 @@ def derive_architecture(arch: dict[str, Any], probs: dict[str, dict[str, float]]
     if "x" not in cell.inputs_read():
         used = {node.name for node in cell.used_nodes()}
         operands = [
-            f"{name}/{slot}" for name in used for slot in OP_SLOTS[arch[f"{name}/op"]] if f"{name}/{slot}" in arch
+            label for name in used for slot in OP_SLOTS[arch[f"{name}/op"]]
+            if (label := f"{name}/{operand_label(slot)}") in arch
         ]
         weight = {label: float(probs.get(label, {}).get("0", 0.0)) for label in operands}
         arch[max(sorted(operands), key=lambda label: weight[label])] = [0]

@@ -221,6 +221,13 @@ def readable_genotype(arch: dict[str, Any], probs: Optional[dict[str, dict[str, 
     return genotype
 
 
+def input_names(label: str, count: int) -> Optional[list[str]]:
+    """What a cell input choice's values stand for: 0/1 are the two previous cells' outputs, then nodes."""
+    if "/input_" not in label:
+        return None
+    return ["c_k-2", "c_k-1", *(f"node{i}" for i in range(NUM_PREDECESSORS, count))][:count]
+
+
 def draw(genotype: dict[str, Any], png_path: Path) -> None:
     from nni_emotionnas.spaces.spectrogram_draw import draw_cells
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import nni
+import pytorch_lightning as pl
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -20,6 +21,7 @@ from nni_emotionnas.config.training import TrainConfig
 from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.spaces.genotype import make_record, parameter_count, write_genotype
 from nni_emotionnas.training.evaluator import build_evaluator
+from nni_emotionnas.training.seeding import seed_everything
 
 GENOTYPE_FILE = "genotype.json"
 
@@ -42,6 +44,26 @@ def with_hyperparameters(config: TrainConfig, hyperparameters: dict[str, Any]) -
     return parse(TrainConfig, merged, "trial parameters")
 
 
+class ValidationHistory(pl.Callback):
+    """Val UA/WA of every epoch, so a trial reports the epoch `emotionnas train` would keep (best val UA)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[tuple[float, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = trainer.callback_metrics  # the epoch's validation ran just before (module hooks come after ours)
+        if "val_ua" in metrics:
+            self.epochs.append((float(metrics["val_ua"]), float(metrics["val_wa"])))
+
+    def final(self) -> dict[str, Any]:
+        """`default`: the best val UA (first epoch reaching it, as the checkpoint `train` keeps); the last beside."""
+        if not self.epochs:
+            raise RuntimeError("training finished without a validation epoch: no val_ua to report")
+        best = max(range(len(self.epochs)), key=lambda i: self.epochs[i][0])
+        (ua, wa), (last_ua, last_wa) = self.epochs[best], self.epochs[-1]
+        return {"default": ua, "wa": wa, "best_epoch": best, "last_ua": last_ua, "last_wa": last_wa}
+
+
 def train_and_report(
     model: nn.Module,
     *,
@@ -52,22 +74,20 @@ def train_and_report(
     record_fields: dict[str, Any],
     output_dir: Path,
 ) -> dict[str, Any]:
-    """Trains `model`; NNI gets val UA per epoch (SERModule) and `{"default": UA, "wa", "params"}` at the end.
+    """Trains `model`; NNI gets val UA per epoch (SERModule) and at the end the best epoch's
+    `{"default": UA, "wa", "best_epoch", "last_ua", "last_wa", "params", "seed"}`.
 
     `record_fields` are `genotype.make_record` arguments (branch, architecture, space_config, ...) so the
     trial's folder holds a genotype.json that `emotionnas export` can pick when this trial is the best.
     """
-    evaluator = build_evaluator(train_dataset, val_dataset, num_classes, config, default_root_dir=str(output_dir))
+    history = ValidationHistory()
+    evaluator = build_evaluator(
+        train_dataset, val_dataset, num_classes, config, default_root_dir=str(output_dir), callbacks=[history]
+    )
     evaluator.module.report_final = False
+    seed_everything(config.seed)  # as `fit.fit_fixed` does after building: same dropout draws and data order
     evaluator.evaluate(model)
-    metrics = evaluator.trainer.callback_metrics
-    if "val_ua" not in metrics:
-        raise RuntimeError("training finished without a validation epoch: no val_ua to report")
-    final = {
-        "default": float(metrics["val_ua"]),
-        "wa": float(metrics["val_wa"]),
-        "params": parameter_count(model),
-    }
+    final = {**history.final(), "params": parameter_count(model), "seed": config.seed}
     record = make_record(
         **record_fields,
         search_metrics={**final, "train": dataclasses.asdict(config), "trial": os.environ.get("NNI_TRIAL_JOB_ID")},

@@ -102,7 +102,7 @@ def space_config_of(record: dict[str, Any], where: str = "genotype") -> Any:
     return parse(module.CONFIG_CLASS, record["space_config"], f"{where}: space_config")
 
 
-def freeze(space_factory: Callable[[], nn.Module], record: dict[str, Any]) -> nn.Module:
+def freeze(space_factory: Callable[[], nn.Module], record: dict[str, Any], where: str = "genotype") -> nn.Module:
     """The fixed network: the space from `space_factory`, frozen with the record's architecture dict.
 
     Labels missing from or unknown to the space, and values outside a choice, are `ConfigError`s.
@@ -124,7 +124,7 @@ def freeze(space_factory: Callable[[], nn.Module], record: dict[str, Any]) -> nn
             raise ConfigError(f"genotype architecture.{label}: {architecture[label]!r} not allowed ({exc})") from exc
     for label, mutable in mutables.items():  # the space's own validity rules (constraints)
         if label not in labels and (error := mutable.check_contains(architecture)) is not None:
-            raise ConfigError(f"genotype architecture is not a valid sample of the space ({label}): {error}")
+            raise ConfigError(f"{where}: architecture is not a valid sample of the space (rule {label}): {error}")
     return space.freeze(architecture)
 
 
@@ -132,7 +132,7 @@ def build_fixed(record: dict[str, Any], where: str = "genotype") -> tuple[nn.Mod
     """Fixed network of a genotype record, via its branch's space module."""
     module = space_module(record["branch"])
     config = space_config_of(record, where)
-    return freeze(lambda: module.build_space(config, int(record["num_classes"])), record), module
+    return freeze(lambda: module.build_space(config, int(record["num_classes"])), record, where), module
 
 
 def parameter_count(model: nn.Module) -> int:

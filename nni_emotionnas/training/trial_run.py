@@ -48,20 +48,20 @@ class ValidationHistory(pl.Callback):
     """Val UA/WA of every epoch, so a trial reports the epoch `emotionnas train` would keep (best val UA)."""
 
     def __init__(self) -> None:
-        self.epochs: list[tuple[float, float]] = []
+        self.epochs: list[tuple[float, float, float]] = []
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = trainer.callback_metrics  # the epoch's validation ran just before (module hooks come after ours)
         if "val_ua" in metrics:
-            self.epochs.append((float(metrics["val_ua"]), float(metrics["val_wa"])))
+            self.epochs.append((float(metrics["val_ua"]), float(metrics["val_wa"]), float(metrics["val_loss"])))
 
     def final(self) -> dict[str, Any]:
         """`default`: the best val UA (first epoch reaching it, as the checkpoint `train` keeps); the last beside."""
         if not self.epochs:
             raise RuntimeError("training finished without a validation epoch: no val_ua to report")
         best = max(range(len(self.epochs)), key=lambda i: self.epochs[i][0])
-        (ua, wa), (last_ua, last_wa) = self.epochs[best], self.epochs[-1]
-        return {"default": ua, "wa": wa, "best_epoch": best, "last_ua": last_ua, "last_wa": last_wa}
+        (ua, wa, loss), (last_ua, last_wa, _) = self.epochs[best], self.epochs[-1]
+        return {"default": ua, "wa": wa, "val_loss": loss, "best_epoch": best, "last_ua": last_ua, "last_wa": last_wa}
 
 
 def train_and_report(
@@ -75,7 +75,7 @@ def train_and_report(
     output_dir: Path,
 ) -> dict[str, Any]:
     """Trains `model`; NNI gets val UA per epoch (SERModule) and at the end the best epoch's
-    `{"default": UA, "wa", "best_epoch", "last_ua", "last_wa", "params", "seed"}`.
+    `{"default": UA, "wa", "val_loss", "best_epoch", "last_ua", "last_wa", "params", "seed"}`.
 
     `record_fields` are `genotype.make_record` arguments (branch, architecture, space_config, ...) so the
     trial's folder holds a genotype.json that `emotionnas export` can pick when this trial is the best.

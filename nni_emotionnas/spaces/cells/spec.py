@@ -64,6 +64,25 @@ class CellSpec:
                 needed.update(node.inputs)
         return tuple(n for n in self.nodes if n.name in needed)
 
+    def reads_of(self, state: str) -> set[str]:
+        """The cell inputs (x, h1, h2) that the node giving `state` (h1 or h2) depends on within one step."""
+        needed, read = {self.outputs[state]}, set()
+        for node in reversed(self.nodes):
+            if node.name in needed:
+                needed.update(node.inputs)
+                read.update(name for name in node.inputs if name in CELL_INPUTS)
+        return read
+
+    def follows_input(self, state: str = "h1") -> bool:
+        """Whether the `state` sequence depends on x at all: through x_t, or through a state that does (one step
+        back). h1 is what the network reads; a cell whose h1 never depends on x scores chance."""
+        follows: set[str] = set()
+        while True:
+            new = {s for s in self.outputs if s not in follows and self.reads_of(s) & ({"x"} | follows)}
+            if not new:
+                return state in follows
+            follows |= new
+
     def inputs_read(self) -> tuple[str, ...]:
         """The cell inputs (x, h1, h2) the new states depend on: without h1 or h2 the cell is not recurrent."""
         read = {name for node in self.used_nodes() for name in node.inputs}

@@ -43,6 +43,7 @@ EXPERIMENT = {
 SPACE = {"channels": 2, "layers": 1, "nodes": 1, "ops": ["avg_pool_3x3", "skip_connect", "sep_conv_3x3", "none"],
          "stem": {"multiplier": 1}}
 ARCH_LABELS = {"reduce/op_2_0", "reduce/op_2_1", "reduce/input_2_0", "reduce/input_2_1"}
+FINAL_KEYS = {"default", "wa", "val_loss", "best_epoch", "last_ua", "last_wa", "params", "seed"}
 
 
 def free_port() -> int:
@@ -151,7 +152,7 @@ def test_space_json_is_derived_from_the_model_space(workspace: Path, tmp_path: P
     assert set(space_json) == ARCH_LABELS | {"lr", "batch_size"}
     assert space_json["reduce/op_2_0"] == {"_type": "choice", "_value": ["avg_pool_3x3", "skip_connect",
                                                                          "sep_conv_3x3"]}
-    assert space_json["reduce/input_2_1"] == {"_type": "choice", "_value": [0, 1]}
+    assert space_json["reduce/input_2_1"] == {"_type": "choice", "_value": ["c_k-2", "c_k-1"]}  # readable in the UI
     space = build_space("spectrogram", load_space_config("spectrogram", workspace / "space.yml"), 4)
     sample = {k: v["_value"][-1] for k, v in space_json.items()}
     architecture, hyper = split_parameters(space, sample)
@@ -168,14 +169,15 @@ def test_nnictl_two_trials_report_metrics_and_architectures(nnictl_experiment: R
     for job in jobs:
         parameters = json.loads(job["hyperParameters"][0])["parameters"]
         assert set(parameters) == ARCH_LABELS
-        assert parameters["reduce/op_2_0"] in SPACE["ops"] and parameters["reduce/input_2_0"] in (0, 1)
+        assert parameters["reduce/op_2_0"] in SPACE["ops"] and parameters["reduce/input_2_0"] in ("c_k-2", "c_k-1")
         mine = [m for m in metrics if m["trialJobId"] == job["trialJobId"]]
         intermediate = [float(json.loads(m["data"])) for m in mine if m["type"] == "PERIODICAL"]
         final = [json.loads(json.loads(m["data"])) for m in mine if m["type"] == "FINAL"]
         assert len(intermediate) == EXPERIMENT["train"]["epochs"] and all(0 <= v <= 1 for v in intermediate)
-        assert len(final) == 1 and set(final[0]) == {"default", "wa", "params"}
-        assert final[0]["default"] == pytest.approx(intermediate[-1])  # final UA = last epoch's val UA
-        assert final[0]["params"] > 0
+        assert len(final) == 1 and set(final[0]) == FINAL_KEYS
+        assert final[0]["default"] == pytest.approx(max(intermediate))  # the best epoch, the one `train` keeps
+        assert final[0]["last_ua"] == pytest.approx(intermediate[-1])
+        assert final[0]["params"] > 0 and final[0]["seed"] == 0
 
 
 def test_web_ui_serves_its_index(nnictl_experiment: RunningExperiment) -> None:
@@ -267,7 +269,7 @@ def test_multi_trial_strategy_runs_trials_through_the_nni_manager(
                  "--out", str(out)]) == 0
     [folder] = [p for p in (out / "nni").iterdir() if not p.is_symlink() and (p / "db" / "nni.sqlite").is_file()]
     results = final_results(folder)
-    assert len(results) == 2 and all(set(r.final) == {"default", "wa", "params"} for r in results)
+    assert len(results) == 2 and all(set(r.final) == FINAL_KEYS for r in results)
     record = read_genotype(out / "genotype.json")
     assert record["search_metrics"]["nni_trial"] == results[0].trial_id
     assert set(record["architecture"]) == ARCH_LABELS and record["strategy"]["name"] == "Random"
@@ -307,6 +309,10 @@ def test_oneshot_search_inside_an_nnictl_trial_reports_every_epoch(workspace: Pa
         assert len(epochs) == EXPERIMENT["search"]["epochs"] and all(0 <= e["default"] <= 1 for e in epochs)
         assert final["strategy"] == "GumbelDARTS" and final["default"] == epochs[-1]["default"]
         assert {m["parameterId"] for m in metrics} == {"0"}  # reported for the trial's own parameters
+        # the architecture found, readable, on the trial's row; no pickle in what the REST API serves
+        assert {k for k in final if k.startswith("arch ")} == {f"arch {label}" for label in ARCH_LABELS}
+        assert final["arch reduce/op_2_0"] in SPACE["ops"] and final["arch reduce/input_2_0"] in ("c_k-2", "c_k-1")
+        assert final["seed"] == 0 and "__nni_obj__" not in json.dumps(rest(port, "trial-jobs"))
         assert main(["export", str(workspace / "nni-oneshot" / experiment_id),
                      "--out", str(workspace / "oneshot_genotype.json")]) == 0
     finally:
@@ -436,7 +442,7 @@ def test_remote_ssh_training_service_runs_the_example(workspace: Path, ssh_local
             time.sleep(2)
         assert jobs[0]["status"] == "SUCCEEDED" and jobs[0]["logPath"].startswith("file://127.0.0.1:")
         final = json.loads(json.loads(jobs[0]["finalMetricData"][0]["data"]))
-        assert set(final) == {"default", "wa", "params"}
+        assert set(final) == FINAL_KEYS
         genotype = tmp_path / "genotype.json"
         assert main(["export", str(tmp_path / "exps" / experiment_id), "--out", str(genotype)]) == 0
         assert set(json.loads(genotype.read_text())["architecture"]) == ARCH_LABELS

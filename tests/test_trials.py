@@ -201,8 +201,10 @@ def test_view_serves_a_finished_search_with_readable_private_trials(random_searc
     choices by name, the reference to the setup file, no pickle and no corpus path."""
     folder = random_searches[0][0]
     port = free_port()
-    try:
-        assert main(["view", str(folder), "--port", str(port)]) == 0
+    try:  # as a command: the manager it starts outlives it (in-process, it would stay our unreaped child)
+        viewed = subprocess.run([str(NNICTL.with_name("emotionnas")), "view", str(folder), "--port", str(port)],
+                                capture_output=True, text=True, timeout=120)
+        assert viewed.returncode == 0 and f"http://127.0.0.1:{port}" in viewed.stdout, viewed.stderr[-2000:]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
             assert "<title>Neural Network Intelligence</title>" in response.read().decode()
         jobs = rest(port, "trial-jobs")

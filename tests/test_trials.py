@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ import yaml
 from test_nni_integration import EXPERIMENT, NNICTL, SPACE, free_port, rest, wait_gone
 
 from nni_emotionnas.cli.app import main
-from nni_emotionnas.nni_support import trial
 
 DEEP_EXPERIMENT = {
     **EXPERIMENT,
@@ -94,12 +94,28 @@ def test_the_recurrent_space_refuses_blind_cells_through_nni_sampling() -> None:
     assert 0.3 < valid_share < 0.9
 
 
+def test_the_experiment_seed_is_the_one_seed_of_every_stage(tmp_path: Path) -> None:
+    from nni_emotionnas.config.experiment import load_experiment, with_seed
+    from nni_emotionnas.errors import ConfigError
+
+    path = tmp_path / "experiment.yml"
+    path.write_text(yaml.safe_dump({**DEEP_EXPERIMENT, "seed": 5}))
+    experiment = load_experiment(path)
+    assert experiment.search.seed == experiment.train.seed == 5
+    reseeded = with_seed(experiment, 7)
+    assert (reseeded.seed, reseeded.search.seed, reseeded.train.seed) == (7, 7, 7)
+    assert with_seed(experiment, None) is experiment
+    path.write_text(yaml.safe_dump({**DEEP_EXPERIMENT, "train": {"epochs": 1, "seed": 1}}))
+    with pytest.raises(ConfigError, match=r"experiment.yml.train.seed: set the experiment's top-level `seed`"):
+        load_experiment(path)
+
+
 def test_train_refuses_a_blind_genotype(ws: Path, capsys: pytest.CaptureFixture[str]) -> None:
     genotype = write_genotype(ws, BLIND, "blind.json")
     assert main(["train", str(ws / "experiment.yml"), "--branch", "deep", "--genotype", str(genotype),
                  "--out", str(ws / "blind_run")]) == 2
     err = capsys.readouterr().err
-    assert "never read x_t" in err and "h1_t = n1 reads h1" in err and str(genotype) in err
+    assert "never depends on x_t" in err and "h1_t = n1 reads h1" in err and str(genotype) in err
     assert not (ws / "blind_run" / "results.json").exists()
 
 
@@ -120,18 +136,19 @@ def test_train_twice_gives_the_same_numbers_and_another_seed_others(ws: Path) ->
     assert other_log != first_log  # per-epoch train/val losses: other weights, other data order
 
 
-def test_trial_entry_twice_gives_the_same_metrics_and_refuses_blind_samples(
-    ws: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    def run(out: str, parameters: dict[str, Any], *extra: str) -> int:
-        return trial.main(["--experiment", str(ws / "experiment.yml"), "--branch", "deep", "--parameters",
-                           json.dumps(parameters), "--out", str(ws / out), *extra])
+def test_trial_entry_twice_gives_the_same_metrics_and_refuses_blind_samples(ws: Path) -> None:
+    """`python -m nni_emotionnas.nni_support.trial`, the command nnictl runs, in fresh interpreters."""
+
+    def run(out: str, parameters: dict[str, Any], *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "nni_emotionnas.nni_support.trial", "--experiment",
+                               str(ws / "experiment.yml"), "--branch", "deep", "--parameters", json.dumps(parameters),
+                               "--out", str(ws / out), *extra], capture_output=True, text=True, timeout=300)
 
     finals = []
     for out, extra in (("trial_1", ()), ("trial_2", ()), ("trial_seed1", ("--seed", "1"))):
-        capsys.readouterr()
-        assert run(out, READABLE, *extra) == 0
-        finals.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+        done = run(out, READABLE, *extra)
+        assert done.returncode == 0, done.stderr[-2000:]
+        finals.append(json.loads(done.stdout.strip().splitlines()[-1]))
     assert finals[0] == finals[1] and finals[0]["seed"] == 0 and finals[2]["seed"] == 1
     assert finals[2]["val_loss"] != finals[0]["val_loss"]
     assert set(finals[0]) == {"default", "wa", "val_loss", "best_epoch", "last_ua", "last_wa", "params", "seed"}
@@ -139,10 +156,10 @@ def test_trial_entry_twice_gives_the_same_metrics_and_refuses_blind_samples(
     record = json.loads((ws / "trial_1" / "genotype.json").read_text())
     assert record["architecture"]["n1/operand_b"] == [1] and record["seed"] == 0  # names mapped back to indices
 
-    blind = {**READABLE, "n1/op": "tanh", "n1/operand_a": "h2"}
-    assert run("trial_blind", blind) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "refused" in err[0] and "never read x_t" in err[0]
+    blind = run("trial_blind", {**READABLE, "n1/op": "tanh", "n1/operand_a": "h2"})
+    errors = [line for line in blind.stderr.splitlines() if line.startswith("trial: error:")]
+    assert blind.returncode == 2 and len(errors) == 1 and "Traceback" not in blind.stderr, blind.stderr[-2000:]
+    assert "sample refused" in errors[0] and "never depends on x_t" in errors[0] and blind.stdout == ""
     assert not (ws / "trial_blind" / "genotype.json").exists()
 
 

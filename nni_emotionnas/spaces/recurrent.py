@@ -244,8 +244,8 @@ def blind_cell_error(cell: CellSpec) -> Optional[ConstraintViolation]:
         return None
     states = ", ".join(f"{state}_t = {node} reads {'/'.join(sorted(cell.reads_of(state))) or 'nothing'}"
                        for state, node in cell.outputs.items())
-    return ConstraintViolation(f"the cell's new states never read x_t ({states}): its output h1 would ignore the "
-                               "input frames")
+    return ConstraintViolation(f"the cell's output h1 never depends on x_t ({states}): it would ignore the input "
+                               "frames")
 
 
 def input_names(label: str, count: int) -> Optional[list[str]]:

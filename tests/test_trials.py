@@ -19,6 +19,7 @@ import yaml
 from test_nni_integration import EXPERIMENT, NNICTL, SPACE, free_port, rest, wait_gone
 
 from nni_emotionnas.cli.app import main
+from nni_emotionnas.nni_support import trial
 
 DEEP_EXPERIMENT = {
     **EXPERIMENT,
@@ -136,8 +137,12 @@ def test_train_twice_gives_the_same_numbers_and_another_seed_others(ws: Path) ->
     assert other_log != first_log  # per-epoch train/val losses: other weights, other data order
 
 
-def test_trial_entry_twice_gives_the_same_metrics_and_refuses_blind_samples(ws: Path) -> None:
-    """`python -m nni_emotionnas.nni_support.trial`, the command nnictl runs, in fresh interpreters."""
+def test_trial_entry_twice_gives_the_same_metrics_and_refuses_blind_samples(
+    ws: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m nni_emotionnas.nni_support.trial`, the command nnictl runs, in fresh interpreters (an
+    in-process search earlier in a session leaves NNI's trial record set); the refusal comes before NNI is
+    touched, so it runs in-process."""
 
     def run(out: str, parameters: dict[str, Any], *extra: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "nni_emotionnas.nni_support.trial", "--experiment",
@@ -156,10 +161,13 @@ def test_trial_entry_twice_gives_the_same_metrics_and_refuses_blind_samples(ws: 
     record = json.loads((ws / "trial_1" / "genotype.json").read_text())
     assert record["architecture"]["n1/operand_b"] == [1] and record["seed"] == 0  # names mapped back to indices
 
-    blind = run("trial_blind", {**READABLE, "n1/op": "tanh", "n1/operand_a": "h2"})
-    errors = [line for line in blind.stderr.splitlines() if line.startswith("trial: error:")]
-    assert blind.returncode == 2 and len(errors) == 1 and "Traceback" not in blind.stderr, blind.stderr[-2000:]
-    assert "sample refused" in errors[0] and "never depends on x_t" in errors[0] and blind.stdout == ""
+    blind = {**READABLE, "n1/op": "tanh", "n1/operand_a": "h2"}
+    capsys.readouterr()
+    assert trial.main(["--experiment", str(ws / "experiment.yml"), "--branch", "deep", "--parameters",
+                       json.dumps(blind), "--out", str(ws / "trial_blind")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and err.startswith("trial: error: trial parameters: ")
+    assert "sample refused" in err and "never depends on x_t" in err
     assert not (ws / "trial_blind" / "genotype.json").exists()
 
 

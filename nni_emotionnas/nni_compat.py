@@ -32,14 +32,15 @@ def check_nni_version(version: str) -> None:
 check_nni_version(getattr(nni, "__version__", "unknown"))
 
 # Imported here, not where used, so a moved internal fails at import with the version check above.
+from nni.common.serializer import SerializableObject  # noqa: E402
 from nni.nas.experiment import NasExperiment  # noqa: E402
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedCell  # noqa: E402
 from nni.runtime.env_vars import trial_env_vars  # noqa: E402
 from nni.runtime.trial_command_channel import get_default_trial_command_channel  # noqa: E402
 
 __all__ = [
-    "DifferentiableMixedCell", "ReadableNasExperiment", "RunOverride", "arch_alphas", "arch_softmax",
-    "claim_model_index", "current_trial_record", "final_metric_rows", "raise_rest_timeout", "registered_log_dir",
+    "DifferentiableMixedCell", "ReadableNasExperiment", "RunOverride", "SerializableObject", "arch_alphas",
+    "arch_softmax", "claim_model_index", "current_trial_record", "final_metric_rows", "raise_rest_timeout", "registered_log_dir",
     "send_trial_metric", "skip_model_index", "strategy_lock", "trial_channel", "trial_log_paths",
     "view_stopped_experiment",
 ]
@@ -122,6 +123,8 @@ def next_model_index(strategy: Any) -> int:
 
 
 # --- multi-trial experiments in the web UI ------------------------------------------------------------------
+# `SerializableObject` (nni.common.serializer, not exported by NNI) is how `SimplifiedModelSpace._load` rebuilds
+# the traced model space from its symbol and arguments; `search.trial_parameters` rebuilds it the same way.
 class ReadableNasExperiment(NasExperiment):
     """A `NasExperiment` whose web UI shows readable choices. NNI 3.0 sends the manager the space's mutables in
     legacy form from the private `_send_space_to_nni_manager`, warning "Cannot convert CategoricalMultiple ... It

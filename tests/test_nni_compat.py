@@ -67,6 +67,12 @@ def test_readable_nas_experiment_overrides_nni_hooks() -> None:
         assert name in vars(NasExperiment) and name in vars(nni_compat.ReadableNasExperiment), name
 
 
+def test_serializable_object_rebuilds_a_traced_symbol() -> None:
+    """What `SimplifiedModelSpace._load` (and `ReferencedModelSpace._load`) rebuild a model space with."""
+    rebuilt = nni_compat.SerializableObject(dict, [], {"a": 1})
+    assert rebuilt.trace_symbol is dict and rebuilt.trace_kwargs == {"a": 1} and rebuilt.get() == {"a": 1}
+
+
 def test_rest_timeout_only_grows() -> None:
     import nni.experiment.rest as rest
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import nni
-from nni.common.serializer import SerializableObject
 from nni.nas.space import ModelStatus, SimplifiedModelSpace
 
+from nni_emotionnas.nni_compat import SerializableObject
 from nni_emotionnas.search.space_json import decode_sample, encode_sample
 
 SETUP_KEY = "trial_setup"

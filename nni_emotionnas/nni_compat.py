@@ -40,9 +40,9 @@ from nni.runtime.trial_command_channel import get_default_trial_command_channel 
 
 __all__ = [
     "DifferentiableMixedCell", "ReadableNasExperiment", "RunOverride", "SerializableObject", "arch_alphas",
-    "arch_softmax", "claim_model_index", "current_trial_record", "final_metric_rows", "raise_rest_timeout", "registered_log_dir",
-    "send_trial_metric", "skip_model_index", "strategy_lock", "trial_channel", "trial_log_paths",
-    "view_stopped_experiment",
+    "arch_softmax", "claim_model_index", "current_trial_record", "final_metric_rows", "raise_rest_timeout",
+    "registered_log_dir", "send_trial_metric", "skip_model_index", "strategy_lock", "trial_channel",
+    "trial_log_paths", "view_stopped_experiment",
 ]
 
 

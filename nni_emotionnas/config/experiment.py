@@ -127,7 +127,11 @@ class SpectrogramConfig:
 
 @dataclass
 class FeaturesConfig:
+    """`standardize: train_speakers` standardises each fold's inputs (spectrogram per frequency row, deep
+    frames per dimension) with statistics of that fold's training speakers only; `none` feeds raw features."""
+
     cache_dir: Optional[str] = None
+    standardize: Literal["train_speakers", "none"] = "train_speakers"
     n_jobs: int = 2
     spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
     deep: dict[str, Any] = field(default_factory=lambda: {"backend": "fbank"})
@@ -140,7 +144,8 @@ class FeaturesConfig:
 
 SINGLE_STREAMS = ("spectrogram", "deep")
 FUSION_VARIANTS = ("ism", "concat", "sum", "max", "min")
-VARIANTS = SINGLE_STREAMS + FUSION_VARIANTS
+PROBE_VARIANTS = {"probe_spectrogram": "spectrogram", "probe_deep": "deep"}  # baseline -> stream it reads
+VARIANTS = SINGLE_STREAMS + FUSION_VARIANTS + tuple(PROBE_VARIANTS)
 
 
 @dataclass
@@ -152,11 +157,21 @@ class RunConfig:
     training speakers (no test speaker ever influences its own architecture); `once` searches on the first
     fold's training speakers and reuses the cells everywhere (faster, but later folds' test speakers then
     took part in the search). `main` is the variant `emotionnas predict` uses.
+
+    `probes: true` adds, per stream in use, the `probe_<stream>` baseline (logistic regression on mean+std
+    statistics of that stream's input, `nni_emotionnas.evaluation.probe`). `seeds` trains every variant once
+    per seed (search runs once per fold with the experiment's seed); results are mean ± std over folds and
+    seeds. `dominant`: the stream a fusion keeps intact; `auto` picks, per fold and seed, the stream with the
+    better validation UA. `ism_gate`: `zero` fuses F = X_dom + g * A * H with a learned gate g starting at 0
+    (so ISM starts as its dominant stream), `paper` is the paper's F = X_dom + A * H.
     """
 
     variants: list[str] = field(default_factory=lambda: ["spectrogram", "deep", "ism"])
     ablations: bool = False
-    dominant: Literal["deep", "spectrogram"] = "deep"
+    probes: bool = True
+    seeds: Optional[list[int]] = None  # None: the experiment's `seed` only
+    dominant: Literal["auto", "deep", "spectrogram"] = "auto"
+    ism_gate: Literal["zero", "paper"] = "zero"
     search: Literal["per_fold", "once"] = "per_fold"
     fusion_dropout: float = 0.0
     main: str = "ism"
@@ -165,10 +180,18 @@ class RunConfig:
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
             raise ValueError(f"variants: unknown {unknown} (known: {', '.join(VARIANTS)})")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise ValueError(f"seeds: needs at least one seed and no repeats, got {self.seeds}")
         if self.ablations:
             self.variants = list(dict.fromkeys([*self.variants, *FUSION_VARIANTS]))
+        if self.probes:
+            used = {s for v in self.variants for s in ((v,) if v in SINGLE_STREAMS else SINGLE_STREAMS)
+                    if v not in PROBE_VARIANTS}
+            self.variants = list(dict.fromkeys([*self.variants, *(p for p, s in PROBE_VARIANTS.items() if s in used)]))
         if self.main not in self.variants:
             raise ValueError(f"main: {self.main!r} is not among the variants {self.variants}")
+        if self.main in PROBE_VARIANTS:
+            raise ValueError(f"main: {self.main!r} is a baseline probe; `predict` needs a trained network")
 
 
 @dataclass

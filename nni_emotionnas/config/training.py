@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
+
+
+@dataclass
+class AugmentConfig:
+    """SpecAugment-style perturbation of training batches (spectrogram: frequency rows x time columns; deep
+    frames: time only): `time_shift` rolls each example by up to that many columns/frames, then `masks`
+    frequency bands of up to `freq_width` rows and `masks` time spans of up to `time_width` columns are set
+    to zero (the training mean, once inputs are standardised). `enabled: false` trains on clean inputs."""
+
+    enabled: bool = True
+    streams: list[Literal["spectrogram", "deep"]] = field(default_factory=lambda: ["spectrogram"])
+    masks: int = 2
+    freq_width: int = 8
+    time_width: int = 8
+    time_shift: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("masks", "freq_width", "time_width", "time_shift"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
 
 
 @dataclass
@@ -15,6 +35,13 @@ class TrainConfig:
     recipe). `limit_train_batches` caps the batches per epoch (quick runs). `threads`: torch intra-op threads
     while the network trains (null: torch's default, one per core); running N nnictl trials at once on one
     machine, give each cores / N, or the trials' thread pools fight over the cores.
+
+    `augment` perturbs training batches only (never validation or test). `patience` stops a fit after that
+    many epochs without a better validation UA (0: run every epoch); the best-validation-UA weights are kept
+    either way. The `fusion_*` keys say how fusion variants train (see `nni_emotionnas.evaluation.fusion_fit`):
+    `fusion_init: streams` starts them from the fold's trained stream networks, first the head alone with the
+    streams frozen for `fusion_head_epochs`, then everything at `fusion_finetune_lr` for
+    `fusion_finetune_epochs`; `scratch` trains the whole two-stream model jointly from random weights.
     """
 
     epochs: int = 50
@@ -32,8 +59,20 @@ class TrainConfig:
     limit_train_batches: Optional[int] = None
     progress_bar: bool = False
     threads: Optional[int] = None
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig())
+    patience: int = 0
+    fusion_init: Literal["streams", "scratch"] = "streams"
+    fusion_head_epochs: int = 10
+    fusion_finetune_epochs: int = 10
+    fusion_finetune_lr: float = 0.0001
 
     def __post_init__(self) -> None:
+        if self.patience < 0 or self.fusion_head_epochs < 0 or self.fusion_finetune_epochs < 0:
+            raise ValueError("patience, fusion_head_epochs and fusion_finetune_epochs must not be negative")
+        if not (self.fusion_head_epochs or self.fusion_finetune_epochs):
+            raise ValueError("fusion_head_epochs and fusion_finetune_epochs: at least one must be positive")
+        if self.fusion_finetune_lr <= 0:
+            raise ValueError(f"fusion_finetune_lr must be positive, got {self.fusion_finetune_lr}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

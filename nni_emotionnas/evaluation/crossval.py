@@ -6,20 +6,29 @@ run resumes where it stopped):
     <run>/folds/<fold>/search/<branch>/genotype.json   searched cells of a stream (per fold, or once)
     <run>/folds/<fold>/<variant>/result.json            test scores of a trained variant (written last)
     <run>/folds/<fold>/<variant>/model.pt               its best-validation-UA weights
+    <run>/folds/<fold>/seed<s>/<variant>/...            the same for the second and later `run.seeds`
+    <run>/folds/<fold>/standardization.npz              input statistics of the fold's training speakers
     <run>/results.{md,csv,json}, confusion_<variant>.png
 """
 
 from __future__ import annotations
 
-import re
+import dataclasses
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from nni_emotionnas.config.experiment import SINGLE_STREAMS, ExperimentConfig, RunConfig
+from nni_emotionnas.config.experiment import (
+    FUSION_VARIANTS,
+    PROBE_VARIANTS,
+    SINGLE_STREAMS,
+    ExperimentConfig,
+    RunConfig,
+)
 from nni_emotionnas.corpora.folds import Fold
 from nni_emotionnas.evaluation.report import FoldResult
 from nni_emotionnas.features.prepared import PreparedCorpus
@@ -27,11 +36,12 @@ from nni_emotionnas.models.fusion import FusionHead, TwoStreamModel
 
 
 def branch_of(variant: str) -> str:
-    return variant if variant in SINGLE_STREAMS else "both"
+    return variant if variant in SINGLE_STREAMS else PROBE_VARIANTS.get(variant, "both")
 
 
 def streams_of(variant: str) -> tuple[str, ...]:
-    return (variant,) if variant in SINGLE_STREAMS else SINGLE_STREAMS
+    """The streams whose features a variant reads (probes read one stream's, but train no network)."""
+    return (branch_of(variant),) if branch_of(variant) != "both" else SINGLE_STREAMS
 
 
 class CrossValidation:
@@ -85,6 +95,16 @@ class CrossValidation:
         partial.rename(target.parent)
         return target
 
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.config.seeds or [self.experiment.seed])
+
+    def variant_dir(self, fold: Fold, variant: str, seed: int) -> Path:
+        """`folds/<fold>/<variant>` for the first seed (what `predict` reads), `folds/<fold>/seed<s>/<variant>`
+        for the others."""
+        base = self.run_dir / "folds" / fold.name
+        return base / variant if seed == self.seeds[0] else base / f"seed{seed}" / variant
+
     def stream_model(self, fold: Fold, stream: str) -> torch.nn.Module:
         from nni_emotionnas.models.networks import build_model
 
@@ -92,11 +112,20 @@ class CrossValidation:
         input_dim = self.corpus.deep_dim if stream == "deep" else 0
         return build_model(self.experiment, stream, genotype, list(self.corpus.classes), input_dim)
 
-    def build(self, fold: Fold, variant: str) -> torch.nn.Module:
+    def dominant(self, fold: Fold, seed: int) -> str:
+        """`run.dominant`, or with `auto` the stream whose trained network has the better validation UA on
+        this fold and seed (deep on a tie); needs the streams' `result.json`."""
+        if self.config.dominant != "auto":
+            return self.config.dominant
+        val = {s: FoldResult.load(self.variant_dir(fold, s, seed) / "result.json").val_ua for s in SINGLE_STREAMS}
+        return pick_dominant(val)
+
+    def build(self, fold: Fold, variant: str, seed: Optional[int] = None) -> torch.nn.Module:
         """A freshly initialised network for a variant (seeded, so reruns build the same weights)."""
         from nni_emotionnas.training.seeding import seed_everything
 
-        seed_everything(self.experiment.seed)
+        seed = self.seeds[0] if seed is None else seed
+        seed_everything(seed)
         if variant in SINGLE_STREAMS:
             return self.stream_model(fold, variant)
         spectrogram_net = self.stream_model(fold, "spectrogram")
@@ -106,71 +135,141 @@ class CrossValidation:
             spectrogram_net.embedding_dim,
             deep_net.embedding_dim,
             len(self.corpus.classes),
-            dominant=self.config.dominant,
+            dominant=self.dominant(fold, seed),
             dropout=self.config.fusion_dropout,
+            gate=self.config.ism_gate,
         )
         return TwoStreamModel(spectrogram_net, deep_net, head)
 
-    def train_variant(self, fold: Fold, variant: str) -> FoldResult:
-        """Trains and tests one variant on one fold unless its `result.json` exists."""
-        from nni_emotionnas.spaces.genotype import parameter_count
-        from nni_emotionnas.training.evaluator import predict_logits
-        from nni_emotionnas.training.fit import fit_fixed
+    def from_streams(self, fold: Fold, variant: str, seed: int) -> TwoStreamModel:
+        """A fusion model whose stream networks are the fold's trained ones (their `model.pt`) and whose head
+        starts as the dominant stream (`FusionHead.start_from`)."""
+        model = self.build(fold, variant, seed)
+        for stream in SINGLE_STREAMS:
+            weights = self.variant_dir(fold, stream, seed) / "model.pt"
+            getattr(model, f"{stream}_net").load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        model.head.start_from(getattr(model, f"{model.head.dominant}_net").classifier)
+        return model
+
+    def train_probe(self, fold: Fold, variant: str, seed: int) -> FoldResult:
+        """The probe baseline of a stream (`nni_emotionnas.evaluation.probe`) on this fold."""
+        from nni_emotionnas.evaluation.probe import (
+            parameter_count,
+            probe_classifier,
+            probe_stream,
+            utterance_statistics,
+        )
         from nni_emotionnas.training.metrics import score
 
-        out = self.run_dir / "folds" / fold.name / variant
-        if (out / "result.json").is_file():
-            return FoldResult.load(out / "result.json")
-        shutil.rmtree(out, ignore_errors=True)
-        branch = branch_of(variant)
-        model = self.build(fold, variant)
-        train_config = self.experiment.train
-        fit = fit_fixed(
-            model,
-            self.corpus.dataset(fold.name, "train", branch),
-            self.corpus.dataset(fold.name, "val", branch),
-            None,
-            train_config,
-            out,
-            num_classes=len(self.corpus.classes),
-            resume=False,
-        )
-        test = self.corpus.dataset(fold.name, "test", branch)
-        logits, labels = predict_logits(model, test, train_config.batch_size)
-        probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+        stream, labels = probe_stream(variant), self.corpus.labels
+        splits = {split: np.asarray(fold.split(split)) for split in ("train", "val", "test")}
+        features = {split: utterance_statistics(self.corpus, idx, stream) for split, idx in splits.items()}
+        classifier = probe_classifier(seed).fit(features["train"], labels[splits["train"]])
+        val = score(labels[splits["val"]], classifier.predict(features["val"]), len(self.corpus.classes))
+        probs = classifier.predict_proba(features["test"])
+        test_labels, params = labels[splits["test"]], parameter_count(classifier)
+        return self.fold_result(fold, variant, seed, val, probs, test_labels, -1, params)
+
+    def fold_result(
+        self, fold: Fold, variant: str, seed: int, val: Any, probs: np.ndarray, labels: np.ndarray, best_epoch: int,
+        params: int, **extra: Any,
+    ) -> FoldResult:
+        from nni_emotionnas.training.metrics import score
+
         scores = score(labels, probs.argmax(axis=1), len(self.corpus.classes))
-        torch.save(model.state_dict(), out / "model.pt")
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        epoch = re.search(r"epoch=(\d+)", Path(fit.best_checkpoint).name)
-        result = FoldResult(
+        return FoldResult(
             fold=fold.name,
             variant=variant,
-            val_ua=fit.val.ua,
-            val_wa=fit.val.wa,
+            val_ua=val.ua,
+            val_wa=val.wa,
             test_ua=scores.ua,
             test_wa=scores.wa,
-            best_epoch=int(epoch.group(1)) if epoch else -1,
-            params=parameter_count(model),
+            best_epoch=best_epoch,
+            params=params,
             confusion=scores.confusion,
             test_uids=[self.corpus.utterances[i].uid for i in fold.test],
             test_true=labels.tolist(),
             test_pred=probs.argmax(axis=1).tolist(),
             test_probs=probs.round(5).tolist(),
+            seed=seed,
+            baseline=variant in PROBE_VARIANTS,
+            **extra,
         )
+
+    def train_variant(self, fold: Fold, variant: str, seed: Optional[int] = None) -> FoldResult:
+        """Trains and tests one variant on one fold and seed unless its `result.json` exists."""
+        from nni_emotionnas.evaluation.fusion_fit import fit_fusion_from_streams
+        from nni_emotionnas.spaces.genotype import parameter_count
+        from nni_emotionnas.training.evaluator import predict_logits
+        from nni_emotionnas.training.fit import fit_fixed
+
+        seed = self.seeds[0] if seed is None else seed
+        out = self.variant_dir(fold, variant, seed)
+        if (out / "result.json").is_file():
+            return FoldResult.load(out / "result.json")
+        shutil.rmtree(out, ignore_errors=True)
+        if variant in PROBE_VARIANTS:
+            result = self.train_probe(fold, variant, seed)
+            result.save(out / "result.json")
+            return result
+        branch = branch_of(variant)
+        train_config = dataclasses.replace(self.experiment.train, seed=seed)
+        train, val = self.corpus.dataset(fold.name, "train", branch), self.corpus.dataset(fold.name, "val", branch)
+        extra: dict[str, Any] = {}
+        if variant in SINGLE_STREAMS or train_config.fusion_init == "scratch":
+            model = self.build(fold, variant, seed)
+            fit = fit_fixed(model, train, val, None, train_config, out, len(self.corpus.classes), resume=False)
+            best_epoch = fit.best_epoch
+        else:
+            model = self.from_streams(fold, variant, seed)
+            fit, extra["best_step"] = fit_fusion_from_streams(
+                model, train, val, train_config, out, len(self.corpus.classes)
+            )
+            best_epoch = fit.best_epoch
+        if variant not in SINGLE_STREAMS:
+            extra["dominant"] = model.head.dominant
+        logits, labels = predict_logits(model, self.corpus.dataset(fold.name, "test", branch), train_config.batch_size)
+        probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+        torch.save(model.state_dict(), out / "model.pt")
+        for leftover in ("checkpoints", "head/checkpoints", "finetune/checkpoints"):
+            shutil.rmtree(out / leftover, ignore_errors=True)
+        params = parameter_count(model)
+        result = self.fold_result(fold, variant, seed, fit.val, probs, labels, best_epoch, params, **extra)
         result.save(out / "result.json")
         return result
 
+    def steps(self) -> list[tuple[Fold, str, int]]:
+        """(fold, variant, seed) in training order: a fold's streams before its fusions, which need them
+        (trained weights for `fusion_init: streams`, validation UA for `dominant: auto`)."""
+        needs_streams = self.experiment.train.fusion_init == "streams" or self.config.dominant == "auto"
+        steps = []
+        for fold in self.corpus.folds:
+            for seed in self.seeds:
+                variants = list(self.config.variants)
+                if needs_streams and any(v in FUSION_VARIANTS for v in variants):
+                    variants = list(dict.fromkeys([*SINGLE_STREAMS, *variants]))
+                ordered = sorted(variants, key=lambda v: v in FUSION_VARIANTS)
+                steps += [(fold, variant, seed) for variant in ordered]
+        return steps
+
     def run(self) -> list[FoldResult]:
         results = []
-        steps = [(fold, variant) for fold in self.corpus.folds for variant in self.config.variants]
-        bar = tqdm(steps, desc="folds x models", unit="model", disable=not self.progress)
-        for fold, variant in bar:
-            bar.set_postfix_str(f"{fold.name} {variant}")
-            for stream in streams_of(variant):
+        bar = tqdm(self.steps(), desc="folds x models", unit="model", disable=not self.progress)
+        for fold, variant, seed in bar:
+            bar.set_postfix_str(f"{fold.name} {variant} seed {seed}")
+            standardization = self.corpus.standardization(fold.name)
+            if standardization is not None:
+                standardization.save(self.run_dir / "folds" / fold.name / "standardization.npz")
+            for stream in streams_of(variant) if variant not in PROBE_VARIANTS else ():
                 if self.needs_search(stream):
                     self.search(fold, stream)
-            results.append(self.train_variant(fold, variant))
+            results.append(self.train_variant(fold, variant, seed))
         return results
+
+
+def pick_dominant(val_ua: dict[str, float]) -> str:
+    """The stream with the higher validation UA; deep on a tie (the paper's dominant stream)."""
+    return "spectrogram" if val_ua["spectrogram"] > val_ua["deep"] else "deep"
 
 
 def describe_streams(corpus: PreparedCorpus, experiment: ExperimentConfig) -> list[str]:

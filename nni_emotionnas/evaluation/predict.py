@@ -71,6 +71,7 @@ def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = Fa
     from nni_emotionnas.features.registry import build_deep_extractor
     from nni_emotionnas.features.sequence import unify_length
     from nni_emotionnas.features.spectrogram import SpectrogramExtractor
+    from nni_emotionnas.features.standardize import Standardization
 
     experiment, manifest = load_run(run_dir)
     main, classes = manifest["main"], manifest["classes"]
@@ -86,14 +87,18 @@ def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = Fa
         unified = [unify_length(f, manifest["max_frames"], experiment.features.sequence) for f in frames]
         inputs["frames"] = torch.from_numpy(np.stack([u[0] for u in unified]))
         inputs["mask"] = torch.from_numpy(np.stack([u[1] for u in unified]))
-    batch = inputs["spectrogram"] if branch == "spectrogram" else inputs
     folds = [Fold(name, (), (), ()) for name in manifest["folds"]]
     corpus = PreparedCorpus(experiment, [], classes, folds, deep_dim=manifest["deep_dim"])
     builder = CrossValidation(experiment, corpus, Path(run_dir), progress=False)
     probabilities = []
     for fold in corpus.folds:
         model = builder.build(fold, main)
-        load_weights(Path(run_dir) / "folds" / fold.name / main / "model.pt", model, run_dir, main)
+        fold_dir = Path(run_dir) / "folds" / fold.name
+        load_weights(fold_dir / main / "model.pt", model, run_dir, main)
+        fold_inputs = inputs
+        if (fold_dir / "standardization.npz").is_file():  # the fold's training-speaker statistics
+            fold_inputs = Standardization.load(fold_dir / "standardization.npz").apply(inputs)
+        fold_batch = fold_inputs["spectrogram"] if branch == "spectrogram" else fold_inputs
         with torch.no_grad():
-            probabilities.append(torch.softmax(model.eval()(batch), dim=1).numpy())
+            probabilities.append(torch.softmax(model.eval()(fold_batch), dim=1).numpy())
     return classes, np.mean(probabilities, axis=0)

@@ -18,6 +18,7 @@ from nni_emotionnas.errors import FoldError
 from nni_emotionnas.features.registry import build_deep_extractor
 from nni_emotionnas.features.sequence import unify_length
 from nni_emotionnas.features.spectrogram import SpectrogramExtractor
+from nni_emotionnas.features.standardize import Standardization, fit_standardization
 from nni_emotionnas.features.store import ExtractionReport, FeatureStore
 
 Branch = Literal["spectrogram", "deep", "both"]
@@ -27,10 +28,17 @@ Split = Literal["train", "val", "test"]
 class StreamDataset(Dataset):
     """Items `(inputs, label)`; inputs as the stream models expect them (see `PreparedCorpus.dataset`)."""
 
-    def __init__(self, corpus: PreparedCorpus, indices: Sequence[int], branch: Branch) -> None:
+    def __init__(
+        self,
+        corpus: PreparedCorpus,
+        indices: Sequence[int],
+        branch: Branch,
+        standardization: Optional[Standardization] = None,
+    ) -> None:
         self.corpus = corpus
         self.indices = list(indices)
         self.branch = branch
+        self.standardization = standardization
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -42,6 +50,8 @@ class StreamDataset(Dataset):
             inputs["spectrogram"] = self.corpus.spectrogram_tensor(index)
         if self.branch in ("deep", "both"):
             inputs.update(self.corpus.deep_tensors(index))
+        if self.standardization is not None:
+            inputs = self.standardization.apply(inputs)
         label = int(self.corpus.labels[index])
         return (inputs["spectrogram"] if self.branch == "spectrogram" else inputs), label
 
@@ -60,6 +70,7 @@ class PreparedCorpus:
     skipped: list[tuple[Utterance, str]] = field(default_factory=list)
     max_frames: int = 0
     deep_dim: int = 0  # width of the deep-stream frames (the recurrent space's `input_dim`)
+    _standardizations: dict[str, Standardization] = field(default_factory=dict, repr=False)
 
     @property
     def labels(self) -> np.ndarray:
@@ -72,16 +83,29 @@ class PreparedCorpus:
         raise FoldError(f"unknown fold {name!r} (known: {', '.join(f.name for f in self.folds)})")
 
     def dataset(self, fold_name: str, split: Split, branch: Branch) -> StreamDataset:
-        return StreamDataset(self, self.fold(fold_name).split(split), branch)
+        return StreamDataset(self, self.fold(fold_name).split(split), branch, self.standardization(fold_name))
+
+    def standardization(self, fold_name: str) -> Optional[Standardization]:
+        """The fold's statistics from its training speakers (`features.standardize`), computed once."""
+        if self.experiment.features.standardize == "none":
+            return None
+        if fold_name not in self._standardizations:
+            self._standardizations[fold_name] = fit_standardization(
+                self.fold(fold_name).train,
+                spectrogram=self.spectrogram.load if self.spectrogram is not None else None,
+                deep=self._frames_and_mask if self.deep is not None else None,
+            )
+        return self._standardizations[fold_name]
 
     def spectrogram_tensor(self, index: int) -> torch.Tensor:
         return torch.from_numpy(np.array(self.spectrogram.load(index))).unsqueeze(0)
 
     def deep_tensors(self, index: int) -> dict[str, torch.Tensor]:
-        frames, mask = unify_length(
-            np.asarray(self.deep.load(index)), self.max_frames, self.experiment.features.sequence
-        )
+        frames, mask = self._frames_and_mask(index)
         return {"frames": torch.from_numpy(frames), "mask": torch.from_numpy(mask)}
+
+    def _frames_and_mask(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return unify_length(np.asarray(self.deep.load(index)), self.max_frames, self.experiment.features.sequence)
 
 
 def prepare(

@@ -7,6 +7,7 @@ with scikit-learn (`nni_emotionnas.training.metrics`), which makes the logged nu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any, Optional, Union
@@ -20,9 +21,10 @@ from nni.nas.evaluator.pytorch import DataLoader, Lightning, LightningModule, Tr
 from sklearn.utils.class_weight import compute_class_weight
 from torch.utils.data import Dataset, Subset
 
-from nni_emotionnas.config.training import TrainConfig
+from nni_emotionnas.config.training import AugmentConfig, TrainConfig
 from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.threads import torch_threads
+from nni_emotionnas.training.augment import augment_batch
 from nni_emotionnas.training.metrics import score
 
 __all__ = ["SERModule", "TrainConfig", "build_evaluator", "predict_logits"]
@@ -80,6 +82,8 @@ class SERModule(LightningModule):
         max_epochs: int = 1,
         lr_min: float = 0.0,
         class_weights: Optional[list[float]] = None,
+        augment: Optional[dict[str, Any]] = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -92,6 +96,8 @@ class SERModule(LightningModule):
         self.lr_min = lr_min
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("class_weights", weights, persistent=False)
+        self.augment = AugmentConfig(**augment) if augment is not None else None
+        self.augment_generator = torch.Generator().manual_seed(seed)
         self._val_preds: list[torch.Tensor] = []
         self._val_targets: list[torch.Tensor] = []
 
@@ -103,6 +109,8 @@ class SERModule(LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
+        if self.augment is not None:
+            inputs = augment_batch(inputs, self.augment, self.augment_generator)
         loss = self._loss(self(inputs), targets)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(targets))
         return loss
@@ -174,7 +182,8 @@ def make_loader(dataset: Dataset, config: TrainConfig, shuffle: bool) -> DataLoa
     )
 
 
-def build_module(config: TrainConfig, num_classes: int, train_dataset: Dataset) -> SERModule:
+def build_module(config: TrainConfig, num_classes: int, train_dataset: Dataset, augment: bool = False) -> SERModule:
+    """`augment`: perturb training batches as `config.augment` says (final training; searches train clean)."""
     weights = class_weight_vector(config.class_weights, dataset_labels(train_dataset), num_classes)
     return SERModule(
         num_classes=num_classes,
@@ -186,6 +195,8 @@ def build_module(config: TrainConfig, num_classes: int, train_dataset: Dataset) 
         max_epochs=config.epochs,
         lr_min=config.lr_min,
         class_weights=weights,
+        augment=dataclasses.asdict(config.augment) if augment and config.augment.enabled else None,
+        seed=config.seed,
     )
 
 
@@ -200,6 +211,7 @@ def build_evaluator(
     logger: Any = False,
     default_root_dir: Optional[str] = None,
     enable_checkpointing: bool = False,
+    augment: bool = False,
 ) -> Lightning:
     """NNI `Lightning` evaluator over an `SERModule`; GPU when present (accelerator `auto`), CPU otherwise.
 
@@ -221,7 +233,7 @@ def build_evaluator(
     )
     val_loader = make_loader(val_dataset, config, shuffle=shuffle_val) if val_dataset is not None else None
     return Lightning(
-        build_module(config, num_classes, train_dataset),
+        build_module(config, num_classes, train_dataset, augment),
         trainer,
         train_dataloaders=make_loader(train_dataset, config, shuffle=True),
         val_dataloaders=val_loader,

@@ -1,11 +1,16 @@
 """Final training of a fixed network (searched or baseline) with the same SER evaluator as the search.
 
 Keeps the checkpoint with the best validation UA (Lightning `ModelCheckpoint`), plus `last.ckpt` so an
-interrupted run resumes, then scores the best weights on the validation and test speakers.
+interrupted run resumes, stops early when `patience` epochs bring no better validation UA (Lightning
+`EarlyStopping`), then scores the best weights on the validation and test speakers. With `keep_initial` the
+weights the fit started from are a candidate too (fusion started from trained streams can only keep or
+improve its validation UA).
 """
 
 from __future__ import annotations
 
+import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -13,7 +18,7 @@ from typing import Optional
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import Dataset
@@ -31,6 +36,7 @@ class FitResult:
     test_labels: Optional[np.ndarray]
     best_checkpoint: str
     best_val_ua: float
+    best_epoch: int = -1  # -1: the initial weights (keep_initial) or unknown
 
     def summary(self) -> dict:
         out = {"val": self.val.as_dict(), "best_checkpoint": self.best_checkpoint, "best_val_ua": self.best_val_ua}
@@ -48,23 +54,33 @@ def fit_fixed(
     out_dir: Path,
     num_classes: int,
     resume: bool = True,
+    keep_initial: bool = False,
 ) -> FitResult:
-    """Trains `model` from its current weights, restores the best-val-UA epoch and scores val/test."""
+    """Trains `model` from its current weights (training batches augmented as `config.augment` says),
+    restores the best-val-UA epoch (or the initial weights, with `keep_initial`, when no epoch beat them)
+    and scores val/test."""
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     pl.seed_everything(config.seed, workers=True, verbose=False)
+    initial = None
+    if keep_initial:
+        initial = copy.deepcopy(model.state_dict())
+        logits, labels = predict_logits(model, val_dataset, config.batch_size)
+        initial_ua = score(labels, logits.argmax(axis=1), num_classes).ua
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best-{epoch}", monitor="val_ua", mode="max", save_top_k=1, save_last=True
     )
+    stopping = [EarlyStopping(monitor="val_ua", mode="max", patience=config.patience)] if config.patience else []
     evaluator = build_evaluator(
         train_dataset,
         val_dataset,
         num_classes,
         config,
-        callbacks=[checkpoint],
+        callbacks=[checkpoint, *stopping],
         logger=CSVLogger(str(out_dir), name="logs"),
         default_root_dir=str(out_dir),
         enable_checkpointing=True,
+        augment=True,
     )
     last = ckpt_dir / "last.ckpt"
     if resume and last.is_file():
@@ -75,18 +91,26 @@ def fit_fixed(
     evaluator.module.load_state_dict(state)
     val_logits, val_labels = predict_logits(model, val_dataset, config.batch_size)
     val_pred = val_logits.argmax(axis=1)
+    epoch = re.search(r"epoch=(\d+)", Path(best).name)
+    best_epoch = int(epoch.group(1)) if epoch else -1
+    if initial is not None and score(val_labels, val_pred, num_classes).ua <= initial_ua:
+        model.load_state_dict(initial)
+        best, best_epoch = "initial weights", -1
+        val_logits, val_labels = predict_logits(model, val_dataset, config.batch_size)
+        val_pred = val_logits.argmax(axis=1)
     test_scores = test_pred = test_labels = None
     if test_dataset is not None:
         test_logits, test_labels = predict_logits(model, test_dataset, config.batch_size)
         test_pred = test_logits.argmax(axis=1)
         test_scores = score(test_labels, test_pred, num_classes)
-    best_score = checkpoint.best_model_score
+    val_scores = score(val_labels, val_pred, num_classes)
     return FitResult(
-        val=score(val_labels, val_pred, num_classes),
+        val=val_scores,
         test=test_scores,
         val_predictions=val_pred,
         test_predictions=test_pred,
         test_labels=test_labels,
         best_checkpoint=best,
-        best_val_ua=float(best_score) if best_score is not None else float("nan"),
+        best_val_ua=val_scores.ua,
+        best_epoch=best_epoch,
     )

@@ -1,0 +1,61 @@
+"""Fusion trained from the fold's trained streams (`train.fusion_init: streams`), in two phases.
+
+Joint training from random weights can leave a fused model below its own dominant stream (its validation
+UA peaks at the first epoch, then falls). Starting from the trained stream networks instead, the head is
+first trained alone with the streams frozen, then everything at a lower learning rate; each phase keeps its
+best validation UA with the weights it started from as a candidate, so fusion can only keep or improve
+the validation UA of where it started (for ISM with the zero gate: exactly the dominant stream).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from nni_emotionnas.config.training import TrainConfig
+from nni_emotionnas.models.fusion import TwoStreamModel
+from nni_emotionnas.training.fit import FitResult, fit_fixed
+
+
+def phase_configs(config: TrainConfig) -> list[tuple[str, TrainConfig]]:
+    """(name, training config) of the phases that have epochs: `head` (frozen streams), `finetune`."""
+    phases = []
+    if config.fusion_head_epochs:
+        phases.append(("head", dataclasses.replace(config, epochs=config.fusion_head_epochs)))
+    if config.fusion_finetune_epochs:
+        finetune = dataclasses.replace(config, epochs=config.fusion_finetune_epochs, lr=config.fusion_finetune_lr)
+        phases.append(("finetune", finetune))
+    return phases
+
+
+def fit_fusion_from_streams(
+    model: TwoStreamModel,
+    train_dataset: Dataset,
+    val_dataset: Dataset,
+    config: TrainConfig,
+    out_dir: Path,
+    num_classes: int,
+) -> tuple[FitResult, str]:
+    """Runs the phases on `model` (its streams already loaded); returns the last phase's fit and a label
+    of where the kept weights come from (`start`, `head:<epoch>` or `finetune:<epoch>`)."""
+    origin, fit = "start", None
+    for name, phase in phase_configs(config):
+        model.freeze_streams(name == "head")
+        fit = fit_fixed(
+            model,
+            train_dataset,
+            val_dataset,
+            None,
+            phase,
+            Path(out_dir) / name,
+            num_classes,
+            resume=False,
+            keep_initial=True,
+        )
+        if fit.best_epoch >= 0:
+            origin = f"{name}:{fit.best_epoch}"
+    model.freeze_streams(False)
+    assert fit is not None, "TrainConfig guarantees at least one phase"
+    return fit, origin

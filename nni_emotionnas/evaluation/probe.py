@@ -1,0 +1,49 @@
+"""The `probe` baselines: a logistic regression on mean+std statistics of what a stream sees.
+
+Every run trains one per stream beside the searched models, on the same folds, so a report shows at a
+glance whether search and training bought anything over a linear classifier on the same features. The
+statistics are standardised with a scaler fitted on the fold's training speakers only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from nni_emotionnas.config.experiment import PROBE_VARIANTS
+from nni_emotionnas.features.prepared import PreparedCorpus
+
+
+def probe_stream(variant: str) -> str:
+    """`probe_deep` -> `deep`: the stream whose features a probe reads."""
+    return PROBE_VARIANTS[variant]
+
+
+def utterance_statistics(corpus: PreparedCorpus, indices: Sequence[int], stream: str) -> np.ndarray:
+    """Per utterance: the mean and std over time of each spectrogram row, or of each deep-frame dimension
+    over the valid frames (the unified frames the deep network reads)."""
+    rows = []
+    for index in indices:
+        if stream == "spectrogram":
+            values = np.asarray(corpus.spectrogram.load(index), dtype=np.float64).T  # time x rows
+        else:
+            frames = corpus.deep_tensors(index)
+            values = frames["frames"].numpy()[frames["mask"].numpy()].astype(np.float64)
+        rows.append(np.concatenate([values.mean(axis=0), values.std(axis=0)]))
+    return np.stack(rows)
+
+
+def probe_classifier(seed: int = 0) -> Pipeline:
+    """Standardise, then a balanced logistic regression (UA weighs every class alike)."""
+    return make_pipeline(
+        StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed)
+    )
+
+
+def parameter_count(classifier: Pipeline) -> int:
+    linear = classifier[-1]
+    return int(linear.coef_.size + linear.intercept_.size)

@@ -1,0 +1,97 @@
+"""Feature standardisation with statistics from a fold's training speakers only (as SER practice does).
+
+Spectrograms are standardised per frequency row (mean and std over training utterances and time), deep
+frames per dimension (over the training utterances' valid frames). The statistics are a function of the
+training indices alone, so neither validation nor test speakers leak into them; a run saves them beside
+the fold's models so `predict` applies the same transform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from nni_emotionnas.features.store import atomic_write_bytes
+
+EPS = 1e-5
+
+
+@dataclass
+class Standardization:
+    """Per-row spectrogram and per-dimension deep-frame mean/std; a stream that is absent stays None."""
+
+    spectrogram_mean: Optional[np.ndarray] = None  # (rows, 1)
+    spectrogram_std: Optional[np.ndarray] = None
+    deep_mean: Optional[np.ndarray] = None  # (dim,)
+    deep_std: Optional[np.ndarray] = None
+
+    def spectrogram(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., rows, time) standardised; unchanged when no spectrogram statistics are held."""
+        if self.spectrogram_mean is None:
+            return x
+        mean, std = torch.from_numpy(self.spectrogram_mean), torch.from_numpy(self.spectrogram_std)
+        return ((x - mean) / std).to(x.dtype)
+
+    def frames(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(..., time, dim) standardised; padding frames stay exactly zero."""
+        if self.deep_mean is None:
+            return frames
+        mean, std = torch.from_numpy(self.deep_mean), torch.from_numpy(self.deep_std)
+        return (((frames - mean) / std) * mask[..., None].to(frames.dtype)).to(frames.dtype)
+
+    def apply(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A stream input dict (`spectrogram` and/or `frames` + `mask`, batched or not) standardised."""
+        out = dict(inputs)
+        if "spectrogram" in out:
+            out["spectrogram"] = self.spectrogram(out["spectrogram"])
+        if "frames" in out:
+            out["frames"] = self.frames(out["frames"], out["mask"])
+        return out
+
+    def save(self, path: Path) -> None:
+        arrays = {k: v for k, v in vars(self).items() if v is not None}
+        atomic_write_bytes(Path(path), lambda handle: np.savez(handle, **arrays))
+
+    @classmethod
+    def load(cls, path: Path) -> Standardization:
+        with np.load(path) as data:
+            return cls(**{k: data[k] for k in data.files})
+
+
+def fit_standardization(
+    train_indices: Sequence[int],
+    spectrogram: Optional[Callable[[int], np.ndarray]] = None,
+    deep: Optional[Callable[[int], tuple[np.ndarray, np.ndarray]]] = None,
+) -> Standardization:
+    """Statistics over the training utterances only: `spectrogram(i)` gives rows x time, `deep(i)` (frames,
+    mask) of utterance i. Accumulated in float64 so large corpora do not lose precision."""
+    out = Standardization()
+    if spectrogram is not None:
+        total = squares = None
+        count = 0
+        for i in train_indices:
+            x = np.asarray(spectrogram(i), dtype=np.float64)
+            total = x.sum(1) if total is None else total + x.sum(1)
+            squares = (x**2).sum(1) if squares is None else squares + (x**2).sum(1)
+            count += x.shape[1]
+        mean = total / count
+        std = np.sqrt(np.maximum(squares / count - mean**2, 0.0)) + EPS
+        out.spectrogram_mean, out.spectrogram_std = (mean[:, None].astype(np.float32), std[:, None].astype(np.float32))
+    if deep is not None:
+        total = squares = None
+        count = 0
+        for i in train_indices:
+            frames, mask = deep(i)
+            valid = np.asarray(frames, dtype=np.float64)[np.asarray(mask, dtype=bool)]
+            total = valid.sum(0) if total is None else total + valid.sum(0)
+            squares = (valid**2).sum(0) if squares is None else squares + (valid**2).sum(0)
+            count += valid.shape[0]
+        mean = total / max(count, 1)
+        std = np.sqrt(np.maximum(squares / max(count, 1) - mean**2, 0.0)) + EPS
+        out.deep_mean, out.deep_std = mean.astype(np.float32), std.astype(np.float32)
+    return out

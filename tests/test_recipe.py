@@ -1,0 +1,179 @@
+"""The training recipe: training-speaker standardisation, augmentation, probe baselines, seeds in the report."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from nni_emotionnas.config.experiment import experiment_from_dict
+from nni_emotionnas.config.training import AugmentConfig, TrainConfig
+from nni_emotionnas.evaluation.crossval import CrossValidation
+from nni_emotionnas.evaluation.report import FoldResult, summarize
+from nni_emotionnas.features.prepared import prepare
+from nni_emotionnas.training.augment import augment_batch
+from nni_emotionnas.training.evaluator import SERModule
+from nni_emotionnas.training.fit import fit_fixed
+
+# the corpus and features of tests/test_pipeline.py, so a test session generates and extracts them once
+SMALL = {
+    "corpus": {
+        "reader": "synthetic",
+        "options": {"sessions": 5, "utterances_per_emotion": 2, "min_seconds": 1.0, "max_seconds": 1.5},
+    },
+    "features": {
+        "n_jobs": 1,
+        "spectrogram": {"duration": 2.0, "size": [32, 32]},
+        "deep": {"backend": "fbank"},
+        "sequence": {"target_frames": 16},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return prepare(experiment_from_dict(SMALL, tmp_path_factory.mktemp("recipe")), progress=False)
+
+
+def test_standardization_statistics_come_from_training_speakers_only(corpus):
+    fold = corpus.folds[0]
+    seen: list[int] = []
+    load = corpus.spectrogram.load
+    corpus.spectrogram.load = lambda i: (seen.append(i), load(i))[1]
+    try:
+        stats = corpus.standardization(fold.name)
+    finally:
+        corpus.spectrogram.load = load
+    assert sorted(seen) == sorted(fold.train)  # no validation or test utterance was read
+    rows = np.concatenate([np.asarray(load(i)) for i in fold.train], axis=1)  # rows x (all training frames)
+    np.testing.assert_allclose(stats.spectrogram_mean[:, 0], rows.mean(axis=1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(stats.spectrogram_std[:, 0], rows.std(axis=1), rtol=1e-3, atol=1e-4)
+    frames = [corpus.deep_tensors(i) for i in fold.train]
+    valid = np.concatenate([f["frames"].numpy()[f["mask"].numpy()] for f in frames])
+    np.testing.assert_allclose(stats.deep_mean, valid.mean(axis=0), rtol=1e-4, atol=1e-4)
+    test_item, _ = corpus.dataset(fold.name, "test", "spectrogram")[0]
+    raw = torch.from_numpy(np.asarray(load(fold.test[0])))
+    torch.testing.assert_close(
+        test_item[0], (raw - torch.from_numpy(stats.spectrogram_mean)) / torch.from_numpy(stats.spectrogram_std)
+    )
+
+
+class Recorder(nn.Module):
+    """A linear classifier that remembers the last input it saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, 3)
+        self.seen: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen = x.detach().clone()
+        return self.linear(x.flatten(1))
+
+
+def test_augmentation_changes_training_batches_only():
+    module = SERModule(num_classes=3, augment=dataclasses.asdict(AugmentConfig(freq_width=3, time_width=3)), seed=0)
+    module.set_model(Recorder())
+    batch = (torch.randn(4, 1, 8, 8) + 5, torch.tensor([0, 1, 2, 0]))
+    module.training_step(batch, 0)
+    assert not torch.equal(module.model.seen, batch[0])
+    assert (module.model.seen == 0).any()  # masked bands
+    module.validation_step(batch, 0)
+    assert torch.equal(module.model.seen, batch[0])
+
+
+def test_augmentation_is_seeded_and_can_be_disabled():
+    x = torch.randn(3, 1, 8, 8)
+    config = AugmentConfig(freq_width=3, time_width=3, time_shift=2)
+    first = augment_batch(x, config, torch.Generator().manual_seed(1))
+    again = augment_batch(x, config, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(first, again)
+    assert torch.equal(augment_batch(x, AugmentConfig(enabled=False), torch.Generator()), x)
+
+
+def test_augmented_fit_is_reproducible(tmp_path):
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(24, 1, 8, 8), torch.arange(24) % 3)
+    config = TrainConfig(epochs=2, batch_size=8, lr=0.01, augment=AugmentConfig(freq_width=3, time_width=3))
+    weights = []
+    for run in range(2):
+        torch.manual_seed(0)
+        model = Recorder()
+        fit_fixed(model, data, data, None, config, tmp_path / str(run), num_classes=3, resume=False)
+        weights.append(model.linear.weight.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1])
+
+
+@pytest.mark.parametrize("variant, stream", [("probe_spectrogram", "spectrogram"), ("probe_deep", "deep")])
+def test_probe_equals_direct_scikit_learn(corpus, tmp_path, variant, stream):
+    fold = corpus.folds[1]
+    result = CrossValidation(corpus.experiment, corpus, tmp_path, progress=False).train_variant(fold, variant)
+
+    def statistics(index: int) -> np.ndarray:
+        if stream == "spectrogram":
+            x = np.asarray(corpus.spectrogram.load(index), dtype=np.float64)
+            return np.concatenate([x.mean(axis=1), x.std(axis=1)])
+        item = corpus.deep_tensors(index)
+        valid = item["frames"].numpy()[item["mask"].numpy()].astype(np.float64)
+        return np.concatenate([valid.mean(axis=0), valid.std(axis=0)])
+
+    labels = corpus.labels
+    train = np.stack([statistics(i) for i in fold.train])
+    test = np.stack([statistics(i) for i in fold.test])
+    scaler = StandardScaler().fit(train)
+    classifier = LogisticRegression(max_iter=2000, class_weight="balanced").fit(
+        scaler.transform(train), labels[list(fold.train)]
+    )
+    expected = classifier.predict(scaler.transform(test))
+    recall = [np.mean(expected[labels[list(fold.test)] == c] == c) for c in np.unique(labels[list(fold.test)])]
+    assert result.test_pred == expected.tolist()
+    assert result.test_ua == pytest.approx(np.mean(recall))
+    assert result.baseline and result.variant == variant
+    assert (tmp_path / "folds" / fold.name / variant / "result.json").is_file()
+
+
+def row(fold: str, variant: str, seed: int, ua: float, dominant: str | None = None) -> FoldResult:
+    return FoldResult(
+        fold,
+        variant,
+        0.5,
+        0.5,
+        ua,
+        ua,
+        1,
+        10,
+        [[1, 0], [0, 1]],
+        ["a", "b"],
+        [0, 1],
+        [0, 1],
+        [[1.0, 0.0], [0.0, 1.0]],
+        seed=seed,
+        dominant=dominant,
+    )
+
+
+def test_summary_spans_folds_and_seeds_with_delta_to_dominant_stream():
+    results = []
+    for fold, seed, deep, spectrogram, ism, dominant in [
+        ("f1", 0, 0.6, 0.5, 0.65, "deep"),
+        ("f1", 1, 0.7, 0.5, 0.7, "deep"),
+        ("f2", 0, 0.4, 0.6, 0.7, "spectrogram"),
+        ("f2", 1, 0.5, 0.4, 0.45, "deep"),
+    ]:
+        results += [
+            row(fold, "deep", seed, deep),
+            row(fold, "spectrogram", seed, spectrogram),
+            row(fold, "ism", seed, ism, dominant),
+        ]
+    summary = summarize(results, ["a", "b"])
+    assert summary["ism"]["ua_mean"] == pytest.approx(62.5)
+    assert summary["ism"]["seeds"] == [0, 1, 0, 1] and summary["ism"]["folds"] == ["f1", "f1", "f2", "f2"]
+    assert summary["ism"]["delta_ua"] == pytest.approx([5.0, 0.0, 10.0, -5.0])
+    assert summary["ism"]["delta_ua_mean"] == pytest.approx(2.5)
+    assert summary["deep"]["delta_ua"] is None

@@ -33,7 +33,7 @@ TINY = {
     "spectrogram_space": "spec.yml",
     "deep_space": "deep.yml",
     "search": {"epochs": 1, "batch_size": 16},
-    "train": {"epochs": 2, "batch_size": 16},
+    "train": {"epochs": 2, "batch_size": 16, "fusion_head_epochs": 1, "fusion_finetune_epochs": 1},
     "run": {"variants": ["spectrogram", "deep", "ism"], "search": "per_fold"},
 }
 
@@ -53,45 +53,48 @@ def mtimes(run_dir: Path, pattern: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> tuple[Path, Path, dict, dict, dict]:
-    """A run interrupted during its fifth model, then resumed to the end."""
-    from nni_emotionnas.evaluation import crossval
+    """A run interrupted in the fine-tune phase of the first fold's ISM, then resumed to the end."""
+    from nni_emotionnas.evaluation import fusion_fit
 
     folder = tmp_path_factory.mktemp("tiny")
     experiment = load_experiment(write_experiment(folder))
     run_dir = folder / "run"
-    real_train = crossval.CrossValidation.train_variant
-    calls = {"n": 0}
+    real_fit = fusion_fit.fit_fixed
 
-    def interrupting(self, fold, variant):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            (run_dir / "folds" / fold.name / variant).mkdir(parents=True, exist_ok=True)
-            (run_dir / "folds" / fold.name / variant / "half-written.ckpt").write_bytes(b"partial")
+    def interrupting(model, train, val, test, config, out_dir, *args, **kwargs):
+        if out_dir.name == "finetune":
+            (out_dir / "half-written.ckpt").parent.mkdir(parents=True, exist_ok=True)
+            (out_dir / "half-written.ckpt").write_bytes(b"partial")
             raise KeyboardInterrupt
-        return real_train(self, fold, variant)
+        return real_fit(model, train, val, test, config, out_dir, *args, **kwargs)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(crossval.CrossValidation, "train_variant", interrupting)
+    mp.setattr(fusion_fit, "fit_fixed", interrupting)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run_experiment(experiment, run_dir, progress=False)
     mp.undo()
-    before = {**mtimes(run_dir, "folds/*/*/result.json"), **mtimes(run_dir, "folds/*/search/*/genotype.json")}
+    patterns = ("folds/*/*/result.json", "folds/*/*/model.pt", "folds/*/search/*/genotype.json")
+    before = {k: v for pattern in patterns for k, v in mtimes(run_dir, pattern).items()}
     paths = pipeline.run_experiment(experiment, run_dir, progress=False)
-    after = {**mtimes(run_dir, "folds/*/*/result.json"), **mtimes(run_dir, "folds/*/search/*/genotype.json")}
+    after = {k: v for pattern in patterns for k, v in mtimes(run_dir, pattern).items()}
     return folder, run_dir, before, after, paths
 
 
 def test_run_writes_report_genotypes_and_models(finished_run):
     _, run_dir, _, _, paths = finished_run
     results = json.loads(paths["json"].read_text())
-    assert list(results["models"]) == ["spectrogram", "deep", "ism"]
+    assert list(results["models"]) == ["spectrogram", "deep", "probe_spectrogram", "probe_deep", "ism"]
+    assert [v for v, m in results["models"].items() if m["baseline"]] == ["probe_spectrogram", "probe_deep"]
+    assert results["models"]["ism"]["dominant"][0] in {"deep", "spectrogram"}
+    assert len(results["models"]["ism"]["delta_ua"]) == 2
     for summary in results["models"].values():
         assert summary["folds"] == ["Ses01-testSes01M", "Ses02-testSes02M"]
         assert 0 <= summary["ua_mean"] <= 100 and len(summary["test_ua"]) == 2
         assert sum(map(sum, summary["confusion"])) == 16  # 2 test speakers x 4 emotions x 2 utterances
     markdown = paths["markdown"].read_text()
     assert "| ism |" in markdown and "cf. paper Table 4" in markdown and "backend `fbank`" in markdown
-    assert paths["csv"].read_text().splitlines()[0].startswith("model,ua_mean,ua_std")
+    assert "| probe_deep (baseline) |" in markdown and "ΔUA vs dominant stream" in markdown
+    assert paths["csv"].read_text().splitlines()[0].startswith("model,baseline,ua_mean,ua_std")
     for fold in ("Ses01-testSes01M", "Ses02-testSes02M"):
         for stream in ("spectrogram", "deep"):
             record = json.loads((run_dir / "folds" / fold / "search" / stream / "genotype.json").read_text())
@@ -106,9 +109,10 @@ def test_run_writes_report_genotypes_and_models(finished_run):
 
 def test_resume_redoes_nothing_complete(finished_run):
     _, run_dir, before, after, _ = finished_run
-    assert len(before) == 4 + 4  # 4 models finished + 4 searches (2 folds x 2 streams) before the interruption
-    assert all(after[name] == stamp for name, stamp in before.items())
-    assert len(after) == 6 + 4
+    # fold 1 before the interruption: 4 results (2 streams, 2 probes), 2 stream models, 2 searches
+    assert len(before) == 4 + 2 + 2
+    assert all(after[name] == stamp for name, stamp in before.items())  # the streams were not retrained
+    assert len(after) == 10 + 6 + 4
     assert not list(run_dir.rglob("half-written.ckpt"))
     assert not list(run_dir.rglob("*.partial"))
 
@@ -120,6 +124,30 @@ def test_rerun_of_finished_run_trains_nothing_and_other_config_is_refused(finish
     other = load_experiment(write_experiment(folder / "other", seed=1))
     with pytest.raises(RunFolderError, match="holds a run of a different experiment"):
         pipeline.run_experiment(other, run_dir, progress=False)
+
+
+def test_fusion_starts_from_the_folds_saved_streams(finished_run):
+    import torch
+
+    from nni_emotionnas.evaluation.crossval import CrossValidation, pick_dominant
+    from nni_emotionnas.features.prepared import prepare
+
+    folder, run_dir, _, _, _ = finished_run
+    experiment = load_experiment(folder / "exp.yml")
+    corpus = prepare(experiment, progress=False)
+    fold = corpus.folds[0]
+    model = CrossValidation(experiment, corpus, run_dir, progress=False).from_streams(fold, "ism", 0).eval()
+    fold_dir = run_dir / "folds" / fold.name
+    for stream in ("spectrogram", "deep"):
+        saved = torch.load(fold_dir / stream / "model.pt", weights_only=True)
+        loaded = getattr(model, f"{stream}_net").state_dict()
+        assert all(torch.equal(saved[k], loaded[k]) for k in saved)
+    val = {s: json.loads((fold_dir / s / "result.json").read_text())["val_ua"] for s in ("spectrogram", "deep")}
+    dominant = json.loads((fold_dir / "ism" / "result.json").read_text())["dominant"]
+    assert dominant == pick_dominant(val) == model.head.dominant
+    batch = torch.utils.data.default_collate([corpus.dataset(fold.name, "val", "both")[i][0] for i in range(4)])
+    stream_inputs = batch["spectrogram"] if dominant == "spectrogram" else {k: batch[k] for k in ("frames", "mask")}
+    torch.testing.assert_close(model(batch), getattr(model, f"{dominant}_net")(stream_inputs))
 
 
 def test_predict_command_on_a_wav(finished_run, tmp_path):

@@ -177,3 +177,19 @@ def test_summary_spans_folds_and_seeds_with_delta_to_dominant_stream():
     assert summary["ism"]["delta_ua"] == pytest.approx([5.0, 0.0, 10.0, -5.0])
     assert summary["ism"]["delta_ua_mean"] == pytest.approx(2.5)
     assert summary["deep"]["delta_ua"] is None
+
+
+def test_statistics_pooling_is_a_choice_of_the_deep_network():
+    from nni_emotionnas.spaces.cells.refs import resolve_cell
+    from nni_emotionnas.spaces.recurrent import RecurrentNetwork, RecurrentSpaceConfig
+
+    config = RecurrentSpaceConfig(input_dim=5, hidden_size=6, pooling="statistics")
+    net = RecurrentNetwork(resolve_cell("gru", "cells"), config, num_classes=3)
+    assert net.embedding_dim == 12 and net.classifier.in_features == 12
+    frames, mask = torch.randn(2, 7, 5), torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    sequence = net.encode(frames)
+    pooled = net.embed({"frames": frames, "mask": mask})
+    torch.testing.assert_close(pooled[1, :6], sequence[1, :4].mean(dim=0))
+    torch.testing.assert_close(pooled[1, 6:], sequence[1, :4].std(dim=0, unbiased=False))
+    attention = RecurrentNetwork(resolve_cell("gru", "cells"), RecurrentSpaceConfig(input_dim=5, hidden_size=6), 3)
+    assert attention.embedding_dim == 6  # the paper's attention pooling stays the default

@@ -25,6 +25,25 @@ class AttentionPooling(nn.Module):
         return torch.einsum("bt,btd->bd", self.weights(sequence, mask), sequence)
 
 
+class StatisticsPooling(nn.Module):
+    """Mean and standard deviation over the valid frames, concatenated (2 x dim): the utterance statistics
+    SER x-vector-style systems pool; an alternative to the paper's attention, not its default."""
+
+    def forward(self, sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        weights = mask.to(sequence.dtype).unsqueeze(-1)
+        count = weights.sum(dim=1).clamp(min=1.0)
+        mean = (sequence * weights).sum(dim=1) / count
+        variance = (((sequence - mean.unsqueeze(1)) ** 2) * weights).sum(dim=1) / count
+        return torch.cat([mean, variance.clamp(min=1e-6).sqrt()], dim=-1)
+
+
+def build_pooling(kind: str, dim: int, attention_dim: int) -> tuple[nn.Module, int]:
+    """(pooling module, embedding width): `attention` (the paper's, width `dim`) or `statistics` (2 x dim)."""
+    if kind == "statistics":
+        return StatisticsPooling(), 2 * dim
+    return AttentionPooling(dim, attention_dim), dim
+
+
 class PooledSequenceMixin:
     """`embed`/`forward` on the data layer's `{"frames": B x T x D, "mask": B x T}` for models defining
     `encode(frames) -> B x T x H`, `pool` (AttentionPooling), `dropout`, `classifier` and `input_dim`."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
 from nni.mutable import Constraint, ConstraintViolation, LabeledMutable, SampleMissingError, label_scope
@@ -24,7 +24,7 @@ from torch import nn
 from nni_emotionnas.spaces.cells.fixed import FixedRecurrent, bound_state
 from nni_emotionnas.spaces.cells.refs import expand_refs, resolve_cell
 from nni_emotionnas.spaces.cells.spec import OPS, CellSpec, Node, cell_from_dict, make_cell
-from nni_emotionnas.spaces.pooling import AttentionPooling, PooledSequenceMixin
+from nni_emotionnas.spaces.pooling import PooledSequenceMixin, build_pooling
 from nni_emotionnas.spaces.recurrent_ops import OP_SLOTS, SLOTS, SlotOp
 
 _logger = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class RecurrentSpaceConfig:
     ops: list[str] = field(default_factory=lambda: list(OPS))
     leaky_slope: float = 0.01
     attention_dim: int = 128
+    pooling: Literal["attention", "statistics"] = "attention"  # `statistics`: mean+std over valid frames
     dropout: float = 0.2
     state_bound: Optional[float] = 5.0
     cells: list[str] = field(default_factory=list)
@@ -139,9 +140,9 @@ class RecurrentNetwork(PooledSequenceMixin, nn.Module):
         super().__init__()
         self.cell, self.input_dim, self.embedding_dim = cell, config.input_dim, config.hidden_size
         self.recurrent = fixed_recurrent(cell, config)
-        self.pool = AttentionPooling(config.hidden_size, config.attention_dim)
+        self.pool, self.embedding_dim = build_pooling(config.pooling, config.hidden_size, config.attention_dim)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.hidden_size, num_classes)
+        self.classifier = nn.Linear(self.embedding_dim, num_classes)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         return self.recurrent(frames)
@@ -167,9 +168,9 @@ class RecurrentSpace(PooledSequenceMixin, ModelSpace):
             )
             if constrained and current_model() is None:  # NNI builds a trial's network under a frozen sample
                 self.add_mutable(ReadsInput(self.recurrent[0]))
-        self.pool = AttentionPooling(config.hidden_size, config.attention_dim)
+        self.pool, self.embedding_dim = build_pooling(config.pooling, config.hidden_size, config.attention_dim)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.hidden_size, num_classes)
+        self.classifier = nn.Linear(self.embedding_dim, num_classes)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         if isinstance(self.recurrent, nn.ModuleList):

@@ -29,8 +29,8 @@ def test_emodb_fused_ua_clearly_above_chance(emodb, tmp_path):
         "deep_space": "deep.yml",
         "search": {"epochs": 1, "batch_size": 32, "lr": 0.003},
         "train": {
-            "epochs": 10, "batch_size": 32, "lr": 0.003, "class_weights": "balanced",
-            "fusion_head_epochs": 3, "fusion_finetune_epochs": 2,
+            "epochs": 6, "batch_size": 32, "lr": 0.003, "class_weights": "balanced",
+            "fusion_head_epochs": 2, "fusion_finetune_epochs": 1,
         },
         "run": {"variants": ["ism"], "search": "once"},
     }
@@ -45,3 +45,4 @@ def test_emodb_fused_ua_clearly_above_chance(emodb, tmp_path):
           f"deep probe {probe['ua_mean']:.1f}; ΔUA vs dominant {ism['delta_ua']}")
     assert ism["ua_mean"] > 3.5 * chance
     assert min(ism["test_ua"]) > 2.5 * chance
+    assert ism["delta_ua_mean"] >= -5.0  # started from its dominant stream, it may only lose fold noise

@@ -14,6 +14,7 @@ from torch.utils.data import TensorDataset
 
 from nni_emotionnas.config.experiment import experiment_from_dict
 from nni_emotionnas.config.training import AugmentConfig, TrainConfig
+from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.evaluation.crossval import CrossValidation
 from nni_emotionnas.evaluation.report import FoldResult, summarize
 from nni_emotionnas.features.prepared import prepare
@@ -193,3 +194,17 @@ def test_statistics_pooling_is_a_choice_of_the_deep_network():
     torch.testing.assert_close(pooled[1, 6:], sequence[1, :4].std(dim=0, unbiased=False))
     attention = RecurrentNetwork(resolve_cell("gru", "cells"), RecurrentSpaceConfig(input_dim=5, hidden_size=6), 3)
     assert attention.embedding_dim == 6  # the paper's attention pooling stays the default
+
+
+def test_seeds_train_every_variant_per_seed_streams_before_fusions(corpus, tmp_path):
+    experiment = experiment_from_dict({**SMALL, "run": {"variants": ["ism"], "seeds": [3, 7]}}, tmp_path)
+    cv = CrossValidation(experiment, corpus, tmp_path / "run", progress=False)
+    steps = [(fold.name, variant, seed) for fold, variant, seed in cv.steps()]
+    first = corpus.folds[0].name
+    assert steps[:5] == [(first, v, 3) for v in ("spectrogram", "deep", "probe_spectrogram", "probe_deep", "ism")]
+    assert steps[5:10] == [(first, v, 7) for v in ("spectrogram", "deep", "probe_spectrogram", "probe_deep", "ism")]
+    assert len(steps) == 10 * len(corpus.folds)
+    assert cv.variant_dir(corpus.folds[0], "ism", 3) == tmp_path / "run" / "folds" / first / "ism"
+    assert cv.variant_dir(corpus.folds[0], "ism", 7) == tmp_path / "run" / "folds" / first / "seed7" / "ism"
+    with pytest.raises(ConfigError, match=r"experiment.run: seeds: .* no repeats"):
+        experiment_from_dict({**SMALL, "run": {"seeds": [1, 1]}}, tmp_path)

@@ -34,15 +34,19 @@ check_nni_version(getattr(nni, "__version__", "unknown"))
 # Imported here, not where used, so a moved internal fails at import with the version check above.
 from nni.common.serializer import SerializableObject  # noqa: E402
 from nni.nas.experiment import NasExperiment  # noqa: E402
-from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedCell  # noqa: E402
+from nni.nas.oneshot.pytorch.supermodule.differentiable import (  # noqa: E402
+    DifferentiableMixedCell,
+    DifferentiableMixedInput,
+    DifferentiableMixedLayer,
+)
 from nni.runtime.env_vars import trial_env_vars  # noqa: E402
 from nni.runtime.trial_command_channel import get_default_trial_command_channel  # noqa: E402
 
 __all__ = [
     "DifferentiableMixedCell", "ReadableNasExperiment", "RunOverride", "SerializableObject", "arch_alphas",
-    "arch_softmax", "claim_model_index", "current_trial_record", "final_metric_rows", "raise_rest_timeout",
-    "registered_log_dir", "send_trial_metric", "skip_model_index", "strategy_lock", "trial_channel",
-    "trial_log_paths", "view_stopped_experiment",
+    "arch_softmax", "claim_model_index", "current_trial_record", "final_metric_rows", "mixture_weights",
+    "raise_rest_timeout", "registered_log_dir", "send_trial_metric", "skip_model_index", "strategy_lock",
+    "trial_channel", "trial_log_paths", "view_stopped_experiment",
 ]
 
 
@@ -57,6 +61,19 @@ def arch_softmax(cell: DifferentiableMixedCell, alpha: Any) -> Any:
     """The cell's own normalisation of alphas (softmax for DARTS, Gumbel-softmax for GumbelDARTS: NNI swaps the
     private `_softmax`), so a faster cell forward keeps each strategy's semantics."""
     return cell._softmax(alpha)
+
+
+def mixture_weights(choice: Any) -> Any:
+    """softmax(alpha) of a LayerChoice / InputChoice that NNI's DARTS made a weighted mixture (private
+    `_arch_alpha`, `_softmax`), so a supernet can compute its weights once per sequence instead of at every
+    call; None for anything else (a fixed or sampled choice, or GumbelDARTS, which draws noise per call)."""
+    import torch
+
+    if isinstance(choice, (DifferentiableMixedLayer, DifferentiableMixedInput)) and type(choice._softmax) is (
+        torch.nn.Softmax
+    ):
+        return choice._softmax(choice._arch_alpha)
+    return None
 
 
 # --- trials -------------------------------------------------------------------------------------------------

@@ -176,8 +176,8 @@ def test_lean_supernet_cell_matches_nnis_mixture() -> None:
     from nni_emotionnas.spaces.oneshot_cell import WeightedSumMixedCell
 
     config = S.SpectrogramSpaceConfig(channels=2, layers=3, nodes=2)
-    lean = DARTS().mutate_model(S.build_space(config, 3))
-    stock = DARTS().mutate_model(S.build_space(replace(config, lean_supernet=False), 3))
+    lean = DARTS().mutate_model(S.build_space(replace(config, supernet="lean"), 3))
+    stock = DARTS().mutate_model(S.build_space(replace(config, supernet="nni"), 3))
     assert type(lean.cells[0]) is WeightedSumMixedCell and type(stock.cells[0]) is DifferentiableMixedCell
     with torch.no_grad():
         for name, p in lean.named_parameters():

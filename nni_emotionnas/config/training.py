@@ -34,7 +34,10 @@ class TrainConfig:
     class. `scheduler`: `cosine` anneals the weights' learning rate to `lr_min` over `epochs` (DARTS'
     recipe). `limit_train_batches` caps the batches per epoch (quick runs). `threads`: torch intra-op threads
     while the network trains (null: torch's default, one per core); running N nnictl trials at once on one
-    machine, give each cores / N, or the trials' thread pools fight over the cores.
+    machine, give each cores / N, or the trials' thread pools fight over the cores. `accelerator` and
+    `precision` (`32`, `16-mixed`, `bf16-mixed`) go to Lightning's Trainer: `auto` trains on a GPU when there
+    is one. `checkpoint_cells` (spectrogram networks only) recomputes each cell's activations in backward:
+    a fraction of the memory a step holds, for one more forward per step.
 
     `augment` perturbs training batches only (never validation or test). `patience` stops a fit after that
     many epochs without a better validation UA (0: run every epoch); the best-validation-UA weights are kept
@@ -56,6 +59,8 @@ class TrainConfig:
     num_workers: int = 0
     seed: int = 0
     accelerator: str = "auto"
+    precision: Literal[32, "32", "16-mixed", "bf16-mixed"] = "32"
+    checkpoint_cells: bool = False
     limit_train_batches: Optional[int] = None
     progress_bar: bool = False
     threads: Optional[int] = None

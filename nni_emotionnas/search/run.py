@@ -25,6 +25,7 @@ from nni_emotionnas.nni_compat import DifferentiableMixedCell, arch_alphas
 from nni_emotionnas.search.result import SearchResult
 from nni_emotionnas.search.strategies import SPLITS_TRAINING_DATA, build_strategy
 from nni_emotionnas.search.strategy_builders import MULTI_TRIAL
+from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
 from nni_emotionnas.spaces.darts_ops import NONE
 from nni_emotionnas.spaces.genotype import make_record, write_genotype
 from nni_emotionnas.training.evaluator import TrainConfig, build_evaluator, dataset_labels, predict_logits
@@ -130,6 +131,7 @@ def run_search(
             train_dataset, val_dataset, num_classes, search_config, default_root_dir=str(run_dir), callbacks=callbacks
         )
     space = getattr(space_mod, "build_oneshot_space", space_mod.build_space)(space_config, num_classes)
+    enable_cell_checkpointing(space, search_config.checkpoint_cells, "search.checkpoint_cells")
     strategy = build_strategy(strategy_name, strategy_args)
     experiment = _experiment(space, evaluator, strategy, run_dir)
     started = time.perf_counter()

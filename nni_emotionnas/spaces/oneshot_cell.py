@@ -31,11 +31,14 @@ class WeightedSumMixedCell(DifferentiableMixedCell):
         return self.postprocessor(torch.cat(states[self.num_predecessors:], self.concat_dim), processed)
 
 
-def differentiable_cell_hooks(strategy: Any) -> list:
-    """Mutation hooks for `ModelSpace.extra_oneshot_hooks`: our cell for DARTS / GumbelDARTS only (other
-    one-shot strategies such as Proxyless or ENAS keep NNI's own cell handling)."""
+def differentiable_cell_hooks(strategy: Any, supernet: str) -> list:
+    """Mutation hooks for `ModelSpace.extra_oneshot_hooks`: our cell (`supernet`: fast | lean | nni) for DARTS /
+    GumbelDARTS only (other one-shot strategies such as ENAS or RandomOneShot keep NNI's own cell handling)."""
     from nni.nas.strategy import DARTS, GumbelDARTS
 
-    if type(strategy) in (DARTS, GumbelDARTS):
-        return [WeightedSumMixedCell.mutate]
+    from nni_emotionnas.spaces.fast_cell import FastMixedCell
+
+    cells = {"fast": FastMixedCell, "lean": WeightedSumMixedCell}
+    if type(strategy) in (DARTS, GumbelDARTS) and supernet in cells:
+        return [cells[supernet].mutate]
     return []

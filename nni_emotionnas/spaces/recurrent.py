@@ -25,6 +25,7 @@ from nni_emotionnas.spaces.cells.fixed import FixedRecurrent, bound_state
 from nni_emotionnas.spaces.cells.refs import expand_refs, resolve_cell
 from nni_emotionnas.spaces.cells.spec import OPS, CellSpec, Node, cell_from_dict, make_cell
 from nni_emotionnas.spaces.pooling import PooledSequenceMixin, build_pooling
+from nni_emotionnas.spaces.recurrent_mixture import layer_mixture, run_mixture
 from nni_emotionnas.spaces.recurrent_ops import OP_SLOTS, SLOTS, SlotOp
 
 _logger = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class SearchLayer(nn.Module):
     def __init__(self, input_dim: int, config: RecurrentSpaceConfig) -> None:
         super().__init__()
         self.hidden_size, self.state_bound = config.hidden_size, config.state_bound
+        self.leaky_slope = config.leaky_slope
         self.x_proj = nn.Linear(input_dim, config.hidden_size)
         self.nodes = nn.ModuleList(SearchNode(i, config) for i in range(config.nodes))
         self.outputs = nn.ModuleDict(
@@ -116,6 +118,9 @@ class SearchLayer(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         steps = self.x_proj(frames).unbind(1)
+        mixture = layer_mixture(self)  # under DARTS: the same function in far fewer ops (recurrent_mixture)
+        if mixture is not None:
+            return run_mixture(self, steps, mixture, self.leaky_slope)
         h1 = h2 = frames.new_zeros(frames.shape[0], self.hidden_size)
         outputs = []
         for x in steps:

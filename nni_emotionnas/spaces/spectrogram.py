@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
 from nni.nas.nn.pytorch import Cell, ModelSpace
 from torch import nn
 
+from nni_emotionnas.spaces.cell_checkpoint import checkpointed
 from nni_emotionnas.spaces.darts_ops import KNOWN_OPS, NONE, PAPER_OPS, FactorizedReduce, ReLUConvBN, build_op
 
 DEFAULT_CONFIG_FILE = "spectrogram_darts.yml"
@@ -45,7 +46,9 @@ class SpectrogramSpaceConfig:
     ops: list[str] = field(default_factory=lambda: list(PAPER_OPS))
     stem: StemConfig = field(default_factory=StemConfig)
     dropout: float = 0.0
-    lean_supernet: bool = True  # DARTS supernet cells sum weighted ops directly (see spaces.oneshot_cell)
+    # DARTS/GumbelDARTS supernet cell forward, all the same function: `fast` (spaces.fast_cell), `lean` (the
+    # edge-by-edge weighted sum, spaces.oneshot_cell) or `nni` (NNI's stock DifferentiableMixedCell)
+    supernet: Literal["fast", "lean", "nni"] = "fast"
 
     def __post_init__(self) -> None:
         unknown = [op for op in self.ops if op not in KNOWN_OPS]
@@ -146,20 +149,21 @@ class SpectrogramSpace(ModelSpace):
             c_prev_prev, c_prev = c_prev, channels * config.nodes
             prev_was_reduction = reduction
         self.embedding_dim = c_prev
+        self.checkpoint_cells = False  # recompute each cell's activations in backward (spaces.cell_checkpoint)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(c_prev, num_classes)
 
     def extra_oneshot_hooks(self, strategy: Any) -> list:
-        """NNI asks the space for extra one-shot mutation hooks: a leaner DARTS cell forward (same math)."""
+        """NNI asks the space for extra one-shot mutation hooks: a faster DARTS cell forward (same math)."""
         from nni_emotionnas.spaces.oneshot_cell import differentiable_cell_hooks
 
-        return differentiable_cell_hooks(strategy) if self.config.lean_supernet else []
+        return differentiable_cell_hooks(strategy, self.config.supernet)
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         s0 = s1 = self.stem(inputs)
         for cell in self.cells:
-            s0, s1 = cell([s0, s1])
+            s0, s1 = checkpointed(cell, [s0, s1]) if self.checkpoint_cells else cell([s0, s1])
         return torch.flatten(self.pool(s1), 1)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

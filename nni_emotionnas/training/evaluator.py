@@ -221,6 +221,7 @@ def build_evaluator(
     trainer = Trainer(
         max_epochs=config.epochs,
         accelerator=config.accelerator,
+        precision=config.precision,
         devices=1,
         logger=logger,
         callbacks=[*(callbacks or []), *([TorchThreads(config.threads)] if config.threads else [])],

@@ -23,6 +23,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import Dataset
 
+from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
 from nni_emotionnas.training.evaluator import TrainConfig, build_evaluator, predict_logits
 from nni_emotionnas.training.metrics import SERScores, score
 
@@ -61,6 +62,7 @@ def fit_fixed(
     and scores val/test."""
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
+    enable_cell_checkpointing(model, config.checkpoint_cells, "train.checkpoint_cells")
     pl.seed_everything(config.seed, workers=True, verbose=False)
     initial = None
     if keep_initial:

@@ -1,0 +1,61 @@
+"""Activation checkpointing per cell (`checkpoint_cells: true`): a cell keeps only its inputs for backward and
+recomputes its activations there, trading one more forward for most of the memory a step holds.
+
+`torch.utils.checkpoint` reruns the forward as it was, batch norms included; a batch norm in training mode
+would then update its running statistics a second time. The rerun here restores them, so a checkpointed step
+leaves the same weights, gradients and buffers as a plain one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from nni_emotionnas.errors import ConfigError
+
+
+@contextmanager
+def running_stats_kept(module: nn.Module) -> Iterator[None]:
+    """Restores every batch norm's running statistics (and batch count) under `module` on exit."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip(norms, saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+
+
+def checkpointed(cell: nn.Module, inputs: list[torch.Tensor]) -> Any:
+    """`cell(inputs)`, its activations recomputed in backward instead of kept (when gradients are on)."""
+    if not torch.is_grad_enabled():
+        return cell(inputs)
+    runs = 0
+
+    def run(*tensors: torch.Tensor) -> Any:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            return cell(list(tensors))
+        with running_stats_kept(cell):
+            return cell(list(tensors))
+
+    return checkpoint(run, *inputs, use_reentrant=False)
+
+
+def enable_cell_checkpointing(model: Any, enabled: bool, where: str) -> None:
+    """Turns checkpointing on for a network whose cells support it (the spectrogram stream's); asking for it
+    on any other network is a config error naming `where`."""
+    if not enabled:
+        return
+    if not hasattr(model, "checkpoint_cells"):
+        raise ConfigError(f"{where}: {type(model).__name__} has no cells to checkpoint (spectrogram stream only)")
+    model.checkpoint_cells = True

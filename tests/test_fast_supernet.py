@@ -1,0 +1,113 @@
+"""The fast DARTS supernet cell (`supernet: fast`) computes the naive mixture's function: same logits, same
+gradients for weights and alphas, same batch-norm statistics; cell checkpointing changes none of them.
+
+Tolerances are float32 rounding of a different summation order (fused convs, one batch norm per state)
+through three cells of batch norms: relative 1e-4."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from nni.nas.strategy import DARTS, GumbelDARTS
+from torch.utils.data import TensorDataset
+
+from nni_emotionnas.search.run import run_search
+from nni_emotionnas.spaces import spectrogram as S
+from nni_emotionnas.spaces.fast_cell import FastMixedCell
+from nni_emotionnas.spaces.oneshot_cell import WeightedSumMixedCell
+from nni_emotionnas.training.evaluator import TrainConfig
+
+# reduction cells at layers 1 and 2: normal and reduction cells, stride-2 edges and FactorizedReduce skips
+CONFIG = S.SpectrogramSpaceConfig(channels=4, layers=3, nodes=3)
+TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
+
+
+def supernets(config: S.SpectrogramSpaceConfig, strategy: type = DARTS) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(fast, lean) supernets with the same weights and strong, distinct alphas (the `none` one included)."""
+    torch.manual_seed(0)
+    lean = strategy().mutate_model(S.build_space(replace(config, supernet="lean"), 3))
+    fast = strategy().mutate_model(S.build_space(replace(config, supernet="fast"), 3))
+    with torch.no_grad():
+        for name, p in lean.named_parameters():
+            p.normal_() if "_arch_alpha" in name else p.add_(torch.randn_like(p) * 0.1)
+    fast.load_state_dict(lean.state_dict())
+    return fast, lean
+
+
+def assert_same_step(fast: torch.nn.Module, lean: torch.nn.Module, x: torch.Tensor) -> None:
+    out_fast, out_lean = fast(x), lean(x)
+    torch.testing.assert_close(out_fast, out_lean, **TOLERANCE)
+    out_fast.square().sum().backward()
+    out_lean.square().sum().backward()
+    lean_params = dict(lean.named_parameters())
+    for name, p in fast.named_parameters():
+        torch.testing.assert_close(p.grad, lean_params[name].grad, **TOLERANCE, msg=name)
+    lean_buffers = dict(lean.named_buffers())
+    for name, b in fast.named_buffers():
+        torch.testing.assert_close(b, lean_buffers[name], **TOLERANCE, msg=name)
+
+
+@pytest.mark.parametrize("size", [(13, 16), (16, 16)])
+def test_fast_cell_gives_the_naive_logits_gradients_and_statistics(size: tuple[int, int]) -> None:
+    fast, lean = supernets(CONFIG)
+    assert type(fast.cells[0]) is FastMixedCell and type(lean.cells[0]) is WeightedSumMixedCell
+    assert fast.cells[1].label == "reduce" and fast.cells[0].label == "normal"
+    assert sum(p.numel() for p in fast.parameters()) == sum(p.numel() for p in lean.parameters())
+    assert_same_step(fast, lean, torch.randn(3, 1, *size))
+    fast.eval(), lean.eval()  # running statistics now
+    x = torch.randn(2, 1, *size)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), lean(x), **TOLERANCE)
+
+
+def test_fast_cell_with_an_op_subset_and_gumbel_noise() -> None:
+    config = replace(CONFIG, ops=["max_pool_3x3", "skip_connect", "sep_conv_3x3", "none"])
+    fast, lean = supernets(config, GumbelDARTS)
+    x = torch.randn(2, 1, 11, 11)
+    torch.manual_seed(5)
+    out_fast = fast(x)
+    torch.manual_seed(5)
+    torch.testing.assert_close(out_fast, lean(x), **TOLERANCE)  # the same Gumbel draws, edge by edge
+
+
+def test_checkpointed_cells_give_the_same_gradients_and_statistics() -> None:
+    fast, plain = supernets(CONFIG)
+    plain.load_state_dict(fast.state_dict())
+    fast.checkpoint_cells = True
+    assert_same_step(fast, plain, torch.randn(3, 1, 15, 15))
+
+
+def tiny_data(n: int) -> TensorDataset:
+    g = torch.Generator().manual_seed(3)
+    y = torch.arange(n) % 4
+    x = torch.randn(n, 1, 12, 12, generator=g)
+    for c in range(4):
+        x[y == c, :, (c // 2) * 6 : (c // 2) * 6 + 6, (c % 2) * 6 : (c % 2) * 6 + 6] += 1.5
+    return TensorDataset(x, y)
+
+
+def test_seeded_search_derives_the_same_genotype_with_both_cells(tmp_path: Path) -> None:
+    genotypes = []
+    for supernet in ("lean", "fast"):
+        config = S.SpectrogramSpaceConfig(
+            channels=2, layers=3, nodes=2, stem=S.StemConfig(multiplier=2), supernet=supernet
+        )
+        result = run_search(
+            space_mod=S,
+            space_config=config,
+            train_dataset=tiny_data(32),
+            num_classes=4,
+            search_config=TrainConfig(epochs=2, batch_size=8, seed=4),
+            strategy_name="DARTS",
+            strategy_args={"arc_learning_rate": 0.05},
+            run_dir=tmp_path / supernet,
+            branch="spectrogram",
+        )
+        genotypes.append((result.record["genotype"], result.record["edge_weights"]))
+    (lean_genotype, lean_weights), (fast_genotype, fast_weights) = genotypes
+    assert fast_genotype == lean_genotype
+    for label, probs in lean_weights.items():
+        assert fast_weights[label] == pytest.approx(probs, abs=1e-4), label

@@ -303,3 +303,30 @@ def test_catalog_strategy_picks_the_cell_with_lowest_validation_loss(tmp_path):
     assert result.record["architecture"] == {"cell": best} and result.record["genotype"]["source"] == best
     model, _ = build_fixed(read_genotype(result.genotype_path))
     assert model.cell == R.cell_of({"cell": best})
+
+
+@pytest.mark.parametrize("ops", [list(R.OPS), ["linear", "tanh", "product"]])
+def test_fast_darts_mixture_gives_the_call_by_call_logits_and_gradients(ops):
+    """The supernet layer's one-matmul-per-mixture step (spaces.recurrent_mixture) is NNI's mixture."""
+    from nni.nas.strategy import DARTS
+
+    config = R.RecurrentSpaceConfig(input_dim=6, hidden_size=5, nodes=4, ops=ops, dropout=0.0, attention_dim=4)
+    torch.manual_seed(0)
+    fast = DARTS().mutate_model(R.build_space(config, 3))
+    naive = DARTS().mutate_model(R.build_space(config, 3))
+    with torch.no_grad():
+        for name, p in fast.named_parameters():
+            if "_arch_alpha" in name:
+                p.normal_()
+    naive.load_state_dict(fast.state_dict())
+    for layer in naive.recurrent:
+        layer.fast_mixture = False
+    batch = {"frames": torch.randn(3, 9, 6), "mask": torch.arange(9)[None] < torch.tensor([[9], [6], [3]])}
+    out_fast, out_naive = fast(batch), naive(batch)
+    torch.testing.assert_close(out_fast, out_naive, rtol=1e-4, atol=1e-5)
+    out_fast.square().sum().backward()
+    out_naive.square().sum().backward()
+    grads = dict(naive.named_parameters())
+    assert any("_arch_alpha" in name for name in grads)
+    for name, p in fast.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-4, atol=1e-5, msg=name)

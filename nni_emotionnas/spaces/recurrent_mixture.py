@@ -3,9 +3,8 @@
 Under NNI's DARTS every operand `InputChoice` becomes a weighted sum of its candidates and every op
 `LayerChoice` a weighted sum of all ops, each recomputing its softmax and summing term by term at every time
 step: ~500 small ops a step for 8 nodes, so the step costs framework overhead, not arithmetic. Here the
-softmaxes are computed once per sequence, and every operand and output state is accumulated as values
-appear: when value c (x, h1, h2 or a node) is computed, one outer product adds w[:, c] * value to all the
-operand slots that may read it. A node is then its operands, 7 ops and one weighted sum.
+softmaxes are computed once per sequence and each weighted sum is one matrix product: a node's three
+operands are (3 x values) @ (values x batch*hidden), its output (1 x ops) @ (ops x batch*hidden).
 """
 
 from __future__ import annotations
@@ -23,39 +22,28 @@ from nni_emotionnas.spaces.recurrent_ops import SLOTS
 
 @dataclass
 class Mixture:
-    """The softmaxed weights of one supernet layer, laid out for the accumulation.
+    """The softmaxed weights of one supernet layer: `operands[i]` (3, 3 + i), node i's weights of each value
+    in its operand slots a, b, z; `ops[i]` node i's op weights; `states` (2, nodes), h1's and h2's."""
 
-    `reads[c]`: (slots, 1) column of value c's weight in every operand slot (0 where the slot's node comes
-    before c); slot rows are node-major (a, b, z per node), then h1, h2. `ops[i]`: node i's op weights."""
-
-    reads: list[torch.Tensor]
+    operands: list[torch.Tensor]
     ops: list[torch.Tensor]
+    states: torch.Tensor
     op_names: list[str]
 
 
 def layer_mixture(layer: torch.nn.Module) -> Optional[Mixture]:
     """The layer's weights when all its choices are DARTS mixtures (None otherwise: sampled or Gumbel)."""
-    nodes = list(layer.nodes)
-    count = len(nodes)
-    rows: list[torch.Tensor] = []
-    ops: list[torch.Tensor] = []
-    for node in nodes:
-        op_weights = mixture_weights(node.op)
-        if op_weights is None:
-            return None
-        ops.append(op_weights)
-        for slot in SLOTS:  # an op slot no op reads takes operand a, as SearchNode does
-            weights = mixture_weights(node.operands[slot if slot in node.slots else "a"])
-            if weights is None:
-                return None
-            rows.append(F.pad(weights, (0, 3 + count - weights.numel())))
-    for state in ("h1", "h2"):
-        weights = mixture_weights(layer.outputs[state])
-        if weights is None:
-            return None
-        rows.append(F.pad(weights, (3, 0)))
-    table = torch.stack(rows)  # (slots, 3 + nodes): weight of value c in each slot
-    return Mixture(list(table.t().unsqueeze(-1).unbind(0)), ops, list(nodes[0].op.names))
+    choices = [[node.op, *(node.operands[s if s in node.slots else "a"] for s in SLOTS)] for node in layer.nodes]
+    weights = [[mixture_weights(choice) for choice in node] for node in choices]
+    states = [mixture_weights(layer.outputs[state]) for state in ("h1", "h2")]
+    if any(w is None for node in weights for w in node) or any(w is None for w in states):
+        return None
+    return Mixture(
+        [torch.stack(node[1:]) for node in weights],
+        [node[0] for node in weights],
+        torch.stack(states),
+        list(layer.nodes[0].op.names),
+    )
 
 
 def node_output(
@@ -79,33 +67,26 @@ def node_output(
             outputs.append(torch.sigmoid(a))
         else:
             outputs.append(F.leaky_relu(a, leaky_slope))
-    return (weights @ torch.stack(outputs).flatten(1)).view_as(a)
+    return mix(weights, outputs)
+
+
+def mix(weights: torch.Tensor, values: list[torch.Tensor]) -> torch.Tensor:
+    """sum_c weights[..., c] * values[c] as one matrix product: (k, c) @ (c, batch*hidden)."""
+    out = weights @ torch.stack(values).flatten(1)
+    return out.view(*weights.shape[:-1], *values[0].shape)
 
 
 def run_mixture(
     layer: torch.nn.Module, steps: tuple[torch.Tensor, ...], mixture: Mixture, leaky_slope: float
 ) -> torch.Tensor:
     """The layer's h1 sequence (batch, time, hidden) over the projected inputs `steps`."""
-    nodes = list(layer.nodes)
-    batch, hidden = steps[0].shape
-    h1 = h2 = steps[0].new_zeros(batch, hidden)
+    h1 = h2 = steps[0].new_zeros(steps[0].shape)
     outputs = []
     for x in steps:
-        slots = None
-        for c, value in enumerate((x, h1, h2)):
-            slots = _read(slots, mixture.reads[c], value)
-        for i, node in enumerate(nodes):
-            operands = slots[3 * i : 3 * i + 3].view(3, batch, hidden)
-            value = node_output(node, operands, mixture.ops[i], mixture.op_names, leaky_slope)
-            slots = _read(slots, mixture.reads[3 + i], value)
-        states = slots[-2:].view(2, batch, hidden)
-        h1 = bound_state(states[0], layer.state_bound)
-        h2 = bound_state(states[1], layer.state_bound)
+        values = [x, h1, h2]
+        for i, node in enumerate(layer.nodes):
+            operands = mix(mixture.operands[i], values)
+            values.append(node_output(node, operands, mixture.ops[i], mixture.op_names, leaky_slope))
+        h1, h2 = (bound_state(s, layer.state_bound) for s in mix(mixture.states, values[3:]).unbind(0))
         outputs.append(h1)
     return torch.stack(outputs, dim=1)
-
-
-def _read(slots: Optional[torch.Tensor], column: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """slots + column * value, every slot at once (slots x batch*hidden)."""
-    flat = value.reshape(1, -1)
-    return column * flat if slots is None else torch.addmm(slots, column, flat)

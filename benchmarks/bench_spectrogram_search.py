@@ -1,19 +1,23 @@
-"""One DARTS search step at paper scale on CPU: NNI's search loop vs the same supernet in plain PyTorch.
+"""One DARTS search step at paper scale on CPU: the fast supernet cell against the naive plain-PyTorch supernet.
 
 A step = architecture step (forward + backward on an architecture batch, Adam on the alphas) + weight
 step (forward + backward on a weight batch, clip 5, optimizer step), as NNI's `DartsLightningModule` does.
 
 Variants, each run in its own child process (so peak RSS is its own), in this one run:
-- `nni`: our space through NNI's DARTS strategy and Lightning (`NasExperiment`), with the space's lean
-  cell hook (`spaces.oneshot_cell`), i.e. what `emotionnas search` runs;
-- `nni-stock`: the same with NNI's stock `DifferentiableMixedCell` forward (`lean_supernet: false`);
-- `nni-supernet` (diagnostic, opt-in): NNI's supernet driven by the hand-written loop below, which
-  separates the cost of NNI's supernet from the cost of its Lightning search loop;
-- `plain`: the same supernet (same ops and cell wiring, same number of weights) written in plain PyTorch
-  with a hand-written loop.
+- `plain` (the reference): the supernet (same ops and cell wiring, same number of weights) written in plain
+  PyTorch, every edge running every candidate, with a hand-written loop;
+- `fast`: NNI's DARTS supernet of our space with the fast cell (`supernet: fast`, `spaces.fast_cell`), driven
+  by the same hand-written loop; `fast-ckpt`: the same with `checkpoint_cells: true`;
+- `pc-darts`: the fast cell with partial channels (`partial_channels`, PC-DARTS: a different algorithm; K=2
+  by default, as K=4 does not divide the paper's C=6);
+- `nni`: `emotionnas search`'s path (NasExperiment, NNI's DARTS strategy, Lightning, `supernet: fast`);
+- opt-in: `lean` / `nni-stock` (NNI's supernet with the edge-by-edge cell / NNI's stock cell, hand loop).
 
 Usage: python benchmarks/bench_spectrogram_search.py [--batch 32] [--size 140] [--steps 3] [--live-memory]
-Prints seconds per step (median after one warm-up step), peak RSS, and NNI / plain ratios.
+Prints seconds per step (median after one warm-up step), peak RSS, the memory held for backward at the end of
+the arch step's forward (bytes of the distinct tensors autograd saved, counted with saved-tensor hooks; with
+`checkpoint_cells` the cells' recomputed activations are held only one cell at a time during backward and are
+not in this number), and ratios to `plain`.
 
 Peak RSS under glibc's default malloc includes freed memory the allocator keeps (its mmap threshold grows
 to 32 MB after the first frees, so activations come from the heap and fragment it); how much depends on the
@@ -122,31 +126,52 @@ def nni_supernet(config: Any) -> tuple[nn.Module, list[nn.Parameter]]:
     return net, [p for name, p in net.named_parameters() if "_arch_alpha" in name]
 
 
+class SavedBytes:
+    """Bytes of the distinct storages autograd saves for backward while active (saved-tensor hooks)."""
+
+    def __init__(self) -> None:
+        self.storages: dict[int, int] = {}
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        self.storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    @property
+    def mb(self) -> float:
+        return sum(self.storages.values()) / 2**20
+
+
 def run_plain(config: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """The hand-written search loop, on the plain supernet or (`nni-supernet`) on NNI's mutated one."""
+    """The hand-written search loop, on the plain supernet or on NNI's mutated one."""
     torch.manual_seed(0)
-    if args.variant == "nni-supernet":
-        net, alphas = nni_supernet(config)
-    else:
+    if args.variant == "plain":
         net = PlainSupernet(config, 4)
         alphas = list(net.alphas.parameters())
+    else:
+        net, alphas = nni_supernet(config)
+        net.checkpoint_cells = args.variant == "fast-ckpt"
     alpha_ids = {id(p) for p in alphas}
     weights = [p for p in net.parameters() if id(p) not in alpha_ids]
     w_opt = torch.optim.Adam(weights, lr=1e-3, weight_decay=3e-4)
     a_opt = torch.optim.Adam(alphas, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
     train, arch = batches(args.batch, args.size, args.steps + 1, 1), batches(args.batch, args.size, args.steps + 1, 2)
-    rss_before, times = current_rss_mb(), []
+    rss_before, times, held = current_rss_mb(), [], SavedBytes()
     for (xt, yt), (xa, ya) in zip(train, arch):
         start = time.perf_counter()
         a_opt.zero_grad()
-        F.cross_entropy(net(xa), ya).backward()
+        held.storages.clear()
+        with torch.autograd.graph.saved_tensors_hooks(held.pack, lambda tensor: tensor):
+            loss = F.cross_entropy(net(xa), ya)
+        held_mb = held.mb
+        loss.backward()
         a_opt.step()
         w_opt.zero_grad()
         F.cross_entropy(net(xt), yt).backward()
         nn.utils.clip_grad_norm_(weights, 5.0)
         w_opt.step()
         times.append(time.perf_counter() - start)
-    return {"times": times, "rss_before": rss_before, "peak": peak_rss_mb(),
+    return {"times": times, "rss_before": rss_before, "peak": peak_rss_mb(), "held": held_mb,
             "weights": sum(p.numel() for p in weights), "alphas": sum(p.numel() for p in alphas)}
 
 
@@ -196,8 +221,10 @@ def child(args: argparse.Namespace) -> None:
     from nni_emotionnas.spaces.spectrogram import SpectrogramSpaceConfig
 
     torch.set_num_threads(args.threads)
-    config = SpectrogramSpaceConfig(lean_supernet=args.variant != "nni-stock")
-    result = run_plain(config, args) if args.variant in ("plain", "nni-supernet") else run_nni(config, args)
+    supernet = {"lean": "lean", "nni-stock": "nni"}.get(args.variant, "fast")
+    config = SpectrogramSpaceConfig(supernet=supernet,
+                                    partial_channels=args.partial_channels if args.variant == "pc-darts" else 1)
+    result = run_nni(config, args) if args.variant == "nni" else run_plain(config, args)
     print("RESULT " + json.dumps(result))
 
 
@@ -207,7 +234,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=140)
     parser.add_argument("--steps", type=int, default=3, help="measured steps (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--variants", nargs="+", default=["plain", "nni", "nni-stock"])
+    parser.add_argument("--variants", nargs="+", default=["plain", "fast", "fast-ckpt", "pc-darts", "nni"],
+                        choices=["plain", "fast", "fast-ckpt", "pc-darts", "nni", "lean", "nni-stock"])
+    parser.add_argument("--partial-channels", type=int, default=2,
+                        help="K of the pc-darts variant (K=4 does not divide the paper's C=6)")
     parser.add_argument("--live-memory", action="store_true", help="peak RSS = peak live memory (see above)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default="/tmp/emotionnas-bench-nni", help="NNI experiment folder")
@@ -224,7 +254,8 @@ def main() -> None:
     results = {}
     for variant in args.variants:
         cmd = [sys.executable, __file__, "--variant", variant, "--batch", str(args.batch), "--size",
-               str(args.size), "--steps", str(args.steps), "--threads", str(args.threads), "--workdir", args.workdir]
+               str(args.size), "--steps", str(args.steps), "--threads", str(args.threads), "--workdir", args.workdir,
+               "--partial-channels", str(args.partial_channels)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
         if not lines:
@@ -233,15 +264,18 @@ def main() -> None:
         r["step"] = statistics.median(r["times"][1:]) if len(r["times"]) > 1 else r["times"][0]
         results[variant] = r
         print(f"{variant:10s} {r['step']:7.2f} s/step   peak RSS {r['peak']:8.0f} MB "
-              f"(+{r['peak'] - r['rss_before']:.0f} MB over steps)   weights {r['weights']} alphas {r['alphas']}"
-              + (f"   cell {r['cell']}" if "cell" in r else ""))
+              f"(+{r['peak'] - r['rss_before']:.0f} MB over steps)"
+              + (f"   held for backward {r['held']:7.0f} MB" if "held" in r else "")
+              + f"   weights {r['weights']} alphas {r['alphas']}" + (f"   cell {r['cell']}" if "cell" in r else ""),
+              flush=True)
     if "plain" in results:
         base = results["plain"]
         for variant, r in results.items():
             if variant != "plain":
                 print(f"ratio {variant}/plain: time {r['step'] / base['step']:.3f}x   "
                       f"peak RSS {r['peak'] / base['peak']:.3f}x   step memory "
-                      f"{(r['peak'] - r['rss_before']) / max(base['peak'] - base['rss_before'], 1):.3f}x")
+                      f"{(r['peak'] - r['rss_before']) / max(base['peak'] - base['rss_before'], 1):.3f}x"
+                      + (f"   held {r['held'] / base['held']:.3f}x" if "held" in r else ""))
 
 
 if __name__ == "__main__":

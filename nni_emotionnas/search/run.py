@@ -58,6 +58,9 @@ def edge_weights(oneshot_module: Any) -> dict[str, dict[str, float]]:
         if isinstance(module, DifferentiableMixedCell):
             for label, alpha in arch_alphas(module).items():
                 probs = torch.softmax(alpha.detach().float(), dim=-1).cpu().tolist()
+                if label.endswith("_edges"):  # PC-DARTS' edge normalisation: a weight per source state
+                    weights[label] = {str(source): p for source, p in enumerate(probs)}
+                    continue
                 weights[label] = dict(zip(module.op_names, probs))
                 if len(probs) == len(module.op_names) + 1:
                     weights[label][NONE] = probs[-1]

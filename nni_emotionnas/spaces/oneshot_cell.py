@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from nni.nas.nn.pytorch.cell import preprocess_cell_inputs
 
+from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.nni_compat import DifferentiableMixedCell, arch_alphas, arch_softmax
 
 
@@ -31,14 +32,22 @@ class WeightedSumMixedCell(DifferentiableMixedCell):
         return self.postprocessor(torch.cat(states[self.num_predecessors:], self.concat_dim), processed)
 
 
-def differentiable_cell_hooks(strategy: Any, supernet: str) -> list:
-    """Mutation hooks for `ModelSpace.extra_oneshot_hooks`: our cell (`supernet`: fast | lean | nni) for DARTS /
-    GumbelDARTS only (other one-shot strategies such as ENAS or RandomOneShot keep NNI's own cell handling)."""
+def differentiable_cell_hooks(strategy: Any, supernet: str, partial_channels: int = 1) -> list:
+    """Mutation hooks for `ModelSpace.extra_oneshot_hooks`: our cell (`supernet`: fast | lean | nni, or
+    PC-DARTS' with `partial_channels` > 1) for DARTS / GumbelDARTS only (other one-shot strategies such as
+    ENAS or RandomOneShot keep NNI's own cell handling, which has no partial channels)."""
     from nni.nas.strategy import DARTS, GumbelDARTS
 
     from nni_emotionnas.spaces.fast_cell import FastMixedCell
+    from nni_emotionnas.spaces.pc_darts import partial_channel_hook
 
+    differentiable = type(strategy) in (DARTS, GumbelDARTS)
+    if partial_channels > 1:
+        if not differentiable:
+            raise ConfigError(f"partial_channels: PC-DARTS needs the DARTS or GumbelDARTS strategy, not "
+                              f"{type(strategy).__name__}")
+        return [partial_channel_hook(partial_channels)]
     cells = {"fast": FastMixedCell, "lean": WeightedSumMixedCell}
-    if type(strategy) in (DARTS, GumbelDARTS) and supernet in cells:
+    if differentiable and supernet in cells:
         return [cells[supernet].mutate]
     return []

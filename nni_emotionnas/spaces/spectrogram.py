@@ -8,7 +8,7 @@ finds two cell types, as in DARTS. Implements the space protocol of `nni_emotion
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -49,6 +49,9 @@ class SpectrogramSpaceConfig:
     # DARTS/GumbelDARTS supernet cell forward, all the same function: `fast` (spaces.fast_cell), `lean` (the
     # edge-by-edge weighted sum, spaces.oneshot_cell) or `nni` (NNI's stock DifferentiableMixedCell)
     supernet: Literal["fast", "lean", "nni"] = "fast"
+    # PC-DARTS (Xu et al. 2020; not the paper's DARTS): ops on 1/K of each edge's channels + edge
+    # normalisation, see spaces.pc_darts; 1 = off. The searched cells are retrained at full width.
+    partial_channels: int = 1
 
     def __post_init__(self) -> None:
         unknown = [op for op in self.ops if op not in KNOWN_OPS]
@@ -61,6 +64,13 @@ class SpectrogramSpaceConfig:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if self.channels % 2:
             raise ValueError(f"channels: must be even (reduction halves channels twice), got {self.channels}")
+        if self.partial_channels < 1 or self.channels % self.partial_channels:
+            raise ValueError(f"partial_channels: must be at least 1 and divide channels ({self.channels}), "
+                             f"got {self.partial_channels}")
+        narrow = 2 * self.channels // self.partial_channels  # the first reduction cell's op width
+        if self.partial_channels > 1 and "skip_connect" in self.ops and narrow % 2:
+            raise ValueError(f"partial_channels: {self.partial_channels} leaves an odd width in the reduction cells' "
+                             "skip_connect (FactorizedReduce needs an even one)")
 
     @property
     def candidate_ops(self) -> list[str]:
@@ -131,8 +141,9 @@ class SpectrogramSpace(ModelSpace):
             reduction = layer in config.reduction_layers
             if reduction:
                 channels *= 2
+            op_channels = channels // config.partial_channels
             factory = {
-                op: partial(_cell_op, op=op, channels=channels, reduction=reduction) for op in config.candidate_ops
+                op: partial(_cell_op, op=op, channels=op_channels, reduction=reduction) for op in config.candidate_ops
             }
             self.cells.append(
                 Cell(
@@ -158,7 +169,13 @@ class SpectrogramSpace(ModelSpace):
         """NNI asks the space for extra one-shot mutation hooks: a faster DARTS cell forward (same math)."""
         from nni_emotionnas.spaces.oneshot_cell import differentiable_cell_hooks
 
-        return differentiable_cell_hooks(strategy, self.config.supernet)
+        return differentiable_cell_hooks(strategy, self.config.supernet, self.config.partial_channels)
+
+    def freeze(self, sample: dict[str, Any]) -> nn.Module:
+        """The fixed network; a partial-channel space's cells are retrained at full width, as in PC-DARTS."""
+        if self.config.partial_channels == 1:
+            return super().freeze(sample)
+        return build_space(replace(self.config, partial_channels=1), self.num_classes).freeze(sample)
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         s0 = s1 = self.stem(inputs)
@@ -191,12 +208,13 @@ def derive_architecture(
     for label in CELL_LABELS:
         for node in range(NUM_PREDECESSORS, NUM_PREDECESSORS + space_config.nodes):
             edges = []
+            normalisation = probs.get(f"{label}/{node}_edges", {})  # PC-DARTS' edge weights, when searched so
             for source in range(node):
                 weights = probs.get(f"{label}/{node}_{source}")
                 if weights is None:
                     break
                 op, weight = max(((o, w) for o, w in weights.items() if o != NONE), key=lambda item: item[1])
-                edges.append((weight, source, op))
+                edges.append((weight * normalisation.get(str(source), 1.0), source, op))
             else:
                 edges.sort(key=lambda item: (-item[0], item[1]))
                 for k in range(space_config.ops_per_node):

@@ -31,6 +31,19 @@ from nni_emotionnas.spaces.darts_ops import DilConv, FactorizedReduce, SepConv
 CHANNELS_LAST = torch.channels_last
 
 
+class ChannelsLastGrad(torch.autograd.Function):
+    """Identity whose backward hands on the gradient channels-last: gradients arriving as slices of a concat or
+    split are strided, and batch-norm and conv backward on strided gradients are several times slower."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous(memory_format=CHANNELS_LAST)
+
+
 def fused_batch_norm(x: torch.Tensor, norms: Sequence[nn.BatchNorm2d], scales: Optional[torch.Tensor]) -> torch.Tensor:
     """`cat_m(scales[m] * norms[m](x_m))` where x = cat_m(x_m) along channels, in one batch-norm call.
 
@@ -155,6 +168,8 @@ class FastMixedCell(DifferentiableMixedCell):
             else:
                 for m, i in enumerate(targets):
                     own[i].append(modules[m](x) * scales[m])
+        if conv_sum is not None:
+            conv_sum = ChannelsLastGrad.apply(conv_sum)
         blocks = conv_sum.split(conv_sum.shape[1] // len(targets), 1) if conv_sum is not None else None
         mixed = mix_shared(shared, shared_scales) if shared else None
         for m, i in enumerate(targets):

@@ -1,7 +1,8 @@
 """Deep stream hot path, measured in one run on this machine: forward+backward of fixed searched cells
 (the catalog LSTM written as a cell, and a typical DARTS-derived cell, both with the space's default
 `state_bound` as the product trains them) against `torch.nn.LSTM` of the
-same sizes, and one DARTS supernet step (forward, backward, optimizer step) of the recurrent space.
+same sizes, and one DARTS supernet step (forward, backward, optimizer step) of the recurrent space, both with
+the product's mixture step (`spaces.recurrent_mixture`) and with NNI's mixtures called op by op (the reference).
 
     python benchmarks/bench_recurrent_cell.py                # batch 32, T=727, D=512, H=256
     python benchmarks/bench_recurrent_cell.py --threads 1    # fewer threads: less OpenMP overhead per step
@@ -49,11 +50,14 @@ def forward_backward(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], N
     return step
 
 
-def darts_supernet_step(args: argparse.Namespace, x: torch.Tensor, mask: torch.Tensor) -> Callable[[], None]:
+def darts_supernet_step(args: argparse.Namespace, x: torch.Tensor, mask: torch.Tensor,
+                        fast: bool) -> Callable[[], None]:
     from nni.nas.strategy import DARTS
 
     config = R.RecurrentSpaceConfig(input_dim=args.dim, hidden_size=args.hidden, nodes=args.nodes)
     supernet = DARTS().mutate_model(R.build_space(config, num_classes=4))
+    for layer in supernet.recurrent:
+        layer.fast_mixture = fast
     optimizer = torch.optim.SGD(supernet.parameters(), lr=0.01)
     target = torch.arange(x.shape[0]) % 4
 
@@ -90,8 +94,10 @@ def main() -> None:
         print(f"  {name:29s} {seconds:7.3f} s   {seconds / reference:.2f}x nn.LSTM")
     if not args.skip_supernet:
         mask = torch.ones(args.batch, args.frames, dtype=torch.bool)
-        seconds = best_time(darts_supernet_step(args, x, mask), 1)
-        print(f"  DARTS supernet step ({args.nodes} nodes) {seconds:7.3f} s   {seconds / reference:.2f}x nn.LSTM")
+        for fast, name in ((False, "NNI's mixtures, op by op"), (True, "mixture step (product)")):
+            seconds = best_time(darts_supernet_step(args, x, mask, fast), 1)
+            print(f"  DARTS supernet step ({args.nodes} nodes), {name:25s} {seconds:7.3f} s   "
+                  f"{seconds / reference:.2f}x nn.LSTM", flush=True)
 
 
 if __name__ == "__main__":

@@ -118,10 +118,11 @@ class SearchLayer(nn.Module):
         )
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        steps = self.x_proj(frames).unbind(1)
+        projected = self.x_proj(frames)
         mixture = layer_mixture(self) if self.fast_mixture else None  # DARTS: far fewer ops (recurrent_mixture)
         if mixture is not None:
-            return run_mixture(self, steps, mixture, self.leaky_slope)
+            return run_mixture(self, projected, mixture, self.leaky_slope)
+        steps = projected.unbind(1)
         h1 = h2 = frames.new_zeros(frames.shape[0], self.hidden_size)
         outputs = []
         for x in steps:

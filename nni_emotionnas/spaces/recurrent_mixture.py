@@ -3,8 +3,9 @@
 Under NNI's DARTS every operand `InputChoice` becomes a weighted sum of its candidates and every op
 `LayerChoice` a weighted sum of all ops, each recomputing its softmax and summing term by term at every time
 step: ~500 small ops a step for 8 nodes, so the step costs framework overhead, not arithmetic. Here the
-softmaxes are computed once per sequence and each weighted sum is one matrix product: a node's three
-operands are (3 x values) @ (values x batch*hidden), its output (1 x ops) @ (ops x batch*hidden).
+softmaxes are computed once per sequence, each weighted sum is one matrix product (a node's three operands
+are (3 x values) @ (values x batch*hidden), its output (1 x ops) @ (ops x batch*hidden)), and the whole
+sequence is one autograd function with a hand-written backward (`recurrent_sequence`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from nni_emotionnas.nni_compat import mixture_weights
-from nni_emotionnas.spaces.cells.fixed import bound_state
 from nni_emotionnas.spaces.recurrent_ops import SLOTS
+from nni_emotionnas.spaces.recurrent_sequence import MixedSequence
 
 
 @dataclass
@@ -46,47 +46,11 @@ def layer_mixture(layer: torch.nn.Module) -> Optional[Mixture]:
     )
 
 
-def node_output(
-    node: torch.nn.Module, operands: torch.Tensor, weights: torch.Tensor, names: list[str], leaky_slope: float
-) -> torch.Tensor:
-    """sum_k w_k * op_k(a, b, z), each op as `recurrent_ops.SlotOp` computes it."""
-    a, b, z = operands.unbind(0)
-    outputs = []
-    for name in names:
-        if name == "linear":
-            outputs.append(node.op[name].linear(a))
-        elif name == "blend":
-            outputs.append(torch.lerp(b, a, z))
-        elif name == "product":
-            outputs.append(a * b)
-        elif name == "sum":
-            outputs.append(a + b)
-        elif name == "tanh":
-            outputs.append(torch.tanh(a))
-        elif name == "sigmoid":
-            outputs.append(torch.sigmoid(a))
-        else:
-            outputs.append(F.leaky_relu(a, leaky_slope))
-    return mix(weights, outputs)
-
-
-def mix(weights: torch.Tensor, values: list[torch.Tensor]) -> torch.Tensor:
-    """sum_c weights[..., c] * values[c] as one matrix product: (k, c) @ (c, batch*hidden)."""
-    out = weights @ torch.stack(values).flatten(1)
-    return out.view(*weights.shape[:-1], *values[0].shape)
-
-
-def run_mixture(
-    layer: torch.nn.Module, steps: tuple[torch.Tensor, ...], mixture: Mixture, leaky_slope: float
-) -> torch.Tensor:
-    """The layer's h1 sequence (batch, time, hidden) over the projected inputs `steps`."""
-    h1 = h2 = steps[0].new_zeros(steps[0].shape)
-    outputs = []
-    for x in steps:
-        values = [x, h1, h2]
-        for i, node in enumerate(layer.nodes):
-            operands = mix(mixture.operands[i], values)
-            values.append(node_output(node, operands, mixture.ops[i], mixture.op_names, leaky_slope))
-        h1, h2 = (bound_state(s, layer.state_bound) for s in mix(mixture.states, values[3:]).unbind(0))
-        outputs.append(h1)
-    return torch.stack(outputs, dim=1)
+def run_mixture(layer: torch.nn.Module, projected: torch.Tensor, mixture: Mixture, leaky_slope: float) -> torch.Tensor:
+    """The layer's h1 sequence (batch, time, hidden) over the projected inputs (batch, time, hidden)."""
+    linear = []
+    if "linear" in mixture.op_names:
+        for node in layer.nodes:
+            linear += [node.op["linear"].linear.weight, node.op["linear"].linear.bias]
+    meta = (mixture.op_names, len(mixture.ops), layer.state_bound, leaky_slope)
+    return MixedSequence.apply(projected, mixture.states, meta, *mixture.operands, *mixture.ops, *linear)

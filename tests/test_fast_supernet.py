@@ -111,3 +111,30 @@ def test_seeded_search_derives_the_same_genotype_with_both_cells(tmp_path: Path)
     assert fast_genotype == lean_genotype
     for label, probs in lean_weights.items():
         assert fast_weights[label] == pytest.approx(probs, abs=1e-4), label
+
+
+def test_search_with_accelerator_auto_and_bf16_mixed_precision_on_cpu(tmp_path: Path) -> None:
+    """`accelerator: auto` and `precision` reach Lightning; no GPU here, so this is CPU autocast (bf16)."""
+    from nni_emotionnas.training.evaluator import build_evaluator
+
+    config = TrainConfig(epochs=1, batch_size=8, seed=0, accelerator="auto", precision="bf16-mixed",
+                         checkpoint_cells=True)
+    assert build_evaluator(tiny_data(8), None, 4, config).trainer.precision == "bf16-mixed"
+    space = S.SpectrogramSpaceConfig(channels=2, layers=3, nodes=2, stem=S.StemConfig(multiplier=2))
+    result = run_search(
+        space_mod=S, space_config=space, train_dataset=tiny_data(16), num_classes=4, search_config=config,
+        strategy_name="DARTS", strategy_args={}, run_dir=tmp_path, branch="spectrogram",
+    )
+    assert result.record["search_metrics"]["search"]["precision"] == "bf16-mixed"
+    assert result.record["search_metrics"]["train_loss"] > 0
+
+
+def test_checkpoint_cells_on_a_network_without_cells_is_a_config_error() -> None:
+    from nni_emotionnas.errors import ConfigError
+    from nni_emotionnas.spaces import recurrent as R
+    from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
+
+    deep = R.build_space(R.RecurrentSpaceConfig(input_dim=4, hidden_size=4, nodes=2), 2)
+    with pytest.raises(ConfigError, match="train.checkpoint_cells: RecurrentSpace has no cells to checkpoint"):
+        enable_cell_checkpointing(deep, True, "train.checkpoint_cells")
+    enable_cell_checkpointing(deep, False, "train.checkpoint_cells")  # off: nothing to check

@@ -52,8 +52,12 @@ class SpectrogramSpaceConfig:
     # PC-DARTS (Xu et al. 2020; not the paper's DARTS): ops on 1/K of each edge's channels + edge
     # normalisation, see spaces.pc_darts; 1 = off. The searched cells are retrained at full width.
     partial_channels: int = 1
+    lean_supernet: Optional[bool] = None  # the older spelling of `supernet` (lean / nni), so older genotype files load
 
     def __post_init__(self) -> None:
+        if self.lean_supernet is not None:
+            self.supernet = "lean" if self.lean_supernet else "nni"
+            self.lean_supernet = None
         unknown = [op for op in self.ops if op not in KNOWN_OPS]
         if unknown:
             raise ValueError(f"ops: unknown operation {unknown[0]!r} (known: {', '.join(KNOWN_OPS)})")

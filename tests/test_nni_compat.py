@@ -38,6 +38,21 @@ def test_differentiable_cell_internals() -> None:
     torch.testing.assert_close(probs.sum(), torch.tensor(1.0))
 
 
+def test_mixture_internals() -> None:
+    """DARTS' LayerChoice / InputChoice mixtures expose their softmaxed weights; GumbelDARTS' are left alone."""
+    from nni.nas.strategy import DARTS, GumbelDARTS
+
+    from nni_emotionnas.spaces import recurrent as R
+
+    config = R.RecurrentSpaceConfig(input_dim=3, hidden_size=3, nodes=1)
+    darts = DARTS().mutate_model(R.build_space(config, 2))
+    probs = nni_compat.mixture_weights(darts.recurrent[0].nodes[0].op)
+    assert probs.shape == (len(config.ops),)
+    torch.testing.assert_close(probs.sum(), torch.tensor(1.0))
+    gumbel = GumbelDARTS().mutate_model(R.build_space(config, 2))
+    assert nni_compat.mixture_weights(gumbel.recurrent[0].nodes[0].op) is None
+
+
 def test_trial_internals_outside_a_trial() -> None:
     """In a fresh interpreter (an in-process search earlier in this session leaves NNI's record set)."""
     code = "from nni_emotionnas import nni_compat; print(nni_compat.current_trial_record())"

@@ -51,8 +51,20 @@ def main() -> None:
         profile(args.variant, args)
         return
     for variant in ("plain", "fast"):
-        cmd = [sys.executable, __file__, "--variant", variant, "--batch", str(args.batch), "--size", str(args.size),
-               "--threads", str(args.threads), "--top", str(args.top)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--variant",
+            variant,
+            "--batch",
+            str(args.batch),
+            "--size",
+            str(args.size),
+            "--threads",
+            str(args.threads),
+            "--top",
+            str(args.top),
+        ]
         subprocess.run(cmd, check=True)
 
 

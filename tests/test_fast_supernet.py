@@ -117,13 +117,21 @@ def test_search_with_accelerator_auto_and_bf16_mixed_precision_on_cpu(tmp_path: 
     """`accelerator: auto` and `precision` reach Lightning; no GPU here, so this is CPU autocast (bf16)."""
     from nni_emotionnas.training.evaluator import build_evaluator
 
-    config = TrainConfig(epochs=1, batch_size=8, seed=0, accelerator="auto", precision="bf16-mixed",
-                         checkpoint_cells=True)
+    config = TrainConfig(
+        epochs=1, batch_size=8, seed=0, accelerator="auto", precision="bf16-mixed", checkpoint_cells=True
+    )
     assert build_evaluator(tiny_data(8), None, 4, config).trainer.precision == "bf16-mixed"
     space = S.SpectrogramSpaceConfig(channels=2, layers=3, nodes=2, stem=S.StemConfig(multiplier=2))
     result = run_search(
-        space_mod=S, space_config=space, train_dataset=tiny_data(16), num_classes=4, search_config=config,
-        strategy_name="DARTS", strategy_args={}, run_dir=tmp_path, branch="spectrogram",
+        space_mod=S,
+        space_config=space,
+        train_dataset=tiny_data(16),
+        num_classes=4,
+        search_config=config,
+        strategy_name="DARTS",
+        strategy_args={},
+        run_dir=tmp_path,
+        branch="spectrogram",
     )
     assert result.record["search_metrics"]["search"]["precision"] == "bf16-mixed"
     assert result.record["search_metrics"]["train_loss"] > 0

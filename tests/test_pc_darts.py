@@ -29,7 +29,11 @@ def test_partial_channel_supernet_shapes_and_edge_weights() -> None:
     logits.sum().backward()
     betas = {name: p for name, p in net.named_parameters() if name.endswith("_edges")}
     assert sorted(name.split("._arch_alpha.")[-1] for name in betas) == [
-        "normal/2_edges", "normal/3_edges", "reduce/2_edges", "reduce/3_edges"]
+        "normal/2_edges",
+        "normal/3_edges",
+        "reduce/2_edges",
+        "reduce/3_edges",
+    ]
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in betas.values())
     with pytest.raises(ValueError, match="partial_channels: must be at least 1 and divide channels"):
         S.SpectrogramSpaceConfig(channels=6, partial_channels=4)
@@ -44,9 +48,15 @@ def test_tiny_partial_channel_search_exports_edge_weights_and_retrains_full_widt
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(24, 1, 12, 12, generator=g), torch.arange(24) % 4
     result = run_search(
-        space_mod=S, space_config=PC, train_dataset=TensorDataset(x, y), num_classes=4,
-        search_config=TrainConfig(epochs=1, batch_size=8, seed=0), strategy_name="DARTS",
-        strategy_args={"arc_learning_rate": 0.05}, run_dir=tmp_path, branch="spectrogram",
+        space_mod=S,
+        space_config=PC,
+        train_dataset=TensorDataset(x, y),
+        num_classes=4,
+        search_config=TrainConfig(epochs=1, batch_size=8, seed=0),
+        strategy_name="DARTS",
+        strategy_args={"arc_learning_rate": 0.05},
+        run_dir=tmp_path,
+        branch="spectrogram",
     )
     record = read_genotype(result.genotype_path)
     edges = record["edge_weights"]["reduce/3_edges"]
@@ -54,7 +64,8 @@ def test_tiny_partial_channel_search_exports_edge_weights_and_retrains_full_widt
     assert record["space_config"]["partial_channels"] == 4
     assert "none" not in record["architecture"].values()
     net, _ = build_fixed(record)
-    widths = [len(norm.weight) for cell in net.cells for norm in cell.ops.modules()
-              if isinstance(norm, torch.nn.BatchNorm2d)]
+    widths = [
+        len(norm.weight) for cell in net.cells for norm in cell.ops.modules() if isinstance(norm, torch.nn.BatchNorm2d)
+    ]
     assert widths and set(widths) <= {8, 16, 32}  # full width (8, then doubled per reduction), not a quarter
     assert net(torch.randn(2, 1, 12, 12)).shape == (2, 4)

@@ -56,13 +56,15 @@ class PartialChannelCell(FastMixedCell):
             arch_alphas(self)[edge_label(self.label, i)] = memo[key]
 
     def forward(self, *inputs: Any) -> Any:
-        processed = [x.contiguous(memory_format=CHANNELS_LAST) for x in
-                     preprocess_cell_inputs(self.num_predecessors, *inputs)]
+        processed = [
+            x.contiguous(memory_format=CHANNELS_LAST) for x in preprocess_cell_inputs(self.num_predecessors, *inputs)
+        ]
         states: list[torch.Tensor] = list(self.preprocessor(processed))
         first, end = self.num_predecessors, self.num_predecessors + self.num_nodes
         alphas = arch_alphas(self)
-        weights = {(i, j): arch_softmax(self, alphas[f"{self.label}/{i}_{j}"]) for i in range(first, end)
-                   for j in range(i)}
+        weights = {
+            (i, j): arch_softmax(self, alphas[f"{self.label}/{i}_{j}"]) for i in range(first, end) for j in range(i)
+        }
         betas = {i: F.softmax(alphas[edge_label(self.label, i)], dim=-1) for i in range(first, end)}
         mixed: dict[int, torch.Tensor] = {}
         passed: dict[int, torch.Tensor] = {}

@@ -55,7 +55,7 @@ def darts_supernet_step(args: argparse.Namespace, x: torch.Tensor, mask: torch.T
     from nni.nas.strategy import DARTS
 
     config = R.RecurrentSpaceConfig(input_dim=args.dim, hidden_size=args.hidden, nodes=args.nodes)
-    supernet = DARTS().mutate_model(R.build_space(config, num_classes=4))
+    supernet = DARTS().mutate_model(R.build_oneshot_space(config, num_classes=4))
     for layer in supernet.recurrent:
         layer.fast_mixture = fast
     optimizer = torch.optim.SGD(supernet.parameters(), lr=0.01)

@@ -45,11 +45,11 @@ def test_mixture_internals() -> None:
     from nni_emotionnas.spaces import recurrent as R
 
     config = R.RecurrentSpaceConfig(input_dim=3, hidden_size=3, nodes=1)
-    darts = DARTS().mutate_model(R.build_space(config, 2))
+    darts = DARTS().mutate_model(R.build_oneshot_space(config, 2))
     probs = nni_compat.mixture_weights(darts.recurrent[0].nodes[0].op)
     assert probs.shape == (len(config.ops),)
     torch.testing.assert_close(probs.sum(), torch.tensor(1.0))
-    gumbel = GumbelDARTS().mutate_model(R.build_space(config, 2))
+    gumbel = GumbelDARTS().mutate_model(R.build_oneshot_space(config, 2))
     assert nni_compat.mixture_weights(gumbel.recurrent[0].nodes[0].op) is None
 
 

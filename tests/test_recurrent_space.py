@@ -312,8 +312,8 @@ def test_fast_darts_mixture_gives_the_call_by_call_logits_and_gradients(ops):
 
     config = R.RecurrentSpaceConfig(input_dim=6, hidden_size=5, nodes=4, ops=ops, dropout=0.0, attention_dim=4)
     torch.manual_seed(0)
-    fast = DARTS().mutate_model(R.build_space(config, 3))
-    naive = DARTS().mutate_model(R.build_space(config, 3))
+    fast = DARTS().mutate_model(R.build_oneshot_space(config, 3))
+    naive = DARTS().mutate_model(R.build_oneshot_space(config, 3))
     with torch.no_grad():
         for name, p in fast.named_parameters():
             if "_arch_alpha" in name:

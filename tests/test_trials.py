@@ -247,3 +247,18 @@ def test_view_serves_a_finished_search_with_readable_private_trials(random_searc
         assert parameters["n1/op"] in ("linear", "blend", "product", "sum", "tanh", "sigmoid", "leaky_relu")
         assert {parameters[k] for k in ("n1/operand_a", "n1/operand_b", "n1/operand_z")} <= {"x", "h1", "h2"}
         assert parameters["new_h1"] == "n1" and parameters["trial_setup"] == "random_1/trial_setup.json"
+
+
+def test_genotypes_with_the_old_choice_labels_still_load(ws: Path) -> None:
+    """Files written before the readable labels (`n1/a`, `h1`) read as the same architecture."""
+    from nni_emotionnas.spaces.genotype import build_fixed, read_genotype
+
+    indexed = {**BLIND, "n1/op": "blend", "n1/operand_a": [0]}  # old files held candidate indices
+    current = write_genotype(ws, indexed, "current.json")
+    record = json.loads(current.read_text())
+    old = {label.replace("operand_", "").replace("new_", ""): value for label, value in indexed.items()}
+    assert "n1/a" in old and "h1" in old
+    legacy = ws / "legacy.json"
+    legacy.write_text(json.dumps({**record, "architecture": old}))
+    assert read_genotype(legacy)["architecture"] == read_genotype(current)["architecture"]
+    build_fixed(read_genotype(legacy))

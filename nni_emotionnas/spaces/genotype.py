@@ -93,7 +93,9 @@ def read_genotype(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: {key}: required key is missing")
     if not isinstance(record["architecture"], dict):
         raise ConfigError(f"{path}: architecture: expected an object of NNI choice labels")
-    space_module(record["branch"])  # validates the branch name
+    upgrade = getattr(space_module(record["branch"]), "upgrade_architecture", None)  # validates the branch too
+    if upgrade is not None:
+        record["architecture"] = upgrade(record["architecture"])
     return record
 
 

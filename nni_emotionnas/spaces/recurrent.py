@@ -43,6 +43,17 @@ def operand_label(slot: str) -> str:
     return f"operand_{slot}"
 
 
+def upgrade_architecture(architecture: dict[str, Any]) -> dict[str, Any]:
+    """Genotype files written before the labels named what they choose (`n1/a`, `h1`) load unchanged."""
+    upgraded = {}
+    for label, value in architecture.items():
+        node, _, slot = label.partition("/")
+        if slot in SLOTS:
+            label = f"{node}/{operand_label(slot)}"
+        upgraded[OUTPUT_LABELS.get(label, label)] = value
+    return upgraded
+
+
 @dataclass
 class RecurrentSpaceConfig:
     """Knobs of `search_spaces/recurrent_cell.yml` (H=`hidden_size`, L=`num_layers`)."""

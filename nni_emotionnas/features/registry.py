@@ -17,6 +17,7 @@ DEEP_BACKENDS: dict[str, str] = {
     "wavlm": "nni_emotionnas.features.torchaudio_backend:wavlm_from_options",
     "resemblyzer": "nni_emotionnas.features.resemblyzer_backend:from_options",
     "hf": "nni_emotionnas.features.hf_backend:from_options",
+    "opensmile": "nni_emotionnas.features.opensmile_backend:from_options",
 }
 
 # backends whose checkpoint file is unpickled in full (fairseq stores argparse/omegaconf objects in it)

@@ -128,10 +128,14 @@ class SpectrogramConfig:
 @dataclass
 class FeaturesConfig:
     """`standardize: train_speakers` standardises each fold's inputs (spectrogram per frequency row, deep
-    frames per dimension) with statistics of that fold's training speakers only; `none` feeds raw features."""
+    frames per dimension) with statistics of that fold's training speakers only; `speaker` with each
+    speaker's own statistics (transductive: a test speaker's come from their unlabelled test utterances;
+    refused when the median speaker shows fewer than half the classes unless `standardize_force: true`);
+    `none` feeds raw features. The stream networks, the probes and the `classic` baseline all follow it."""
 
     cache_dir: Optional[str] = None
-    standardize: Literal["train_speakers", "none"] = "train_speakers"
+    standardize: Literal["train_speakers", "speaker", "none"] = "train_speakers"
+    standardize_force: bool = False
     n_jobs: int = 2
     spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
     deep: dict[str, Any] = field(default_factory=lambda: {"backend": "fbank"})
@@ -145,7 +149,25 @@ class FeaturesConfig:
 SINGLE_STREAMS = ("spectrogram", "deep")
 FUSION_VARIANTS = ("ism", "concat", "sum", "max", "min")
 PROBE_VARIANTS = {"probe_spectrogram": "spectrogram", "probe_deep": "deep"}  # baseline -> stream it reads
-VARIANTS = SINGLE_STREAMS + FUSION_VARIANTS + tuple(PROBE_VARIANTS)
+CLASSIC, PROBE_FUSION = "classic", "probe_fusion"
+BASELINES = (*PROBE_VARIANTS, CLASSIC, PROBE_FUSION)  # rows that train no network: reference points
+VARIANTS = SINGLE_STREAMS + FUSION_VARIANTS + BASELINES
+OpenSmileSet = Literal["ComParE_2016", "eGeMAPSv02", "GeMAPSv01b"]
+
+
+@dataclass
+class ClassicConfig:
+    """The `classic` baseline (`run.classic`): openSMILE functionals of `feature_set` (ComParE_2016: 6373
+    per utterance, eGeMAPSv02: 88) and a logistic regression with inverse regularisation `C`;
+    `class_weight: balanced` weighs classes alike. The defaults are the usual SER reference setting."""
+
+    feature_set: OpenSmileSet = "ComParE_2016"
+    C: float = 0.01
+    class_weight: Literal["none", "balanced"] = "none"
+
+    def __post_init__(self) -> None:
+        if self.C <= 0:
+            raise ValueError(f"classic.C must be positive, got {self.C}")
 
 
 @dataclass
@@ -164,6 +186,10 @@ class RunConfig:
     seeds. `dominant`: the stream a fusion keeps intact; `auto` picks, per fold and seed, the stream with the
     better validation UA. `ism_gate`: `zero` fuses F = X_dom + g * A * H with a learned gate g starting at 0
     (so ISM starts as its dominant stream), `paper` is the paper's F = X_dom + A * H.
+
+    `classic` adds the `classic` baseline (openSMILE functionals + logistic regression, see `ClassicConfig`;
+    `classic: null` drops it). With two or more of these baselines, `probe_fusion` is added: the mean of
+    their class probabilities, the obvious fusion a fused searched model must beat.
     """
 
     variants: list[str] = field(default_factory=lambda: ["spectrogram", "deep", "ism"])
@@ -175,6 +201,7 @@ class RunConfig:
     search: Literal["per_fold", "once"] = "per_fold"
     fusion_dropout: float = 0.0
     main: str = "ism"
+    classic: Optional[ClassicConfig] = field(default_factory=ClassicConfig)
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -188,10 +215,21 @@ class RunConfig:
             used = {s for v in self.variants for s in ((v,) if v in SINGLE_STREAMS else SINGLE_STREAMS)
                     if v not in PROBE_VARIANTS}
             self.variants = list(dict.fromkeys([*self.variants, *(p for p, s in PROBE_VARIANTS.items() if s in used)]))
+        if self.classic is not None:
+            self.variants = list(dict.fromkeys([*self.variants, CLASSIC]))
+        elif CLASSIC in self.variants:
+            raise ValueError("variants: 'classic' needs run.classic settings (it is null)")
+        if len(self.fused_baselines) >= 2:
+            self.variants = list(dict.fromkeys([*self.variants, PROBE_FUSION]))
         if self.main not in self.variants:
             raise ValueError(f"main: {self.main!r} is not among the variants {self.variants}")
-        if self.main in PROBE_VARIANTS:
-            raise ValueError(f"main: {self.main!r} is a baseline probe; `predict` needs a trained network")
+        if self.main in BASELINES:
+            raise ValueError(f"main: {self.main!r} is a baseline; `predict` needs a trained network")
+
+    @property
+    def fused_baselines(self) -> list[str]:
+        """The baselines `probe_fusion` averages: every probe in the run and `classic`."""
+        return [v for v in self.variants if v in PROBE_VARIANTS or v == CLASSIC]
 
 
 @dataclass

@@ -23,16 +23,21 @@ import torch
 from tqdm.auto import tqdm
 
 from nni_emotionnas.config.experiment import (
+    BASELINES,
+    CLASSIC,
     FUSION_VARIANTS,
+    PROBE_FUSION,
     PROBE_VARIANTS,
     SINGLE_STREAMS,
     ExperimentConfig,
     RunConfig,
 )
 from nni_emotionnas.corpora.folds import Fold
+from nni_emotionnas.evaluation.baseline_fit import BaselineFit
 from nni_emotionnas.evaluation.report import FoldResult
 from nni_emotionnas.features.prepared import PreparedCorpus
 from nni_emotionnas.models.fusion import FusionHead, TwoStreamModel
+from nni_emotionnas.training.metrics import SERScores
 
 
 def branch_of(variant: str) -> str:
@@ -40,7 +45,10 @@ def branch_of(variant: str) -> str:
 
 
 def streams_of(variant: str) -> tuple[str, ...]:
-    """The streams whose features a variant reads (probes read one stream's, but train no network)."""
+    """The streams whose features a variant reads (probes read one stream's, but train no network; `classic`
+    and `probe_fusion` read none of their own)."""
+    if variant in (CLASSIC, PROBE_FUSION):
+        return ()
     return (branch_of(variant),) if branch_of(variant) != "both" else SINGLE_STREAMS
 
 
@@ -53,6 +61,8 @@ class CrossValidation:
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.config: RunConfig = experiment.run
+        self._baselines: dict[tuple[str, str, int], BaselineFit] = {}  # (fold, variant, seed) -> probabilities
+        self._classic_features: Optional[np.ndarray] = None
 
     def needs_search(self, stream: str) -> bool:
         model = self.experiment.model
@@ -151,37 +161,41 @@ class CrossValidation:
         model.head.start_from(getattr(model, f"{model.head.dominant}_net").classifier)
         return model
 
-    def train_probe(self, fold: Fold, variant: str, seed: int) -> FoldResult:
-        """The probe baseline of a stream (`nni_emotionnas.evaluation.probe`) on this fold."""
-        from nni_emotionnas.evaluation.probe import (
-            parameter_count,
-            probe_classifier,
-            probe_stream,
-            utterance_statistics,
-        )
-        from nni_emotionnas.training.metrics import score
+    def baseline_fit(self, fold: Fold, variant: str, seed: int) -> BaselineFit:
+        """A baseline's test probabilities on this fold (`evaluation.baseline_fit`), computed once per run."""
+        from nni_emotionnas.evaluation.baseline_fit import fit_on_fold, mean_probabilities
+        from nni_emotionnas.evaluation.classic import classic_classifier, classic_features
+        from nni_emotionnas.evaluation.probe import probe_classifier, probe_stream, utterance_statistics
 
-        stream, labels = probe_stream(variant), self.corpus.labels
-        splits = {split: np.asarray(fold.split(split)) for split in ("train", "val", "test")}
-        features = {split: utterance_statistics(self.corpus, idx, stream) for split, idx in splits.items()}
-        classifier = probe_classifier(seed).fit(features["train"], labels[splits["train"]])
-        val = score(labels[splits["val"]], classifier.predict(features["val"]), len(self.corpus.classes))
-        probs = classifier.predict_proba(features["test"])
-        test_labels, params = labels[splits["test"]], parameter_count(classifier)
-        return self.fold_result(fold, variant, seed, val, probs, test_labels, -1, params)
+        key = (fold.name, variant, seed)
+        if key not in self._baselines:
+            if variant == PROBE_FUSION:
+                members = [self.baseline_fit(fold, member, seed) for member in self.config.fused_baselines]
+                self._baselines[key] = mean_probabilities(members)
+            elif variant == CLASSIC:
+                if self._classic_features is None:
+                    self._classic_features = classic_features(self.corpus, self.config.classic, self.progress)
+                classifier = classic_classifier(self.config.classic, seed)
+                self._baselines[key] = fit_on_fold(classifier, self._classic_features, self.corpus.labels, fold)
+            else:
+                everyone = range(len(self.corpus.utterances))
+                features = utterance_statistics(self.corpus, fold.name, everyone, probe_stream(variant))
+                self._baselines[key] = fit_on_fold(probe_classifier(seed), features, self.corpus.labels, fold)
+        return self._baselines[key]
 
     def fold_result(
-        self, fold: Fold, variant: str, seed: int, val: Any, probs: np.ndarray, labels: np.ndarray, best_epoch: int,
-        params: int, **extra: Any,
+        self, fold: Fold, variant: str, seed: int, val: Optional[SERScores], probs: np.ndarray, labels: np.ndarray,
+        best_epoch: int, params: int, **extra: Any,
     ) -> FoldResult:
+        """`val` is None for baselines, which learn from the validation speakers too."""
         from nni_emotionnas.training.metrics import score
 
         scores = score(labels, probs.argmax(axis=1), len(self.corpus.classes))
         return FoldResult(
             fold=fold.name,
             variant=variant,
-            val_ua=val.ua,
-            val_wa=val.wa,
+            val_ua=None if val is None else val.ua,
+            val_wa=None if val is None else val.wa,
             test_ua=scores.ua,
             test_wa=scores.wa,
             best_epoch=best_epoch,
@@ -192,7 +206,7 @@ class CrossValidation:
             test_pred=probs.argmax(axis=1).tolist(),
             test_probs=probs.round(5).tolist(),
             seed=seed,
-            baseline=variant in PROBE_VARIANTS,
+            baseline=variant in BASELINES,
             **extra,
         )
 
@@ -208,8 +222,10 @@ class CrossValidation:
         if (out / "result.json").is_file():
             return FoldResult.load(out / "result.json")
         shutil.rmtree(out, ignore_errors=True)
-        if variant in PROBE_VARIANTS:
-            result = self.train_probe(fold, variant, seed)
+        if variant in BASELINES:
+            fit = self.baseline_fit(fold, variant, seed)
+            test_labels = self.corpus.labels[list(fold.test)]
+            result = self.fold_result(fold, variant, seed, None, fit.test_probs, test_labels, -1, fit.params)
             result.save(out / "result.json")
             return result
         branch = branch_of(variant)
@@ -260,7 +276,7 @@ class CrossValidation:
             standardization = self.corpus.standardization(fold.name)
             if standardization is not None:
                 standardization.save(self.run_dir / "folds" / fold.name / "standardization.npz")
-            for stream in streams_of(variant) if variant not in PROBE_VARIANTS else ():
+            for stream in streams_of(variant) if variant not in BASELINES else ():
                 if self.needs_search(stream):
                     self.search(fold, stream)
             results.append(self.train_variant(fold, variant, seed))
@@ -288,4 +304,30 @@ def describe_streams(corpus: PreparedCorpus, experiment: ExperimentConfig) -> li
         f"model {experiment.model.deep}",
         f"- search: {experiment.run.search}, {experiment.search.epochs} epochs; "
         f"training: {experiment.train.epochs} epochs, best validation UA checkpoint tested",
+        f"- standardisation: {STANDARDIZATION[experiment.features.standardize]}",
+        *describe_baselines(experiment.run),
     ] + ([f"- skipped audio: {len(corpus.skipped)} files (see results.json)"] if corpus.skipped else [])
+
+
+STANDARDIZATION = {
+    "train_speakers": "`train_speakers` (statistics of each fold's training speakers)",
+    "speaker": "`speaker` (each speaker's own statistics, test speakers' from their unlabelled test utterances: "
+    "transductive)",
+    "none": "`none` (raw features; the linear baselines still standardise on the speakers they learn from)",
+}
+
+
+def describe_baselines(run: RunConfig) -> list[str]:
+    """Report lines saying what the baseline rows are."""
+    lines = []
+    if run.classic is not None:
+        c = run.classic
+        lines.append(
+            f"- classic (baseline): openSMILE {c.feature_set} functionals, logistic regression C={c.C:g}"
+            + (", balanced class weights" if c.class_weight == "balanced" else "")
+        )
+    if PROBE_FUSION in run.variants:
+        lines.append(f"- probe_fusion (baseline): mean of the class probabilities of {', '.join(run.fused_baselines)}")
+    if any(v in BASELINES for v in run.variants):
+        lines.append("- baselines learn from every speaker a fold does not test (training and validation speakers)")
+    return lines

@@ -59,7 +59,8 @@ def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = Fa
     """Class probabilities of each file: the mean over the main variant's fold models (an ensemble).
 
     A run folder whose deep stream needs an unpickled checkpoint (fairseq wav2vec) is refused unless
-    `trust_checkpoints`.
+    `trust_checkpoints`. A run with `features.standardize: speaker` standardises the files with their own
+    statistics, so they should come from one speaker and be several (as that speaker's test utterances were).
     """
     import numpy as np
     import torch
@@ -71,7 +72,7 @@ def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = Fa
     from nni_emotionnas.features.registry import build_deep_extractor
     from nni_emotionnas.features.sequence import unify_length
     from nni_emotionnas.features.spectrogram import SpectrogramExtractor
-    from nni_emotionnas.features.standardize import Standardization
+    from nni_emotionnas.features.standardize import Standardization, fit_standardization
 
     experiment, manifest = load_run(run_dir)
     main, classes = manifest["main"], manifest["classes"]
@@ -87,6 +88,12 @@ def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = Fa
         unified = [unify_length(f, manifest["max_frames"], experiment.features.sequence) for f in frames]
         inputs["frames"] = torch.from_numpy(np.stack([u[0] for u in unified]))
         inputs["mask"] = torch.from_numpy(np.stack([u[1] for u in unified]))
+    if experiment.features.standardize == "speaker":  # the files are one speaker, standardised by their own statistics
+        inputs = fit_standardization(
+            range(len(audios)),
+            spectrogram=(lambda i: inputs["spectrogram"][i, 0].numpy()) if "spectrogram" in inputs else None,
+            deep=(lambda i: (inputs["frames"][i].numpy(), inputs["mask"][i].numpy())) if "frames" in inputs else None,
+        ).apply(inputs)
     folds = [Fold(name, (), (), ()) for name in manifest["folds"]]
     corpus = PreparedCorpus(experiment, [], classes, folds, deep_dim=manifest["deep_dim"])
     builder = CrossValidation(experiment, corpus, Path(run_dir), progress=False)

@@ -15,7 +15,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from nni_emotionnas.config.experiment import PROBE_VARIANTS
-from nni_emotionnas.features.prepared import PreparedCorpus
+from nni_emotionnas.features.prepared import PreparedCorpus, StreamDataset
 
 
 def probe_stream(variant: str) -> str:
@@ -23,16 +23,18 @@ def probe_stream(variant: str) -> str:
     return PROBE_VARIANTS[variant]
 
 
-def utterance_statistics(corpus: PreparedCorpus, indices: Sequence[int], stream: str) -> np.ndarray:
+def utterance_statistics(corpus: PreparedCorpus, fold_name: str, indices: Sequence[int], stream: str) -> np.ndarray:
     """Per utterance: the mean and std over time of each spectrogram row, or of each deep-frame dimension
-    over the valid frames (the unified frames the deep network reads)."""
+    over the valid frames, of the stream's input exactly as its network reads it in this fold (unified
+    frames, standardised as `features.standardize` says)."""
+    dataset = StreamDataset(corpus, indices, stream, fold_name)
     rows = []
-    for index in indices:
+    for item in range(len(dataset)):
+        inputs, _ = dataset[item]
         if stream == "spectrogram":
-            values = np.asarray(corpus.spectrogram.load(index), dtype=np.float64).T  # time x rows
+            values = inputs[0].numpy().T.astype(np.float64)  # time x rows
         else:
-            frames = corpus.deep_tensors(index)
-            values = frames["frames"].numpy()[frames["mask"].numpy()].astype(np.float64)
+            values = inputs["frames"].numpy()[inputs["mask"].numpy()].astype(np.float64)
         rows.append(np.concatenate([values.mean(axis=0), values.std(axis=0)]))
     return np.stack(rows)
 
@@ -44,6 +46,3 @@ def probe_classifier(seed: int = 0) -> Pipeline:
     )
 
 
-def parameter_count(classifier: Pipeline) -> int:
-    linear = classifier[-1]
-    return int(linear.coef_.size + linear.intercept_.size)

@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from nni_emotionnas.config.experiment import FUSION_VARIANTS, PROBE_VARIANTS
+from nni_emotionnas.config.experiment import BASELINES, FUSION_VARIANTS
 from nni_emotionnas.features.store import atomic_write_bytes
 
 STREAM_VARIANTS = ("spectrogram", "deep", "ism")
@@ -26,8 +26,8 @@ class FoldResult:
 
     fold: str
     variant: str
-    val_ua: float
-    val_wa: float
+    val_ua: Optional[float]  # None for baselines, which learn from the validation speakers too
+    val_wa: Optional[float]
     test_ua: float
     test_wa: float
     best_epoch: int
@@ -63,8 +63,9 @@ def delta_to_dominant(rows: Sequence[FoldResult], results: Sequence[FoldResult])
 
 
 def summarize(results: Sequence[FoldResult], classes: Sequence[str]) -> dict[str, dict]:
-    """Per variant: test UA/WA per fold and seed, mean and std over both (percent), pooled confusion and
-    per-class recall; fusions also their dominant stream per row and ΔUA against it."""
+    """Per variant: test UA/WA per fold and seed, mean and std over both (percent), pooled confusion,
+    per-class recall and UA/WA of all test predictions pooled (the figure SER papers usually quote for
+    leave-one-speaker-out); fusions also their dominant stream per row and ΔUA against it."""
     summary: dict[str, dict] = {}
     for variant in dict.fromkeys(r.variant for r in results):
         rows = [r for r in results if r.variant == variant]
@@ -89,7 +90,9 @@ def summarize(results: Sequence[FoldResult], classes: Sequence[str]) -> dict[str
             "ua_std": float(ua.std()),
             "wa_mean": float(wa.mean()),
             "wa_std": float(wa.std()),
-            "val_ua_mean": float(np.mean([r.val_ua for r in rows]) * 100),
+            "ua_pooled": float(np.nanmean(recall) * 100),
+            "wa_pooled": float(np.trace(confusion) / confusion.sum() * 100),
+            "val_ua_mean": None if rows[0].val_ua is None else float(np.mean([r.val_ua for r in rows]) * 100),
             "params": rows[0].params,
             "recall": {c: (None if np.isnan(v) else round(float(v) * 100, 2)) for c, v in zip(classes, recall)},
             "confusion": confusion.tolist(),
@@ -113,14 +116,18 @@ def markdown_tables(summary: dict[str, dict], classes: Sequence[str], notes: Seq
         present = [v for v in variants if v in summary]
         if not present:
             return []
-        columns = ["model", "UA %", "WA %", "ΔUA vs dominant stream", "params", "paper UA / WA (IEMOCAP)"]
+        columns = [
+            "model", "UA %", "WA %", "pooled UA / WA %", "ΔUA vs dominant stream", "params", "paper UA / WA (IEMOCAP)"
+        ]
         lines = [f"### {title}", "", *_header(columns)]
         for v in present:
             s = summary[v]
             paper = " / ".join(f"{x:.1f}" for x in PAPER[v]) if v in PAPER else ""
             ua, wa = f"{s['ua_mean']:.2f} ± {s['ua_std']:.2f}", f"{s['wa_mean']:.2f} ± {s['wa_std']:.2f}"
             delta = "" if s["delta_ua_mean"] is None else f"{s['delta_ua_mean']:+.2f} ± {s['delta_ua_std']:.2f}"
-            lines.append(_row([f"{v} (baseline)" if s["baseline"] else v, ua, wa, delta, f"{s['params']:,}", paper]))
+            pooled = f"{s['ua_pooled']:.2f} / {s['wa_pooled']:.2f}"
+            name = f"{v} (baseline)" if s["baseline"] else v
+            lines.append(_row([name, ua, wa, pooled, delta, f"{s['params']:,}", paper]))
         return lines + [""]
 
     first = next(iter(summary.values()))
@@ -128,10 +135,10 @@ def markdown_tables(summary: dict[str, dict], classes: Sequence[str], notes: Seq
     columns = [f"{f} s{seed}" if several_seeds else f for f, seed in zip(first["folds"], first["seeds"])]
     spread = "folds and seeds" if several_seeds else "folds"
     out = [f"## Results (test split of every fold, mean ± std over {spread})", "", *notes, ""]
-    out += table("Streams and fusion (cf. paper Table 4)", [*STREAM_VARIANTS, *PROBE_VARIANTS])
+    out += table("Streams and fusion (cf. paper Table 4), baselines", [*STREAM_VARIANTS, *BASELINES])
     if any(v in summary for v in FUSION_VARIANTS[1:]):
         out += table("Fusion methods (cf. paper Table 5)", FUSION_VARIANTS)
-    known = (*STREAM_VARIANTS, *FUSION_VARIANTS, *PROBE_VARIANTS)
+    known = (*STREAM_VARIANTS, *FUSION_VARIANTS, *BASELINES)
     out += table("Other models", [v for v in summary if v not in known])
     fusions = [v for v in FUSION_VARIANTS if v in summary and any(summary[v]["dominant"])]
     if fusions:
@@ -153,14 +160,15 @@ def csv_table(summary: dict[str, dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow([
-        "model", "baseline", "ua_mean", "ua_std", "wa_mean", "wa_std", "delta_ua_mean", "delta_ua_std", "params",
-        "folds", "seeds", "test_ua", "test_wa",
+        "model", "baseline", "ua_mean", "ua_std", "wa_mean", "wa_std", "ua_pooled", "wa_pooled", "delta_ua_mean",
+        "delta_ua_std", "params", "folds", "seeds", "test_ua", "test_wa",
     ])
     for v, s in summary.items():
         delta = ["", ""] if s["delta_ua_mean"] is None else [f"{s['delta_ua_mean']:.2f}", f"{s['delta_ua_std']:.2f}"]
         writer.writerow([
             v, int(s["baseline"]), f"{s['ua_mean']:.2f}", f"{s['ua_std']:.2f}", f"{s['wa_mean']:.2f}",
-            f"{s['wa_std']:.2f}", *delta, s["params"], ";".join(s["folds"]), ";".join(map(str, s["seeds"])),
+            f"{s['wa_std']:.2f}", f"{s['ua_pooled']:.2f}", f"{s['wa_pooled']:.2f}", *delta, s["params"],
+            ";".join(s["folds"]), ";".join(map(str, s["seeds"])),
             ";".join(map(str, s["test_ua"])), ";".join(map(str, s["test_wa"])),
         ])
     return buffer.getvalue()

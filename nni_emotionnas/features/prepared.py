@@ -17,6 +17,7 @@ from nni_emotionnas.corpora.records import Utterance
 from nni_emotionnas.errors import FoldError
 from nni_emotionnas.features.registry import build_deep_extractor
 from nni_emotionnas.features.sequence import unify_length
+from nni_emotionnas.features.speaker_norm import check_speaker_coverage
 from nni_emotionnas.features.spectrogram import SpectrogramExtractor
 from nni_emotionnas.features.standardize import Standardization, fit_standardization
 from nni_emotionnas.features.store import ExtractionReport, FeatureStore
@@ -29,16 +30,12 @@ class StreamDataset(Dataset):
     """Items `(inputs, label)`; inputs as the stream models expect them (see `PreparedCorpus.dataset`)."""
 
     def __init__(
-        self,
-        corpus: PreparedCorpus,
-        indices: Sequence[int],
-        branch: Branch,
-        standardization: Optional[Standardization] = None,
+        self, corpus: PreparedCorpus, indices: Sequence[int], branch: Branch, fold_name: Optional[str] = None
     ) -> None:
         self.corpus = corpus
         self.indices = list(indices)
         self.branch = branch
-        self.standardization = standardization
+        self.fold_name = fold_name  # None: raw features (no `features.standardize` statistics applied)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -50,8 +47,9 @@ class StreamDataset(Dataset):
             inputs["spectrogram"] = self.corpus.spectrogram_tensor(index)
         if self.branch in ("deep", "both"):
             inputs.update(self.corpus.deep_tensors(index))
-        if self.standardization is not None:
-            inputs = self.standardization.apply(inputs)
+        standardization = self.corpus.standardizer(self.fold_name, index) if self.fold_name else None
+        if standardization is not None:
+            inputs = standardization.apply(inputs)
         label = int(self.corpus.labels[index])
         return (inputs["spectrogram"] if self.branch == "spectrogram" else inputs), label
 
@@ -83,19 +81,34 @@ class PreparedCorpus:
         raise FoldError(f"unknown fold {name!r} (known: {', '.join(f.name for f in self.folds)})")
 
     def dataset(self, fold_name: str, split: Split, branch: Branch) -> StreamDataset:
-        return StreamDataset(self, self.fold(fold_name).split(split), branch, self.standardization(fold_name))
+        return StreamDataset(self, self.fold(fold_name).split(split), branch, fold_name)
 
     def standardization(self, fold_name: str) -> Optional[Standardization]:
-        """The fold's statistics from its training speakers (`features.standardize`), computed once."""
-        if self.experiment.features.standardize == "none":
+        """With `features.standardize: train_speakers`, the fold's statistics from its training speakers
+        (computed once; a run saves them for `predict`); None otherwise."""
+        if self.experiment.features.standardize != "train_speakers":
             return None
         if fold_name not in self._standardizations:
-            self._standardizations[fold_name] = fit_standardization(
-                self.fold(fold_name).train,
-                spectrogram=self.spectrogram.load if self.spectrogram is not None else None,
-                deep=self._frames_and_mask if self.deep is not None else None,
-            )
+            self._standardizations[fold_name] = self._fit(self.fold(fold_name).train)
         return self._standardizations[fold_name]
+
+    def standardizer(self, fold_name: str, index: int) -> Optional[Standardization]:
+        """The statistics that standardise utterance `index` in fold `fold_name`: the fold's training
+        speakers', or with `speaker` the utterance's own speaker's (all of their utterances, labels unread)."""
+        if self.experiment.features.standardize != "speaker":
+            return self.standardization(fold_name)
+        speaker = self.utterances[index].speaker
+        key = f"speaker:{speaker}"
+        if key not in self._standardizations:
+            self._standardizations[key] = self._fit([i for i, u in enumerate(self.utterances) if u.speaker == speaker])
+        return self._standardizations[key]
+
+    def _fit(self, indices: Sequence[int]) -> Standardization:
+        return fit_standardization(
+            indices,
+            spectrogram=self.spectrogram.load if self.spectrogram is not None else None,
+            deep=self._frames_and_mask if self.deep is not None else None,
+        )
 
     def spectrogram_tensor(self, index: int) -> torch.Tensor:
         return torch.from_numpy(np.array(self.spectrogram.load(index))).unsqueeze(0)
@@ -127,6 +140,8 @@ def prepare(
     for name, report in reports.items():
         reports[name] = ExtractionReport([report.files[i] for i in keep], report.skipped, report.hits, report.misses)
     utterances = [utterances[i] for i in keep]
+    if features.standardize == "speaker":
+        check_speaker_coverage(utterances, classes, features.standardize_force)
     corpus = PreparedCorpus(
         experiment=experiment,
         utterances=utterances,

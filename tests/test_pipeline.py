@@ -83,8 +83,9 @@ def finished_run(tmp_path_factory) -> tuple[Path, Path, dict, dict, dict]:
 def test_run_writes_report_genotypes_and_models(finished_run):
     _, run_dir, _, _, paths = finished_run
     results = json.loads(paths["json"].read_text())
-    assert list(results["models"]) == ["spectrogram", "deep", "probe_spectrogram", "probe_deep", "ism"]
-    assert [v for v, m in results["models"].items() if m["baseline"]] == ["probe_spectrogram", "probe_deep"]
+    baselines = ["probe_spectrogram", "probe_deep", "classic", "probe_fusion"]
+    assert list(results["models"]) == ["spectrogram", "deep", *baselines, "ism"]
+    assert [v for v, m in results["models"].items() if m["baseline"]] == baselines
     assert results["models"]["ism"]["dominant"][0] in {"deep", "spectrogram"}
     assert len(results["models"]["ism"]["delta_ua"]) == 2
     for summary in results["models"].values():
@@ -94,6 +95,7 @@ def test_run_writes_report_genotypes_and_models(finished_run):
     markdown = paths["markdown"].read_text()
     assert "| ism |" in markdown and "cf. paper Table 4" in markdown and "backend `fbank`" in markdown
     assert "| probe_deep (baseline) |" in markdown and "ΔUA vs dominant stream" in markdown
+    assert "| classic (baseline) |" in markdown and "| probe_fusion (baseline) |" in markdown
     assert paths["csv"].read_text().splitlines()[0].startswith("model,baseline,ua_mean,ua_std")
     for fold in ("Ses01-testSes01M", "Ses02-testSes02M"):
         for stream in ("spectrogram", "deep"):
@@ -109,10 +111,11 @@ def test_run_writes_report_genotypes_and_models(finished_run):
 
 def test_resume_redoes_nothing_complete(finished_run):
     _, run_dir, before, after, _ = finished_run
-    # fold 1 before the interruption: 4 results (2 streams, 2 probes), 2 stream models, 2 searches
-    assert len(before) == 4 + 2 + 2
+    # fold 1 before the interruption: 6 results (2 streams, 2 probes, classic, probe fusion), 2 stream models,
+    # 2 searches
+    assert len(before) == 6 + 2 + 2
     assert all(after[name] == stamp for name, stamp in before.items())  # the streams were not retrained
-    assert len(after) == 10 + 6 + 4
+    assert len(after) == 14 + 6 + 4
     assert not list(run_dir.rglob("half-written.ckpt"))
     assert not list(run_dir.rglob("*.partial"))
 

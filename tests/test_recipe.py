@@ -124,16 +124,15 @@ def test_probe_equals_direct_scikit_learn(corpus, tmp_path, variant, stream):
         valid = item["frames"].numpy()[item["mask"].numpy()].astype(np.float64)
         return np.concatenate([valid.mean(axis=0), valid.std(axis=0)])
 
-    labels = corpus.labels
-    train = np.stack([statistics(i) for i in fold.train])
+    labels, learn = corpus.labels, [*fold.train, *fold.val]  # baselines learn from every non-test speaker
+    train = np.stack([statistics(i) for i in learn])
     test = np.stack([statistics(i) for i in fold.test])
     scaler = StandardScaler().fit(train)
-    classifier = LogisticRegression(max_iter=2000, class_weight="balanced").fit(
-        scaler.transform(train), labels[list(fold.train)]
-    )
+    classifier = LogisticRegression(max_iter=2000, class_weight="balanced").fit(scaler.transform(train), labels[learn])
     expected = classifier.predict(scaler.transform(test))
     recall = [np.mean(expected[labels[list(fold.test)] == c] == c) for c in np.unique(labels[list(fold.test)])]
     assert result.test_pred == expected.tolist()
+    np.testing.assert_allclose(result.test_probs, classifier.predict_proba(scaler.transform(test)), atol=1e-3)
     assert result.test_ua == pytest.approx(np.mean(recall))
     assert result.baseline and result.variant == variant
     assert (tmp_path / "folds" / fold.name / variant / "result.json").is_file()

@@ -81,7 +81,7 @@ def raw_statistics(corpus, stream: str) -> np.ndarray:
 
 
 def assert_row(result, probs: np.ndarray, labels: np.ndarray) -> None:
-    np.testing.assert_allclose(result.test_probs, probs, atol=2e-3)
+    np.testing.assert_allclose(result.test_probs, probs, atol=1e-2)  # probes read float32 standardised inputs
     assert result.test_pred == probs.argmax(axis=1).tolist()
     assert result.test_ua == pytest.approx(balanced_accuracy_score(labels, probs.argmax(axis=1)))
     assert result.baseline and result.val_ua is None

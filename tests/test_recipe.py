@@ -201,9 +201,10 @@ def test_seeds_train_every_variant_per_seed_streams_before_fusions(corpus, tmp_p
     cv = CrossValidation(experiment, corpus, tmp_path / "run", progress=False)
     steps = [(fold.name, variant, seed) for fold, variant, seed in cv.steps()]
     first = corpus.folds[0].name
-    assert steps[:5] == [(first, v, 3) for v in ("spectrogram", "deep", "probe_spectrogram", "probe_deep", "ism")]
-    assert steps[5:10] == [(first, v, 7) for v in ("spectrogram", "deep", "probe_spectrogram", "probe_deep", "ism")]
-    assert len(steps) == 10 * len(corpus.folds)
+    order = ("spectrogram", "deep", "probe_spectrogram", "probe_deep", "classic", "probe_fusion", "ism")
+    assert steps[:7] == [(first, v, 3) for v in order]
+    assert steps[7:14] == [(first, v, 7) for v in order]
+    assert len(steps) == 14 * len(corpus.folds)
     assert cv.variant_dir(corpus.folds[0], "ism", 3) == tmp_path / "run" / "folds" / first / "ism"
     assert cv.variant_dir(corpus.folds[0], "ism", 7) == tmp_path / "run" / "folds" / first / "seed7" / "ism"
     with pytest.raises(ConfigError, match=r"experiment.run: seeds: .* no repeats"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from nni_emotionnas.config.experiment import experiment_from_dict
 from nni_emotionnas.corpora.records import Utterance
-from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.errors import BackendError, ConfigError
 from nni_emotionnas.evaluation.crossval import CrossValidation
 from nni_emotionnas.features.opensmile_backend import OpenSmileFunctionalsExtractor
 from nni_emotionnas.features.prepared import prepare
@@ -99,6 +100,15 @@ def test_classic_and_probe_fusion_equal_direct_scikit_learn(corpus, tmp_path):
     assert_row(result, fusion, labels[list(fold.test)])
     assert not np.allclose(fusion, classic, atol=0.05)  # the probes do take part
     assert json.loads((tmp_path / "folds" / fold.name / "probe_fusion" / "result.json").read_text())["baseline"]
+
+
+def test_classic_without_opensmile_says_how_to_fix(corpus, monkeypatch):
+    from nni_emotionnas.evaluation.classic import classic_features
+
+    monkeypatch.setitem(sys.modules, "opensmile", None)
+    fix = r"run.classic: .*pip install 'nni-emotionnas\[opensmile\]'.*run.classic: null"
+    with pytest.raises(BackendError, match=fix):
+        classic_features(corpus, corpus.experiment.run.classic)
 
 
 def test_speaker_standardisation_reads_no_label(speaker_corpus):

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.preprocessing import StandardScaler
 
 from nni_emotionnas.config.experiment import experiment_from_dict
+from nni_emotionnas.corpora.load import read_corpus
 from nni_emotionnas.corpora.records import Utterance
 from nni_emotionnas.errors import BackendError, ConfigError
 from nni_emotionnas.evaluation.crossval import CrossValidation
@@ -175,30 +175,39 @@ def test_prepare_refuses_speaker_standardisation_on_such_a_corpus(tmp_path):
 
 
 @pytest.mark.slow
-def test_opensmile_deep_stream_runs_end_to_end(tmp_path):
+def test_opensmile_deep_stream_runs_end_to_end_with_speaker_standardisation(tmp_path):
+    from nni_emotionnas.evaluation.predict import predict_files
     from nni_emotionnas.evaluation.run import run_experiment
 
     (tmp_path / "deep.yml").write_text("hidden_size: 8\nnodes: 2\nattention_dim: 4\n")
     experiment = {
         **SMALL,
         "name": "smile",
-        "features": {**SMALL["features"], "deep": {"backend": "opensmile", "feature_set": "eGeMAPSv02"}},
+        "features": {
+            **SMALL["features"], "standardize": "speaker", "deep": {"backend": "opensmile", "feature_set": "eGeMAPSv02"}
+        },
         "protocol": {"folds": ["Ses03-testSes03M"]},
         "deep_space": "deep.yml",
         "search": {"epochs": 1, "batch_size": 16},
         "train": {"epochs": 1, "batch_size": 16},
         "run": {"variants": ["deep"], "main": "deep"},
     }
-    (tmp_path / "exp.yml").write_text(yaml.safe_dump(experiment))
-    paths = run_experiment(experiment_from_dict(experiment, tmp_path), tmp_path / "run", progress=False)
+    run_dir = tmp_path / "run"
+    config = experiment_from_dict(experiment, tmp_path)
+    paths = run_experiment(config, run_dir, progress=False)
     results = json.loads(paths["json"].read_text())
     assert list(results["models"]) == ["deep", "probe_deep", "classic", "probe_fusion"]
     assert [v for v, m in results["models"].items() if m["baseline"]] == ["probe_deep", "classic", "probe_fusion"]
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["deep_dim"] == 25  # eGeMAPSv02 LLDs
+    assert json.loads((run_dir / "run.json").read_text())["deep_dim"] == 25  # eGeMAPSv02 LLDs
     markdown = paths["markdown"].read_text()
     assert "backend `opensmile` (feature_set=eGeMAPSv02)" in markdown
     assert "| classic (baseline) |" in markdown and "ComParE_2016 functionals, logistic regression C=0.01" in markdown
-    assert "standardisation: `train_speakers`" in markdown
+    assert "standardisation: `speaker` (each speaker's own statistics" in markdown
     header, *rows = paths["csv"].read_text().splitlines()
     assert header.startswith("model,baseline,ua_mean,ua_std,wa_mean,wa_std,ua_pooled,wa_pooled")
     assert [r.split(",")[1] for r in rows] == ["0", "1", "1", "1"]
+    assert not list(run_dir.glob("folds/*/standardization.npz"))  # nothing from training speakers to reuse
+    # predict standardises files of one speaker by their own statistics, as the run did for a test speaker
+    files = [u.path for u in read_corpus(config)[0] if u.speaker == "Ses03M"][:4]
+    classes, probabilities = predict_files(run_dir, files)
+    assert probabilities.shape == (4, len(classes)) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)

@@ -77,7 +77,9 @@ def quiet_libraries() -> None:
     logging.getLogger("nni.nas.experiment.config.experiment").setLevel(logging.ERROR)
     for logger, message in DEVELOPER_WARNINGS:
         logging.getLogger(logger).addFilter(lambda record, text=message: not record.getMessage().startswith(text))
-    for message in (".*LeafSpec.*", ".*does not have many workers.*", ".*smaller than the logging interval.*"):
+    # the last one: fusion's head phase keeps the frozen streams in eval mode on purpose (batch-norm statistics)
+    for message in (".*LeafSpec.*", ".*does not have many workers.*", ".*smaller than the logging interval.*",
+                    ".*module\\(s\\) in eval mode at the start of training.*"):
         warnings.filterwarnings("ignore", message=message)
 
 

@@ -82,3 +82,17 @@ def write_mini_iemocap(root: Path, sessions: int = 5, per_label: int = 2, extra_
                 label_dir.mkdir(parents=True, exist_ok=True)
                 (label_dir / f"{dialog}.txt").write_text("\n".join(lines))
     return release
+
+
+# A small synthetic corpus and cheap features shared by the pipeline, recipe and baseline tests, so a test
+# session generates and extracts them once (same cache keys).
+SMALL_CORPUS = {
+    "reader": "synthetic",
+    "options": {"sessions": 5, "utterances_per_emotion": 2, "min_seconds": 1.0, "max_seconds": 1.5},
+}
+SMALL_FEATURES = {
+    "n_jobs": 1,
+    "spectrogram": {"duration": 2.0, "size": [32, 32]},
+    "deep": {"backend": "fbank"},
+    "sequence": {"target_frames": 16},
+}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SMALL_CORPUS, SMALL_FEATURES
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.preprocessing import StandardScaler
@@ -24,19 +25,7 @@ from nni_emotionnas.features.prepared import prepare
 from nni_emotionnas.features.speaker_norm import check_speaker_coverage
 from nni_emotionnas.features.store import FeatureStore
 
-# the corpus and features of tests/test_pipeline.py and test_recipe.py: generated and extracted once a session
-SMALL = {
-    "corpus": {
-        "reader": "synthetic",
-        "options": {"sessions": 5, "utterances_per_emotion": 2, "min_seconds": 1.0, "max_seconds": 1.5},
-    },
-    "features": {
-        "n_jobs": 1,
-        "spectrogram": {"duration": 2.0, "size": [32, 32]},
-        "deep": {"backend": "fbank"},
-        "sequence": {"target_frames": 16},
-    },
-}
+SMALL = {"corpus": SMALL_CORPUS, "features": SMALL_FEATURES}
 
 
 def small(tmp: Path, standardize: str = "train_speakers"):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SMALL_CORPUS, SMALL_FEATURES
 
 from nni_emotionnas.config.experiment import load_experiment
 from nni_emotionnas.errors import RunFolderError
@@ -19,17 +20,9 @@ pytestmark = pytest.mark.slow
 TINY = {
     "name": "tiny",
     "seed": 0,
-    "corpus": {
-        "reader": "synthetic",
-        "options": {"sessions": 5, "utterances_per_emotion": 2, "min_seconds": 1.0, "max_seconds": 1.5},
-    },
+    "corpus": SMALL_CORPUS,
     "protocol": {"folds": ["Ses01-testSes01M", "Ses02-testSes02M"]},
-    "features": {
-        "n_jobs": 1,
-        "spectrogram": {"duration": 2.0, "size": [32, 32]},
-        "deep": {"backend": "fbank"},
-        "sequence": {"target_frames": 16},
-    },
+    "features": SMALL_FEATURES,
     "spectrogram_space": "spec.yml",
     "deep_space": "deep.yml",
     "search": {"epochs": 1, "batch_size": 16},

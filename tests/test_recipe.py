@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_CORPUS, SMALL_FEATURES
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
@@ -22,19 +23,7 @@ from nni_emotionnas.training.augment import augment_batch
 from nni_emotionnas.training.evaluator import SERModule
 from nni_emotionnas.training.fit import fit_fixed
 
-# the corpus and features of tests/test_pipeline.py, so a test session generates and extracts them once
-SMALL = {
-    "corpus": {
-        "reader": "synthetic",
-        "options": {"sessions": 5, "utterances_per_emotion": 2, "min_seconds": 1.0, "max_seconds": 1.5},
-    },
-    "features": {
-        "n_jobs": 1,
-        "spectrogram": {"duration": 2.0, "size": [32, 32]},
-        "deep": {"backend": "fbank"},
-        "sequence": {"target_frames": 16},
-    },
-}
+SMALL = {"corpus": SMALL_CORPUS, "features": SMALL_FEATURES}
 
 
 @pytest.fixture(scope="module")

@@ -117,17 +117,22 @@ class FastMixedCell(DifferentiableMixedCell):
     """NNI's DARTS cell mixture (softmaxed alphas per edge, implicit `none`) with the state-by-state forward
     described in the module docstring. Plugged in by `spaces.oneshot_cell.differentiable_cell_hooks`."""
 
-    def forward(self, *inputs: Any) -> Any:
+    def _prepare(self, inputs: tuple) -> tuple[list, list[torch.Tensor], dict[tuple[int, int], torch.Tensor]]:
+        """Channels-last cell inputs, the preprocessed input states and every edge's normalised weights, taken in
+        NNI's order (node by node), so GumbelDARTS draws the same noise as with the naive cell."""
         processed = [
             x.contiguous(memory_format=CHANNELS_LAST) for x in preprocess_cell_inputs(self.num_predecessors, *inputs)
         ]
-        states: list[torch.Tensor] = list(self.preprocessor(processed))
         first, end = self.num_predecessors, self.num_predecessors + self.num_nodes
         alphas = arch_alphas(self)
-        # in NNI's order (node by node), so GumbelDARTS draws the same noise as with the naive cell
         weights = {
             (i, j): arch_softmax(self, alphas[f"{self.label}/{i}_{j}"]) for i in range(first, end) for j in range(i)
         }
+        return processed, list(self.preprocessor(processed)), weights
+
+    def forward(self, *inputs: Any) -> Any:
+        processed, states, weights = self._prepare(inputs)
+        first, end = self.num_predecessors, self.num_predecessors + self.num_nodes
         totals: dict[int, torch.Tensor] = {}
         for j in range(end - 1):
             for i, term in self._edges_from(j, states[j], range(max(j + 1, first), end), weights):

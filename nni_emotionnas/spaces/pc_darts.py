@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from nni.nas.nn.pytorch.cell import preprocess_cell_inputs
 from torch import nn
 
-from nni_emotionnas.nni_compat import arch_alphas, arch_softmax
+from nni_emotionnas.nni_compat import arch_alphas
 from nni_emotionnas.spaces.fast_cell import CHANNELS_LAST, FastMixedCell
 
 EDGES = "edges"
@@ -56,15 +55,9 @@ class PartialChannelCell(FastMixedCell):
             arch_alphas(self)[edge_label(self.label, i)] = memo[key]
 
     def forward(self, *inputs: Any) -> Any:
-        processed = [
-            x.contiguous(memory_format=CHANNELS_LAST) for x in preprocess_cell_inputs(self.num_predecessors, *inputs)
-        ]
-        states: list[torch.Tensor] = list(self.preprocessor(processed))
+        processed, states, weights = self._prepare(inputs)
         first, end = self.num_predecessors, self.num_predecessors + self.num_nodes
         alphas = arch_alphas(self)
-        weights = {
-            (i, j): arch_softmax(self, alphas[f"{self.label}/{i}_{j}"]) for i in range(first, end) for j in range(i)
-        }
         betas = {i: F.softmax(alphas[edge_label(self.label, i)], dim=-1) for i in range(first, end)}
         mixed: dict[int, torch.Tensor] = {}
         passed: dict[int, torch.Tensor] = {}

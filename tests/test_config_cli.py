@@ -90,3 +90,17 @@ def test_cli_error_names_file(tmp_path):
     result = run_cli("corpus", str(tmp_path / "exp.yml"))
     assert result.returncode == 2
     assert "emotionnas corpus: error:" in result.stderr and "nowhere: corpus folder not found" in result.stderr
+
+
+@pytest.mark.parametrize("example", sorted(p.parent.name for p in (REPO / "examples").glob("*/experiment.yml")))
+def test_shipped_example_experiments_and_their_spaces_load(example: str) -> None:
+    """Every experiment file in examples/ parses, with the spaces it names (a typo there would only surface
+    after feature extraction); the demo and EmoDB examples use the frequency-keeping spectrogram head."""
+    from nni_emotionnas.models.networks import space_config_for
+
+    experiment = load_experiment(REPO / "examples" / example / "experiment.yml")
+    _, spectrogram = space_config_for(experiment, "spectrogram", None)
+    _, deep = space_config_for(experiment, "deep", None)
+    assert deep.hidden_size > 0
+    if example in ("demo", "emodb"):
+        assert spectrogram.pooling == "time_statistics"

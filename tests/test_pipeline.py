@@ -219,3 +219,35 @@ def test_predict_faults_are_one_line_errors(finished_run, tmp_path, capsys):
     assert f"loads {tmp_path / 'crafted.pt'} by unpickling it" in err and "pass --trust-checkpoints" in err
     assert main(["predict", "--trust-checkpoints", str(run_dir), wav]) == 2
     assert "crafted.pt not found" in capsys.readouterr().err  # trusted: it goes on to load the checkpoint
+
+
+def test_scratch_fusion_trains_both_streams_jointly_without_stream_variants(finished_run):
+    """`fusion_init: scratch`: no stream variant is trained first; ISM's whole model starts from the seeded
+    random weights `build` gives and every part of it moves in one joint fit (no head/fine-tune phases)."""
+    import torch
+
+    from nni_emotionnas.evaluation.crossval import CrossValidation
+    from nni_emotionnas.features.prepared import prepare
+
+    folder, _, _, _, _ = finished_run
+    experiment = load_experiment(
+        write_experiment(
+            folder / "scratch",
+            protocol={"folds": ["Ses01-testSes01M"]},
+            train={**TINY["train"], "fusion_init": "scratch"},
+            run={"variants": ["ism"], "main": "ism", "dominant": "deep", "probes": False, "classic": None},
+        )
+    )
+    run_dir = folder / "scratch" / "run"
+    pipeline.run_experiment(experiment, run_dir, progress=False)
+    fold_dir = run_dir / "folds" / "Ses01-testSes01M"
+    assert sorted(p.name for p in fold_dir.iterdir() if p.is_dir()) == ["ism", "search"]
+    assert not (fold_dir / "ism" / "head").exists() and not (fold_dir / "ism" / "finetune").exists()
+    result = json.loads((fold_dir / "ism" / "result.json").read_text())
+    assert "best_step" not in result and result["dominant"] == "deep"
+    corpus = prepare(experiment, progress=False)
+    start = CrossValidation(experiment, corpus, run_dir, progress=False).build(corpus.folds[0], "ism", 0).state_dict()
+    trained = torch.load(fold_dir / "ism" / "model.pt", weights_only=True)
+    for part in ("spectrogram_net.", "deep_net.", "head."):
+        weights = [k for k in start if k.startswith(part) and start[k].is_floating_point() and "running" not in k]
+        assert weights and any(not torch.equal(start[k], trained[k]) for k in weights), part

@@ -80,6 +80,27 @@ def test_fixed_net_shapes_and_reduction_strides(paper_config: S.SpectrogramSpace
     assert sizes == [(24, 140, 140), (48, 70, 70), (96, 35, 35)]
 
 
+def test_time_statistics_pooling_keeps_frequency(paper_config: S.SpectrogramSpaceConfig) -> None:
+    """`time_statistics` embeds mean and std over time of each band: moving energy from one frequency band to
+    another (same time profile) changes it, while the paper's average pooling cannot see where it sits."""
+    pooling = S.SpectrogramPooling("time_statistics", channels=3, bands=4)
+    low, high = torch.zeros(1, 3, 8, 10), torch.zeros(1, 3, 8, 10)
+    low[:, :, :2], high[:, :, 6:] = 1.0, 1.0
+    assert pooling.width == 2 * 3 * 4
+    assert pooling(low).shape == (1, 24)
+    assert not torch.allclose(pooling(low), pooling(high))
+    average = S.SpectrogramPooling("average", channels=3, bands=4)
+    torch.testing.assert_close(average(low), average(high))
+    ramp = torch.arange(10.0).expand(1, 3, 8, 10)
+    torch.testing.assert_close(pooling(ramp)[0, 12:], torch.full((12,), torch.arange(10.0).std(unbiased=False).item()))
+    config = replace(paper_config, pooling="time_statistics", frequency_bands=5)
+    space = S.build_space(config, 4)
+    net = space.freeze(uniform_arch(space, "sep_conv_3x3"))
+    assert net.embedding_dim == 2 * 96 * 5 and net.embed(torch.randn(2, 1, 140, 140)).shape == (2, 960)
+    with pytest.raises(ConfigError, match="pooling"):
+        parse(S.SpectrogramSpaceConfig, {"pooling": "max"}, "space.yml")
+
+
 def test_parameter_counts_against_paper(paper_config: S.SpectrogramSpaceConfig) -> None:
     """The paper's C6L3 figure (~0.13M) matches the supernet; derived cells are smaller, as in DARTS."""
     supernet = DARTS().mutate_model(S.build_space(paper_config, 4))

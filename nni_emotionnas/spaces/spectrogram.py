@@ -46,6 +46,11 @@ class SpectrogramSpaceConfig:
     ops: list[str] = field(default_factory=lambda: list(PAPER_OPS))
     stem: StemConfig = field(default_factory=StemConfig)
     dropout: float = 0.0
+    # how the last cell's C x F x T map becomes the embedding: `average` over frequency and time (DARTS' and
+    # the paper's head) or `time_statistics`, mean and std over time of `frequency_bands` frequency bands per
+    # channel, which keeps where in frequency the energy sits (pitch, formants): see SpectrogramPooling
+    pooling: Literal["average", "time_statistics"] = "average"
+    frequency_bands: int = 8
     # DARTS/GumbelDARTS supernet cell forward, all the same function: `fast` (spaces.fast_cell), `lean` (the
     # edge-by-edge weighted sum, spaces.oneshot_cell) or `nni` (NNI's stock DifferentiableMixedCell)
     supernet: Literal["fast", "lean", "nni"] = "fast"
@@ -63,7 +68,7 @@ class SpectrogramSpaceConfig:
             raise ValueError(f"ops: unknown operation {unknown[0]!r} (known: {', '.join(KNOWN_OPS)})")
         if not self.candidate_ops:
             raise ValueError("ops: needs at least one operation besides 'none'")
-        for name in ("channels", "layers", "nodes", "ops_per_node"):
+        for name in ("channels", "layers", "nodes", "ops_per_node", "frequency_bands"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if self.channels % 2:
@@ -87,6 +92,26 @@ class SpectrogramSpaceConfig:
 
 
 CONFIG_CLASS = SpectrogramSpaceConfig
+
+
+class SpectrogramPooling(nn.Module):
+    """Cell map (B x C x F x T) -> embedding. `average` (the paper's, width C) averages frequency away like an
+    image network; `time_statistics` (width 2 x C x bands) first averages frequency into `bands` bands, then
+    takes mean and std over time, so the classifier sees which band is loud or varying, as a spectrogram
+    probe does."""
+
+    def __init__(self, kind: str, channels: int, bands: int) -> None:
+        super().__init__()
+        self.kind, self.bands = kind, bands
+        self.width = channels if kind == "average" else 2 * channels * bands
+
+    def forward(self, cell_map: torch.Tensor) -> torch.Tensor:
+        if self.kind == "average":
+            return cell_map.mean(dim=(2, 3))
+        banded = nn.functional.adaptive_avg_pool2d(cell_map, (self.bands, cell_map.shape[-1]))
+        mean = banded.mean(dim=-1)
+        std = banded.var(dim=-1, unbiased=False).clamp(min=1e-6).sqrt()
+        return torch.cat([mean.flatten(1), std.flatten(1)], dim=1)
 
 
 class CellInputs(nn.Module):
@@ -163,11 +188,11 @@ class SpectrogramSpace(ModelSpace):
             )
             c_prev_prev, c_prev = c_prev, channels * config.nodes
             prev_was_reduction = reduction
-        self.embedding_dim = c_prev
         self.checkpoint_cells = False  # recompute each cell's activations in backward (spaces.cell_checkpoint)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = SpectrogramPooling(config.pooling, c_prev, config.frequency_bands)
+        self.embedding_dim = self.pool.width
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(c_prev, num_classes)
+        self.classifier = nn.Linear(self.embedding_dim, num_classes)
 
     def extra_oneshot_hooks(self, strategy: Any) -> list:
         """NNI asks the space for extra one-shot mutation hooks: a faster DARTS cell forward (same math)."""
@@ -185,7 +210,7 @@ class SpectrogramSpace(ModelSpace):
         s0 = s1 = self.stem(inputs)
         for cell in self.cells:
             s0, s1 = checkpointed(cell, [s0, s1]) if self.checkpoint_cells else cell([s0, s1])
-        return torch.flatten(self.pool(s1), 1)
+        return self.pool(s1)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.embed(inputs)))

@@ -244,7 +244,7 @@ def test_scratch_fusion_trains_both_streams_jointly_without_stream_variants(fini
     assert sorted(p.name for p in fold_dir.iterdir() if p.is_dir()) == ["ism", "search"]
     assert not (fold_dir / "ism" / "head").exists() and not (fold_dir / "ism" / "finetune").exists()
     result = json.loads((fold_dir / "ism" / "result.json").read_text())
-    assert "best_step" not in result and result["dominant"] == "deep"
+    assert result["best_step"] is None and result["dominant"] == "deep"
     corpus = prepare(experiment, progress=False)
     start = CrossValidation(experiment, corpus, run_dir, progress=False).build(corpus.folds[0], "ism", 0).state_dict()
     trained = torch.load(fold_dir / "ism" / "model.pt", weights_only=True)

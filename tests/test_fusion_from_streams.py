@@ -113,6 +113,26 @@ def test_finetune_phase_moves_streams_at_the_configured_rate(tmp_path):
     assert steps.max() < 1.01 * 0.002
 
 
+def test_head_phase_trains_at_fusion_head_lr_and_defaults_to_lr(tmp_path):
+    """The frozen-stream phase runs at `fusion_head_lr` (ISM's zero gate moves by about that per Adam step),
+    or at `lr` when it is null; a non-positive rate is refused naming the key."""
+    config = TrainConfig(lr=0.01, fusion_head_epochs=1, fusion_finetune_epochs=0, augment=AugmentConfig(enabled=False))
+    assert phase_configs(config)[0][1].lr == 0.01
+    fast = TrainConfig(lr=0.01, batch_size=12, weight_decay=0.0, fusion_head_lr=0.3, fusion_head_epochs=1,
+                       fusion_finetune_epochs=0, augment=AugmentConfig(enabled=False))
+    ((name, head_phase),) = phase_configs(fast)
+    assert name == "head" and head_phase.lr == 0.3
+    spectrogram_net, deep_net = streams()
+    head = FusionHead("ism", spectrogram_net.embedding_dim, deep_net.embedding_dim, 3, gate="zero")
+    model = TwoStreamModel(spectrogram_net, deep_net, head)
+    model.freeze_streams(True)
+    fit_fixed(model, TwoStreamData(12, 0), TwoStreamData(6, 1), None, head_phase, tmp_path, 3, resume=False)
+    gate_step = head.gate.detach().abs()
+    assert gate_step.max() > 0.5 * 0.3 and gate_step.max() < 1.01 * 0.3  # one Adam step of about the rate
+    with pytest.raises(ValueError, match="fusion_head_lr must be positive"):
+        TrainConfig(fusion_head_lr=0.0)
+
+
 def test_fusion_phases_never_end_below_their_start(tmp_path):
     spectrogram_net, deep_net = streams()
     head = FusionHead("ism", spectrogram_net.embedding_dim, deep_net.embedding_dim, 3, gate="zero")

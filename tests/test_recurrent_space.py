@@ -212,6 +212,26 @@ def test_space_labels_freeze_and_genotype_round_trip():
         model({"frames": torch.randn(2, T, 5), "mask": torch.ones(2, T, dtype=torch.bool)})
 
 
+def test_input_statistics_skip_appends_the_valid_frames_mean_and_std():
+    """`input_statistics: true`: the embedding ends with the mean and std over the valid frames of the input
+    (padding ignored), in the supernet and in the frozen network alike; off by default."""
+    from dataclasses import replace
+
+    assert R.RecurrentSpaceConfig().input_statistics is False
+    space = R.build_space(replace(TINY, input_statistics=True), num_classes=4)
+    assert space.embedding_dim == H + 2 * D and space.classifier.in_features == H + 2 * D
+    frames, mask = torch.randn(2, T, D), torch.ones(2, T, dtype=torch.bool)
+    mask[1, T - 2:] = False
+    frames[1, T - 2:] = 1e3  # padding: must not reach the statistics
+    valid = frames[1, : T - 2]
+    arch = {label: mutable.default() for label, mutable in space.simplify().items()}
+    for net in (space, space.freeze(arch)):
+        embedding = net.embed({"frames": frames, "mask": mask})
+        assert embedding.shape == (2, H + 2 * D)
+        torch.testing.assert_close(embedding[1, H:H + D], valid.mean(0))
+        torch.testing.assert_close(embedding[1, H + D:], valid.std(0, unbiased=False))
+
+
 def test_derivation_rewires_a_cell_that_ignores_x():
     arch = {"n1/op": "sigmoid", "n1/operand_a": [2], "n1/operand_b": [0], "n1/operand_z": [0],
             "n2/op": "product", "n2/operand_a": [3], "n2/operand_b": [1], "n2/operand_z": [0],

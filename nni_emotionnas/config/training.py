@@ -43,7 +43,8 @@ class TrainConfig:
     many epochs without a better validation UA (0: run every epoch); the best-validation-UA weights are kept
     either way. The `fusion_*` keys say how fusion variants train (see `nni_emotionnas.evaluation.fusion_fit`):
     `fusion_init: streams` starts them from the fold's trained stream networks, first the head alone with the
-    streams frozen for `fusion_head_epochs`, then everything at `fusion_finetune_lr` for
+    streams frozen for `fusion_head_epochs` at `fusion_head_lr` (null: `lr`; ISM's zero gate and its small
+    supply term move slowly at a network's rate, as a linear head on frozen features usually wants more), then everything at `fusion_finetune_lr` for
     `fusion_finetune_epochs`; `scratch` trains the whole two-stream model jointly from random weights.
     """
 
@@ -68,6 +69,7 @@ class TrainConfig:
     patience: int = 0
     fusion_init: Literal["streams", "scratch"] = "streams"
     fusion_head_epochs: int = 10
+    fusion_head_lr: Optional[float] = None
     fusion_finetune_epochs: int = 10
     fusion_finetune_lr: float = 0.0001
 
@@ -78,6 +80,8 @@ class TrainConfig:
             raise ValueError("fusion_head_epochs and fusion_finetune_epochs: at least one must be positive")
         if self.fusion_finetune_lr <= 0:
             raise ValueError(f"fusion_finetune_lr must be positive, got {self.fusion_finetune_lr}")
+        if self.fusion_head_lr is not None and self.fusion_head_lr <= 0:
+            raise ValueError(f"fusion_head_lr must be positive (or null: lr), got {self.fusion_head_lr}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

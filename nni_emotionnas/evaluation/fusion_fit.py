@@ -23,7 +23,8 @@ def phase_configs(config: TrainConfig) -> list[tuple[str, TrainConfig]]:
     """(name, training config) of the phases that have epochs: `head` (frozen streams), `finetune`."""
     phases = []
     if config.fusion_head_epochs:
-        phases.append(("head", dataclasses.replace(config, epochs=config.fusion_head_epochs)))
+        head_lr = config.lr if config.fusion_head_lr is None else config.fusion_head_lr
+        phases.append(("head", dataclasses.replace(config, epochs=config.fusion_head_epochs, lr=head_lr)))
     if config.fusion_finetune_epochs:
         finetune = dataclasses.replace(config, epochs=config.fusion_finetune_epochs, lr=config.fusion_finetune_lr)
         phases.append(("finetune", finetune))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import torch
 from torch import nn
 
@@ -37,16 +39,22 @@ class StatisticsPooling(nn.Module):
         return torch.cat([mean, variance.clamp(min=1e-6).sqrt()], dim=-1)
 
 
-def build_pooling(kind: str, dim: int, attention_dim: int) -> tuple[nn.Module, int]:
-    """(pooling module, embedding width): `attention` (the paper's, width `dim`) or `statistics` (2 x dim)."""
-    if kind == "statistics":
-        return StatisticsPooling(), 2 * dim
-    return AttentionPooling(dim, attention_dim), dim
+def build_pooling(config: Any) -> tuple[nn.Module, Optional[StatisticsPooling], int]:
+    """(pooling module, input-statistics skip or None, embedding width) for a recurrent space config: pooling
+    `attention` (the paper's, width H) or `statistics` (2 x H), plus 2 x input_dim with `input_statistics`."""
+    dim = config.hidden_size
+    pool, width = (StatisticsPooling(), 2 * dim) if config.pooling == "statistics" else (
+        AttentionPooling(dim, config.attention_dim), dim)
+    if not config.input_statistics:
+        return pool, None, width
+    return pool, StatisticsPooling(), width + 2 * config.input_dim
 
 
 class PooledSequenceMixin:
     """`embed`/`forward` on the data layer's `{"frames": B x T x D, "mask": B x T}` for models defining
-    `encode(frames) -> B x T x H`, `pool` (AttentionPooling), `dropout`, `classifier` and `input_dim`."""
+    `encode(frames) -> B x T x H`, `pool` (AttentionPooling), `dropout`, `classifier` and `input_dim`.
+    A model whose `input_statistics` is a StatisticsPooling also appends the mean and std of its input frames
+    to the embedding: a skip path around the recurrent cell (see `RecurrentSpaceConfig.input_statistics`)."""
 
     input_dim: int
 
@@ -57,7 +65,9 @@ class PooledSequenceMixin:
                 f"deep features have {frames.shape[-1]} dims per frame but the model's input_dim is "
                 f"{self.input_dim}: set input_dim in the deep stream's config to {frames.shape[-1]}"
             )
-        return self.pool(self.encode(frames), mask)
+        pooled = self.pool(self.encode(frames), mask)
+        skip = getattr(self, "input_statistics", None)  # a submodule, so not a class attribute
+        return pooled if skip is None else torch.cat([pooled, skip(frames, mask)], dim=-1)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.classifier(self.dropout(self.embed(inputs)))

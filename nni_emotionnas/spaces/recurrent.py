@@ -66,6 +66,9 @@ class RecurrentSpaceConfig:
     leaky_slope: float = 0.01
     attention_dim: int = 128
     pooling: Literal["attention", "statistics"] = "attention"  # `statistics`: mean+std over valid frames
+    # also append the mean and std of the input frames to the pooled embedding: a skip path around the
+    # recurrent cell (what the stream's linear probe reads), so the cell adds to those statistics
+    input_statistics: bool = False
     dropout: float = 0.2
     state_bound: Optional[float] = 5.0
     cells: list[str] = field(default_factory=list)
@@ -158,7 +161,7 @@ class RecurrentNetwork(PooledSequenceMixin, nn.Module):
         super().__init__()
         self.cell, self.input_dim, self.embedding_dim = cell, config.input_dim, config.hidden_size
         self.recurrent = fixed_recurrent(cell, config)
-        self.pool, self.embedding_dim = build_pooling(config.pooling, config.hidden_size, config.attention_dim)
+        self.pool, self.input_statistics, self.embedding_dim = build_pooling(config)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(self.embedding_dim, num_classes)
 
@@ -186,7 +189,7 @@ class RecurrentSpace(PooledSequenceMixin, ModelSpace):
             )
             if constrained and current_model() is None:  # NNI builds a trial's network under a frozen sample
                 self.add_mutable(ReadsInput(self.recurrent[0]))
-        self.pool, self.embedding_dim = build_pooling(config.pooling, config.hidden_size, config.attention_dim)
+        self.pool, self.input_statistics, self.embedding_dim = build_pooling(config)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(self.embedding_dim, num_classes)
 

@@ -44,7 +44,8 @@ class TrainConfig:
     either way. The `fusion_*` keys say how fusion variants train (see `nni_emotionnas.evaluation.fusion_fit`):
     `fusion_init: streams` starts them from the fold's trained stream networks, first the head alone with the
     streams frozen for `fusion_head_epochs` at `fusion_head_lr` (null: `lr`; ISM's zero gate and its small
-    supply term move slowly at a network's rate, as a linear head on frozen features usually wants more), then everything at `fusion_finetune_lr` for
+    supply term move slowly at a network's rate, as a linear head on frozen features usually wants more), then
+    everything at `fusion_finetune_lr` for
     `fusion_finetune_epochs`; `scratch` trains the whole two-stream model jointly from random weights.
     """
 

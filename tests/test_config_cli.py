@@ -37,6 +37,10 @@ SPECTROGRAM = "corpus: {{reader: emodb}}\nfeatures: {{spectrogram: {{{}}}}}\n"
         ("corpus: {reader: emodb}\nprotocol: {kind: group_kfold, k: 1}\n", r"exp.yml.protocol: k must be at least 2"),
         ("corpus: {reader: emodb}\nfeatures: {n_jobs: 0}\n", r"exp.yml.features: n_jobs must be at least 1"),
         ("corpus: {reader: emodb, on_duplicate: keep}\n", r"exp.yml.corpus.on_duplicate: 'keep' is not one of"),
+        ("corpus: {reader: emodb}\ntrain: {lr: 0.001, lr_min: 0.01}\n", r"exp.yml.train: lr_min must be .*below lr"),
+        ("corpus: {reader: emodb}\ntrain: {weight_decay: -1}\n", r"exp.yml.train: weight_decay must not be negative"),
+        ("corpus: {reader: emodb}\nsearch: {momentum: 1.5}\n", r"exp.yml.search: momentum must be in \[0, 1\)"),
+        ("corpus: {reader: emodb}\nrun: {fusion_dropout: 1.0}\n", r"exp.yml.run: fusion_dropout must be in \[0, 1\)"),
     ],
 )
 def test_malformed_experiment_names_key(tmp_path, text, message):

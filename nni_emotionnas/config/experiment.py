@@ -207,6 +207,8 @@ class RunConfig:
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
             raise ValueError(f"variants: unknown {unknown} (known: {', '.join(VARIANTS)})")
+        if not 0 <= self.fusion_dropout < 1:
+            raise ValueError(f"fusion_dropout must be in [0, 1), got {self.fusion_dropout}")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"seeds: needs at least one seed and no repeats, got {self.seeds}")
         if self.ablations:

@@ -90,6 +90,12 @@ class TrainConfig:
             raise ValueError(f"threads must be at least 1 (or null for torch's default), got {self.threads}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.lr_min < self.lr:
+            raise ValueError(f"lr_min must be at least 0 and below lr ({self.lr}), got {self.lr_min}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must not be negative, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
 
 
 @dataclass

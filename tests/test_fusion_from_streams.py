@@ -63,16 +63,23 @@ def test_paper_gate_is_not_the_dominant_stream_at_start():
     assert not torch.allclose(model(batch), deep_net({"frames": batch["frames"], "mask": batch["mask"]}))
 
 
+def zero_gate_ism(start_from_deep: bool) -> TwoStreamModel:
+    """ISM (zero gate, deep stream dominant) over fresh streams; optionally started as the deep stream."""
+    spectrogram_net, deep_net = streams()
+    head = FusionHead("ism", spectrogram_net.embedding_dim, deep_net.embedding_dim, 3, gate="zero")
+    if start_from_deep:
+        head.start_from(deep_net.classifier)
+    return TwoStreamModel(spectrogram_net, deep_net, head)
+
+
 def stream_state(model: TwoStreamModel) -> dict[str, torch.Tensor]:
     state = {f"s.{k}": v.clone() for k, v in model.spectrogram_net.state_dict().items()}
     return state | {f"d.{k}": v.clone() for k, v in model.deep_net.state_dict().items()}
 
 
 def test_frozen_head_phase_changes_no_stream_parameter_or_buffer(tmp_path):
-    spectrogram_net, deep_net = streams()
-    head = FusionHead("ism", spectrogram_net.embedding_dim, deep_net.embedding_dim, 3, gate="zero")
-    model = TwoStreamModel(spectrogram_net, deep_net, head)
-    head.start_from(deep_net.classifier)
+    model = zero_gate_ism(start_from_deep=True)
+    head = model.head
     before, head_before = stream_state(model), copy.deepcopy(head.state_dict())
     config = TrainConfig(
         epochs=1,
@@ -91,9 +98,7 @@ def test_frozen_head_phase_changes_no_stream_parameter_or_buffer(tmp_path):
 
 
 def test_finetune_phase_moves_streams_at_the_configured_rate(tmp_path):
-    spectrogram_net, deep_net = streams()
-    head = FusionHead("ism", spectrogram_net.embedding_dim, deep_net.embedding_dim, 3, gate="zero")
-    model = TwoStreamModel(spectrogram_net, deep_net, head)
+    model = zero_gate_ism(start_from_deep=False)
     config = TrainConfig(
         epochs=1,
         batch_size=12,
@@ -122,22 +127,17 @@ def test_head_phase_trains_at_fusion_head_lr_and_defaults_to_lr(tmp_path):
                        fusion_finetune_epochs=0, augment=AugmentConfig(enabled=False))
     ((name, head_phase),) = phase_configs(fast)
     assert name == "head" and head_phase.lr == 0.3
-    spectrogram_net, deep_net = streams()
-    head = FusionHead("ism", spectrogram_net.embedding_dim, deep_net.embedding_dim, 3, gate="zero")
-    model = TwoStreamModel(spectrogram_net, deep_net, head)
+    model = zero_gate_ism(start_from_deep=False)
     model.freeze_streams(True)
     fit_fixed(model, TwoStreamData(12, 0), TwoStreamData(6, 1), None, head_phase, tmp_path, 3, resume=False)
-    gate_step = head.gate.detach().abs()
+    gate_step = model.head.gate.detach().abs()
     assert gate_step.max() > 0.5 * 0.3 and gate_step.max() < 1.01 * 0.3  # one Adam step of about the rate
     with pytest.raises(ValueError, match="fusion_head_lr must be positive"):
         TrainConfig(fusion_head_lr=0.0)
 
 
 def test_fusion_phases_never_end_below_their_start(tmp_path):
-    spectrogram_net, deep_net = streams()
-    head = FusionHead("ism", spectrogram_net.embedding_dim, deep_net.embedding_dim, 3, gate="zero")
-    model = TwoStreamModel(spectrogram_net, deep_net, head)
-    head.start_from(deep_net.classifier)
+    model = zero_gate_ism(start_from_deep=True)
     config = TrainConfig(
         epochs=1,
         batch_size=4,

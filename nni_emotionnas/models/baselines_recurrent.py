@@ -29,6 +29,7 @@ class RecurrentBaseline(PooledSequenceMixin, nn.Module):
         self.rnn = kind(input_dim, hidden_size, num_layers=num_layers, batch_first=True,
                         dropout=dropout if num_layers > 1 else 0.0)
         self.pool = AttentionPooling(hidden_size, attention_dim)
+        self.input_statistics = None  # no skip of the input statistics (PooledSequenceMixin)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_classes)
         self.embedding_dim = hidden_size

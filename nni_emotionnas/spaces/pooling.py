@@ -52,9 +52,9 @@ def build_pooling(config: Any) -> tuple[nn.Module, Optional[StatisticsPooling], 
 
 class PooledSequenceMixin:
     """`embed`/`forward` on the data layer's `{"frames": B x T x D, "mask": B x T}` for models defining
-    `encode(frames) -> B x T x H`, `pool` (AttentionPooling), `dropout`, `classifier` and `input_dim`.
-    A model whose `input_statistics` is a StatisticsPooling also appends the mean and std of its input frames
-    to the embedding: a skip path around the recurrent cell (see `RecurrentSpaceConfig.input_statistics`)."""
+    `encode(frames) -> B x T x H`, `pool` (AttentionPooling), `dropout`, `classifier`, `input_dim` and
+    `input_statistics`: None, or a StatisticsPooling whose mean and std of the input frames are appended to the
+    embedding (a skip path around the recurrent cell, see `RecurrentSpaceConfig.input_statistics`)."""
 
     input_dim: int
 
@@ -66,8 +66,9 @@ class PooledSequenceMixin:
                 f"{self.input_dim}: set input_dim in the deep stream's config to {frames.shape[-1]}"
             )
         pooled = self.pool(self.encode(frames), mask)
-        skip = getattr(self, "input_statistics", None)  # a submodule, so not a class attribute
-        return pooled if skip is None else torch.cat([pooled, skip(frames, mask)], dim=-1)
+        if self.input_statistics is None:
+            return pooled
+        return torch.cat([pooled, self.input_statistics(frames, mask)], dim=-1)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.classifier(self.dropout(self.embed(inputs)))

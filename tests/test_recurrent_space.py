@@ -325,12 +325,17 @@ def test_catalog_strategy_picks_the_cell_with_lowest_validation_loss(tmp_path):
     assert model.cell == R.cell_of({"cell": best})
 
 
-@pytest.mark.parametrize("ops", [list(R.OPS), ["linear", "tanh", "product"]])
-def test_fast_darts_mixture_gives_the_call_by_call_logits_and_gradients(ops):
-    """The supernet layer's one-matmul-per-mixture step (spaces.recurrent_mixture) is NNI's mixture."""
+@pytest.mark.parametrize(
+    ("ops", "state_bound"),
+    [(list(R.OPS), 5.0), (["linear", "tanh", "product"], 5.0), (["blend", "sigmoid", "leaky_relu", "sum"], None)],
+)
+def test_fast_darts_mixture_gives_the_call_by_call_logits_and_gradients(ops, state_bound):
+    """The supernet layer's one-matmul-per-mixture step (spaces.recurrent_mixture) is NNI's mixture, with and
+    without a linear op (whose weight gradient is summed over time after the loop) and a state bound."""
     from nni.nas.strategy import DARTS
 
-    config = R.RecurrentSpaceConfig(input_dim=6, hidden_size=5, nodes=4, ops=ops, dropout=0.0, attention_dim=4)
+    config = R.RecurrentSpaceConfig(input_dim=6, hidden_size=5, nodes=4, ops=ops, dropout=0.0, attention_dim=4,
+                                    state_bound=state_bound)
     torch.manual_seed(0)
     fast = DARTS().mutate_model(R.build_oneshot_space(config, 3))
     naive = DARTS().mutate_model(R.build_oneshot_space(config, 3))

@@ -11,6 +11,9 @@ Variants, each run in its own child process (so peak RSS is its own), in this on
 - `pc-darts`: the fast cell with partial channels (`partial_channels`, PC-DARTS: a different algorithm; K=2
   by default, as K=4 does not divide the paper's C=6);
 - `nni`: `emotionnas search`'s path (NasExperiment, NNI's DARTS strategy, Lightning, `supernet: fast`);
+- `*-bf16` (`fast-bf16`, `fast-ckpt-bf16`, `nni-bf16`): the same under bfloat16 autocast, what
+  `search.precision: bf16-mixed` does (convs in bfloat16, on CPUs with AMX/AVX512-BF16 units); not the same
+  float32 arithmetic, so a row of its own beside the float32 targets;
 - opt-in: `lean` / `nni-stock` (NNI's supernet with the edge-by-edge cell / NNI's stock cell, hand loop).
 
 Usage: python benchmarks/bench_spectrogram_search.py [--batch 32] [--size 140] [--steps 3] [--live-memory]
@@ -142,6 +145,11 @@ class SavedBytes:
         return sum(self.storages.values()) / 2**20
 
 
+def autocast(args: argparse.Namespace) -> torch.autocast:
+    """bfloat16 autocast for the `*-bf16` variants (as Lightning's `bf16-mixed` on CPU), off otherwise."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.variant.endswith("-bf16"))
+
+
 def run_plain(config: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The hand-written search loop, on the plain supernet or on NNI's mutated one."""
     torch.manual_seed(0)
@@ -150,7 +158,7 @@ def run_plain(config: Any, args: argparse.Namespace) -> dict[str, Any]:
         alphas = list(net.alphas.parameters())
     else:
         net, alphas = nni_supernet(config)
-        net.checkpoint_cells = args.variant == "fast-ckpt"
+        net.checkpoint_cells = args.variant.startswith("fast-ckpt")
     alpha_ids = {id(p) for p in alphas}
     weights = [p for p in net.parameters() if id(p) not in alpha_ids]
     w_opt = torch.optim.Adam(weights, lr=1e-3, weight_decay=3e-4)
@@ -161,13 +169,15 @@ def run_plain(config: Any, args: argparse.Namespace) -> dict[str, Any]:
         start = time.perf_counter()
         a_opt.zero_grad()
         held.storages.clear()
-        with torch.autograd.graph.saved_tensors_hooks(held.pack, lambda tensor: tensor):
+        with torch.autograd.graph.saved_tensors_hooks(held.pack, lambda tensor: tensor), autocast(args):
             loss = F.cross_entropy(net(xa), ya)
         held_mb = held.mb
         loss.backward()
         a_opt.step()
         w_opt.zero_grad()
-        F.cross_entropy(net(xt), yt).backward()
+        with autocast(args):
+            loss = F.cross_entropy(net(xt), yt)
+        loss.backward()
         nn.utils.clip_grad_norm_(weights, 5.0)
         w_opt.step()
         times.append(time.perf_counter() - start)
@@ -200,7 +210,8 @@ def run_nni(config: Any, args: argparse.Namespace) -> dict[str, Any]:
         return TensorDataset(torch.cat([x for x, _ in data]), torch.cat([y for _, y in data]))
 
     torch.manual_seed(0)
-    train_config = TrainConfig(epochs=1, batch_size=args.batch, lr=1e-3, weight_decay=3e-4)
+    train_config = TrainConfig(epochs=1, batch_size=args.batch, lr=1e-3, weight_decay=3e-4,
+                               precision="bf16-mixed" if args.variant.endswith("-bf16") else "32")
     evaluator = build_evaluator(dataset(1), dataset(2), 4, train_config, shuffle_val=True, callbacks=[StepTimer()])
     space = build_space(config, 4)
     strategy = DARTS(arc_learning_rate=3e-4, gradient_clip_val=5.0)
@@ -224,7 +235,7 @@ def child(args: argparse.Namespace) -> None:
     supernet = {"lean": "lean", "nni-stock": "nni"}.get(args.variant, "fast")
     config = SpectrogramSpaceConfig(supernet=supernet,
                                     partial_channels=args.partial_channels if args.variant == "pc-darts" else 1)
-    result = run_nni(config, args) if args.variant == "nni" else run_plain(config, args)
+    result = run_nni(config, args) if args.variant in ("nni", "nni-bf16") else run_plain(config, args)
     print("RESULT " + json.dumps(result))
 
 
@@ -235,7 +246,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="measured steps (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--variants", nargs="+", default=["plain", "fast", "fast-ckpt", "pc-darts", "nni"],
-                        choices=["plain", "fast", "fast-ckpt", "pc-darts", "nni", "lean", "nni-stock"])
+                        choices=["plain", "fast", "fast-ckpt", "pc-darts", "nni", "fast-bf16", "fast-ckpt-bf16",
+                                 "nni-bf16", "lean", "nni-stock"])
     parser.add_argument("--partial-channels", type=int, default=2,
                         help="K of the pc-darts variant (K=4 does not divide the paper's C=6)")
     parser.add_argument("--live-memory", action="store_true", help="peak RSS = peak live memory (see above)")

@@ -212,24 +212,34 @@ def test_space_labels_freeze_and_genotype_round_trip():
         model({"frames": torch.randn(2, T, 5), "mask": torch.ones(2, T, dtype=torch.bool)})
 
 
-def test_input_statistics_skip_appends_the_valid_frames_mean_and_std():
+def test_input_statistics_skip_appends_the_valid_frames_standardised_mean_and_std():
     """`input_statistics: true`: the embedding ends with the mean and std over the valid frames of the input
-    (padding ignored), in the supernet and in the frozen network alike; off by default."""
+    (padding ignored), standardised with the training batches' statistics, in the supernet and in the frozen
+    network alike; off by default."""
     from dataclasses import replace
 
     assert R.RecurrentSpaceConfig().input_statistics is False
     space = R.build_space(replace(TINY, input_statistics=True), num_classes=4)
     assert space.embedding_dim == H + 2 * D and space.classifier.in_features == H + 2 * D
-    frames, mask = torch.randn(2, T, D), torch.ones(2, T, dtype=torch.bool)
+    frames, mask = torch.randn(3, T, D), torch.ones(3, T, dtype=torch.bool)
     mask[1, T - 2:] = False
     frames[1, T - 2:] = 1e3  # padding: must not reach the statistics
     valid = frames[1, : T - 2]
+    raw = torch.stack([torch.cat([f[m].mean(0), f[m].std(0, unbiased=False)]) for f, m in zip(frames, mask)])
     arch = {label: mutable.default() for label, mutable in space.simplify().items()}
     for net in (space, space.freeze(arch)):
+        net.train()
         embedding = net.embed({"frames": frames, "mask": mask})
-        assert embedding.shape == (2, H + 2 * D)
-        torch.testing.assert_close(embedding[1, H:H + D], valid.mean(0))
-        torch.testing.assert_close(embedding[1, H + D:], valid.std(0, unbiased=False))
+        assert embedding.shape == (3, H + 2 * D)
+        expected = (raw - raw.mean(0)) / (raw.var(0, unbiased=False) + 1e-5).sqrt()  # batch statistics
+        torch.testing.assert_close(embedding[:, H:], expected, rtol=1e-4, atol=1e-4)
+        norm = net.input_statistics.norm
+        torch.testing.assert_close(norm.running_mean, 0.1 * raw.mean(0))  # momentum 0.1 from zero
+        one = net.embed({"frames": frames[1:2], "mask": mask[1:2]})  # a batch of one: the running statistics
+        torch.testing.assert_close(one[0, H:], (raw[1] - norm.running_mean) / (norm.running_var + 1e-5).sqrt())
+        net.eval()
+        torch.testing.assert_close(net.embed({"frames": frames, "mask": mask})[1, H:], one[0, H:])
+        torch.testing.assert_close(raw[1, :D], valid.mean(0))
 
 
 def test_derivation_rewires_a_cell_that_ignores_x():

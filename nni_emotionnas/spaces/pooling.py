@@ -39,7 +39,24 @@ class StatisticsPooling(nn.Module):
         return torch.cat([mean, variance.clamp(min=1e-6).sqrt()], dim=-1)
 
 
-def build_pooling(config: Any) -> tuple[nn.Module, Optional[StatisticsPooling], int]:
+class StandardizedStatistics(StatisticsPooling):
+    """The input frames' mean and std, standardised per dimension as the stream's linear probe standardises
+    them: batch statistics in training, running statistics (of the training batches only) in evaluation. A
+    training batch of one utterance is standardised with the running statistics (a batch norm cannot)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(2 * dim, affine=False)  # the classifier after it is the affine part
+
+    def forward(self, sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        statistics = super().forward(sequence, mask)
+        if self.training and statistics.shape[0] == 1:
+            norm = self.norm
+            return nn.functional.batch_norm(statistics, norm.running_mean, norm.running_var, eps=norm.eps)
+        return self.norm(statistics)
+
+
+def build_pooling(config: Any) -> tuple[nn.Module, Optional[StandardizedStatistics], int]:
     """(pooling module, input-statistics skip or None, embedding width) for a recurrent space config: pooling
     `attention` (the paper's, width H) or `statistics` (2 x H), plus 2 x input_dim with `input_statistics`."""
     dim = config.hidden_size
@@ -47,14 +64,14 @@ def build_pooling(config: Any) -> tuple[nn.Module, Optional[StatisticsPooling], 
         AttentionPooling(dim, config.attention_dim), dim)
     if not config.input_statistics:
         return pool, None, width
-    return pool, StatisticsPooling(), width + 2 * config.input_dim
+    return pool, StandardizedStatistics(config.input_dim), width + 2 * config.input_dim
 
 
 class PooledSequenceMixin:
     """`embed`/`forward` on the data layer's `{"frames": B x T x D, "mask": B x T}` for models defining
     `encode(frames) -> B x T x H`, `pool` (AttentionPooling), `dropout`, `classifier`, `input_dim` and
-    `input_statistics`: None, or a StatisticsPooling whose mean and std of the input frames are appended to the
-    embedding (a skip path around the recurrent cell, see `RecurrentSpaceConfig.input_statistics`)."""
+    `input_statistics`: None, or a StandardizedStatistics whose standardised mean and std of the input frames are
+    appended to the embedding (a skip path around the recurrent cell, see `RecurrentSpaceConfig.input_statistics`)."""
 
     input_dim: int
 

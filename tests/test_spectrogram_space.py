@@ -101,6 +101,39 @@ def test_time_statistics_pooling_keeps_frequency(paper_config: S.SpectrogramSpac
         parse(S.SpectrogramSpaceConfig, {"pooling": "max"}, "space.yml")
 
 
+def test_input_statistics_skip_appends_each_rows_standardised_mean_and_std(
+    paper_config: S.SpectrogramSpaceConfig,
+) -> None:
+    """`input_statistics: true`: the embedding ends with each spectrogram row's mean and std over time,
+    standardised with the training batches' statistics (what the stream's probe reads), in the supernet and the
+    frozen network; `input_rows` comes from the experiment's spectrogram size, and a mismatch is named."""
+    from nni_emotionnas.config.experiment import load_experiment
+    from nni_emotionnas.models.networks import space_config_for
+
+    config = replace(paper_config, channels=2, pooling="time_statistics", frequency_bands=2,
+                     input_statistics=True, input_rows=12)
+    space = S.build_space(config, 4)
+    net = space.freeze(uniform_arch(space, "sep_conv_3x3"))
+    cells_width = 2 * (4 * 2 * 4) * 2  # mean and std of 2 bands of the last cell's 4 nodes x 4 channels
+    x = torch.randn(5, 1, 12, 16)
+    x[:, :, 3] += 10.0  # one loud row
+    raw = torch.cat([x[:, 0].mean(-1), x[:, 0].std(-1, unbiased=False)], dim=1)
+    expected = (raw - raw.mean(0)) / (raw.var(0, unbiased=False) + 1e-5).sqrt()
+    for model in (space, net):
+        model.train()
+        assert model.embedding_dim == cells_width + 24 and model.classifier.in_features == cells_width + 24
+        embedding = model.embed(x)
+        torch.testing.assert_close(embedding[:, cells_width:], expected, rtol=1e-4, atol=1e-4)
+        assert model(x).shape == (5, 4)
+    with pytest.raises(ConfigError, match="spectrogram has 13 rows but the space's input_rows is 12"):
+        net(torch.randn(2, 1, 13, 16))
+    with pytest.raises(ConfigError, match="input_statistics: needs input_rows"):
+        S.build_space(replace(config, input_rows=0), 4)
+    experiment = load_experiment(Path(__file__).parents[1] / "examples" / "demo" / "experiment.yml")
+    experiment.features.spectrogram.size = [40, 30]
+    assert space_config_for(experiment, "spectrogram", None)[1].input_rows == 40
+
+
 def test_parameter_counts_against_paper(paper_config: S.SpectrogramSpaceConfig) -> None:
     """The paper's C6L3 figure (~0.13M) matches the supernet; derived cells are smaller, as in DARTS."""
     supernet = DARTS().mutate_model(S.build_space(paper_config, 4))

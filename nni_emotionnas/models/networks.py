@@ -15,8 +15,9 @@ def space_config_for(
 ) -> tuple[Any, Any]:
     """(space module, parsed space config) from --space, the experiment's `<branch>_space` or the default.
 
-    `deep_dim` (the deep frames' width, when known) becomes the recurrent space's `input_dim`, so the space
-    always reads frames as wide as the features the corpus was extracted with.
+    `deep_dim` (the deep frames' width, when known) becomes the recurrent space's `input_dim`, and the
+    spectrogram's row count the spectrogram space's `input_rows`, so a space always reads inputs as wide as the
+    features the corpus was extracted with.
     """
     from nni_emotionnas.config.parse import load_yaml, parse
     from nni_emotionnas.config.resources import default_file
@@ -28,6 +29,8 @@ def space_config_for(
     config = parse(module.CONFIG_CLASS, load_yaml(path), Path(path).name)
     if branch == "deep" and deep_dim:
         config = dataclasses.replace(config, input_dim=deep_dim)
+    if branch == "spectrogram":
+        config = dataclasses.replace(config, input_rows=experiment.features.spectrogram.size[0])
     return module, config
 
 

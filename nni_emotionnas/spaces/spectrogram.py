@@ -17,8 +17,10 @@ import torch
 from nni.nas.nn.pytorch import Cell, ModelSpace
 from torch import nn
 
+from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.spaces.cell_checkpoint import checkpointed
 from nni_emotionnas.spaces.darts_ops import KNOWN_OPS, NONE, PAPER_OPS, FactorizedReduce, ReLUConvBN, build_op
+from nni_emotionnas.spaces.pooling import StandardizedStatistics
 
 DEFAULT_CONFIG_FILE = "spectrogram_darts.yml"
 CELL_LABELS = ("normal", "reduce")
@@ -51,6 +53,10 @@ class SpectrogramSpaceConfig:
     # channel, which keeps where in frequency the energy sits (pitch, formants): see SpectrogramPooling
     pooling: Literal["average", "time_statistics"] = "average"
     frequency_bands: int = 8
+    # also append the spectrogram's own mean and std over time of every row, standardised (what the stream's
+    # linear probe reads): a skip path around the cells, so they only have to add to those statistics
+    input_statistics: bool = False
+    input_rows: int = 0  # the spectrogram's rows (x stem.in_channels planes); set from `features.spectrogram.size`
     # DARTS/GumbelDARTS supernet cell forward, all the same function: `fast` (spaces.fast_cell), `lean` (the
     # edge-by-edge weighted sum, spaces.oneshot_cell) or `nni` (NNI's stock DifferentiableMixedCell)
     supernet: Literal["fast", "lean", "nni"] = "fast"
@@ -71,6 +77,8 @@ class SpectrogramSpaceConfig:
         for name in ("channels", "layers", "nodes", "ops_per_node", "frequency_bands"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.input_rows < 0:
+            raise ValueError(f"input_rows: must be at least 0, got {self.input_rows}")
         if self.channels % 2:
             raise ValueError(f"channels: must be even (reduction halves channels twice), got {self.channels}")
         if self.partial_channels < 1 or self.channels % self.partial_channels:
@@ -191,6 +199,14 @@ class SpectrogramSpace(ModelSpace):
         self.checkpoint_cells = False  # recompute each cell's activations in backward (spaces.cell_checkpoint)
         self.pool = SpectrogramPooling(config.pooling, c_prev, config.frequency_bands)
         self.embedding_dim = self.pool.width
+        self.input_statistics: Optional[StandardizedStatistics] = None
+        if config.input_statistics:
+            if not config.input_rows:
+                raise ConfigError("input_statistics: needs input_rows, the spectrogram's row count (set from "
+                                  "features.spectrogram.size when the space is built for a corpus)")
+            rows = config.stem.in_channels * config.input_rows
+            self.input_statistics = StandardizedStatistics(rows)
+            self.embedding_dim += 2 * rows
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(self.embedding_dim, num_classes)
 
@@ -210,7 +226,15 @@ class SpectrogramSpace(ModelSpace):
         s0 = s1 = self.stem(inputs)
         for cell in self.cells:
             s0, s1 = checkpointed(cell, [s0, s1]) if self.checkpoint_cells else cell([s0, s1])
-        return self.pool(s1)
+        pooled = self.pool(s1)
+        if self.input_statistics is None:
+            return pooled
+        if inputs.shape[2] != self.config.input_rows:
+            raise ConfigError(f"input_statistics: the spectrogram has {inputs.shape[2]} rows but the space's "
+                              f"input_rows is {self.config.input_rows}")
+        rows = inputs.flatten(1, 2).transpose(1, 2)  # B x T x (planes x rows)
+        every_frame = torch.ones(rows.shape[:2], dtype=torch.bool, device=rows.device)
+        return torch.cat([pooled, self.input_statistics(rows, every_frame)], dim=1)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.embed(inputs)))

@@ -99,7 +99,8 @@ def test_cli_error_names_file(tmp_path):
 @pytest.mark.parametrize("example", sorted(p.parent.name for p in (REPO / "examples").glob("*/experiment.yml")))
 def test_shipped_example_experiments_and_their_spaces_load(example: str) -> None:
     """Every experiment file in examples/ parses, with the spaces it names (a typo there would only surface
-    after feature extraction); the demo and EmoDB examples use the frequency-keeping spectrogram head."""
+    after feature extraction); the demo and EmoDB examples use the frequency-keeping spectrogram head and the
+    input skips of both streams, sized to their spectrograms."""
     from nni_emotionnas.models.networks import space_config_for
 
     experiment = load_experiment(REPO / "examples" / example / "experiment.yml")
@@ -108,3 +109,5 @@ def test_shipped_example_experiments_and_their_spaces_load(example: str) -> None
     assert deep.hidden_size > 0
     if example in ("demo", "emodb"):
         assert spectrogram.pooling == "time_statistics"
+        assert spectrogram.input_statistics and deep.input_statistics
+        assert spectrogram.input_rows == experiment.features.spectrogram.size[0]

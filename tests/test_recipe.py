@@ -198,3 +198,70 @@ def test_seeds_train_every_variant_per_seed_streams_before_fusions(corpus, tmp_p
     assert cv.variant_dir(corpus.folds[0], "ism", 7) == tmp_path / "run" / "folds" / first / "seed7" / "ism"
     with pytest.raises(ConfigError, match=r"experiment.run: seeds: .* no repeats"):
         experiment_from_dict({**SMALL, "run": {"seeds": [1, 1]}}, tmp_path)
+
+
+def stream_network(stream: str, corpus) -> nn.Module:
+    """A small frozen network of the stream's space with the input-statistics skip."""
+    from nni_emotionnas.spaces import recurrent as R
+    from nni_emotionnas.spaces import spectrogram as S
+
+    classes = len(corpus.classes)
+    if stream == "spectrogram":
+        space = S.build_space(S.SpectrogramSpaceConfig(channels=2, nodes=2, pooling="time_statistics",
+                                                       input_statistics=True, input_rows=32), classes)
+    else:
+        space = R.build_space(R.RecurrentSpaceConfig(input_dim=corpus.deep_dim, hidden_size=8, nodes=2,
+                                                     attention_dim=4, input_statistics=True), classes)
+    return space.freeze({label: mutable.default() for label, mutable in space.simplify().items()})
+
+
+@pytest.mark.parametrize("stream", ["spectrogram", "deep"])
+def test_stream_started_from_probe_is_the_probe_then_only_keeps_or_improves_it(corpus, tmp_path, stream):
+    """`train.stream_init: probe`: before its first step the network's probabilities are those of a
+    standardised balanced logistic regression on its skip's statistics of the training speakers (the
+    probe); the cells' columns of the classifier start at zero; training keeps the start as a candidate."""
+    from nni_emotionnas.evaluation.probe_start import start_stream
+    from nni_emotionnas.training.evaluator import predict_logits
+    from nni_emotionnas.training.metrics import score
+
+    fold = corpus.folds[1]
+    train, val, test = (corpus.dataset(fold.name, part, stream) for part in ("train", "val", "test"))
+    torch.manual_seed(0)
+    model = stream_network(stream, corpus)
+    config = TrainConfig(epochs=2, batch_size=8, lr=0.05, stream_init="probe")
+    assert start_stream(model, train, config)
+
+    def statistics(dataset) -> np.ndarray:
+        rows = []
+        for inputs, _ in dataset:
+            values = inputs[0].T if stream == "spectrogram" else inputs["frames"][inputs["mask"]]
+            rows.append(torch.cat([values.mean(0), values.std(0, unbiased=False)]).double().numpy())
+        return np.stack(rows)
+
+    scaler = StandardScaler().fit(statistics(train))
+    probe = LogisticRegression(max_iter=2000, class_weight="balanced").fit(
+        scaler.transform(statistics(train)), corpus.labels[list(fold.train)]
+    )
+    logits, labels = predict_logits(model, test)
+    expected = probe.predict_proba(scaler.transform(statistics(test)))
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(), expected, atol=1e-3)
+    skip_width = statistics(train).shape[1]
+    assert torch.count_nonzero(model.classifier.weight[:, :-skip_width]) == 0
+    val_logits, val_labels = predict_logits(model, val)
+    start_ua = score(val_labels, val_logits.argmax(1), len(corpus.classes)).ua
+    fit = fit_fixed(model, train, val, None, config, tmp_path, len(corpus.classes), resume=False, keep_initial=True)
+    assert fit.val.ua >= start_ua
+    weights = model.classifier.weight.detach().clone()
+    assert not start_stream(model, train, TrainConfig())  # `random`: the network is left as built
+    assert torch.equal(model.classifier.weight, weights)
+
+
+def test_probe_start_needs_the_skip(corpus):
+    from nni_emotionnas.evaluation.probe_start import start_stream
+    from nni_emotionnas.spaces.cells.refs import resolve_cell
+    from nni_emotionnas.spaces.recurrent import RecurrentNetwork, RecurrentSpaceConfig
+
+    net = RecurrentNetwork(resolve_cell("gru", "cells"), RecurrentSpaceConfig(input_dim=corpus.deep_dim), 4)
+    train = corpus.dataset(corpus.folds[0].name, "train", "deep")
+    with pytest.raises(ConfigError, match="train.stream_init: probe needs the stream's input-statistics skip"):
+        start_stream(net, train, TrainConfig(stream_init="probe"))

@@ -90,6 +90,7 @@ def run_search_command(args: argparse.Namespace) -> int:
 
 def run_train_command(args: argparse.Namespace) -> int:
     from nni_emotionnas.evaluation.plots import plot_confusion
+    from nni_emotionnas.evaluation.probe_start import start_stream
     from nni_emotionnas.features.prepared import prepare
     from nni_emotionnas.models.networks import build_model
     from nni_emotionnas.spaces.genotype import parameter_count
@@ -104,14 +105,17 @@ def run_train_command(args: argparse.Namespace) -> int:
     model = build_model(experiment, args.branch, args.genotype, list(corpus.classes), input_dim)
     print(f"parameters: {parameter_count(model)}")
     run_dir = _run_dir(experiment, args.out, "train", args.branch, fold)
+    train = corpus.dataset(fold, "train", args.branch)
+    from_probe = start_stream(model, train, experiment.train)
     result = fit_fixed(
         model,
-        corpus.dataset(fold, "train", args.branch),
+        train,
         corpus.dataset(fold, "val", args.branch),
         corpus.dataset(fold, "test", args.branch),
         experiment.train,
         run_dir,
         num_classes=len(corpus.classes),
+        keep_initial=from_probe,
     )
     summary = {
         "branch": args.branch,

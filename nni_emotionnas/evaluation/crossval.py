@@ -213,6 +213,7 @@ class CrossValidation:
     def train_variant(self, fold: Fold, variant: str, seed: Optional[int] = None) -> FoldResult:
         """Trains and tests one variant on one fold and seed unless its `result.json` exists."""
         from nni_emotionnas.evaluation.fusion_fit import fit_fusion_from_streams
+        from nni_emotionnas.evaluation.probe_start import start_stream
         from nni_emotionnas.spaces.genotype import parameter_count
         from nni_emotionnas.training.evaluator import predict_logits
         from nni_emotionnas.training.fit import fit_fixed
@@ -234,7 +235,11 @@ class CrossValidation:
         extra: dict[str, Any] = {}
         if variant in SINGLE_STREAMS or train_config.fusion_init == "scratch":
             model = self.build(fold, variant, seed)
-            fit = fit_fixed(model, train, val, None, train_config, out, len(self.corpus.classes), resume=False)
+            from_probe = variant in SINGLE_STREAMS and start_stream(model, train, train_config)
+            fit = fit_fixed(
+                model, train, val, None, train_config, out, len(self.corpus.classes), resume=False,
+                keep_initial=from_probe,
+            )
             best_epoch = fit.best_epoch
         else:
             model = self.from_streams(fold, variant, seed)

@@ -217,7 +217,7 @@ def stream_network(stream: str, corpus) -> nn.Module:
 
 @pytest.mark.parametrize("stream", ["spectrogram", "deep"])
 def test_stream_started_from_probe_is_the_probe_then_only_keeps_or_improves_it(corpus, tmp_path, stream):
-    """`train.stream_init: probe`: before its first step the network's probabilities are those of a
+    """`train.probe_start: [stream]`: before its first step the network's probabilities are those of a
     standardised balanced logistic regression on its skip's statistics of the training speakers (the
     probe); the cells' columns of the classifier start at zero; training keeps the start as a candidate."""
     from nni_emotionnas.evaluation.probe_start import start_stream
@@ -228,8 +228,8 @@ def test_stream_started_from_probe_is_the_probe_then_only_keeps_or_improves_it(c
     train, val, test = (corpus.dataset(fold.name, part, stream) for part in ("train", "val", "test"))
     torch.manual_seed(0)
     model = stream_network(stream, corpus)
-    config = TrainConfig(epochs=2, batch_size=8, lr=0.05, stream_init="probe")
-    assert start_stream(model, train, config)
+    config = TrainConfig(epochs=2, batch_size=8, lr=0.05, probe_start=[stream])
+    assert start_stream(model, stream, train, config)
 
     def statistics(dataset) -> np.ndarray:
         rows = []
@@ -252,7 +252,7 @@ def test_stream_started_from_probe_is_the_probe_then_only_keeps_or_improves_it(c
     fit = fit_fixed(model, train, val, None, config, tmp_path, len(corpus.classes), resume=False, keep_initial=True)
     assert fit.val.ua >= start_ua
     weights = model.classifier.weight.detach().clone()
-    assert not start_stream(model, train, TrainConfig())  # `random`: the network is left as built
+    assert not start_stream(model, stream, train, TrainConfig())  # not named: the network is left as built
     assert torch.equal(model.classifier.weight, weights)
 
 
@@ -263,5 +263,5 @@ def test_probe_start_needs_the_skip(corpus):
 
     net = RecurrentNetwork(resolve_cell("gru", "cells"), RecurrentSpaceConfig(input_dim=corpus.deep_dim), 4)
     train = corpus.dataset(corpus.folds[0].name, "train", "deep")
-    with pytest.raises(ConfigError, match="train.stream_init: probe needs the stream's input-statistics skip"):
-        start_stream(net, train, TrainConfig(stream_init="probe"))
+    with pytest.raises(ConfigError, match="train.probe_start: needs the stream's input-statistics skip"):
+        start_stream(net, "deep", train, TrainConfig(probe_start=["deep"]))

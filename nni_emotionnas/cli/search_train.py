@@ -106,7 +106,7 @@ def run_train_command(args: argparse.Namespace) -> int:
     print(f"parameters: {parameter_count(model)}")
     run_dir = _run_dir(experiment, args.out, "train", args.branch, fold)
     train = corpus.dataset(fold, "train", args.branch)
-    from_probe = start_stream(model, train, experiment.train)
+    from_probe = start_stream(model, args.branch, train, experiment.train)
     result = fit_fixed(
         model,
         train,

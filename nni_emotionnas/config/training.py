@@ -41,9 +41,9 @@ class TrainConfig:
 
     `augment` perturbs training batches only (never validation or test). `patience` stops a fit after that
     many epochs without a better validation UA (0: run every epoch); the best-validation-UA weights are kept
-    either way. `stream_init: probe` starts a stream network that has the input-statistics skip as its own
-    linear probe (`nni_emotionnas.evaluation.probe_start`), the start kept as a candidate; `random` trains it
-    from its random initial weights. The `fusion_*` keys say how fusion variants train (see
+    either way. The stream networks named in `probe_start` (which need the input-statistics skip) start as
+    their own linear probe (`nni_emotionnas.evaluation.probe_start`), the start kept as a candidate; the
+    others train from their random initial weights. The `fusion_*` keys say how fusion variants train (see
     `nni_emotionnas.evaluation.fusion_fit`):
     `fusion_init: streams` starts them from the fold's trained stream networks, first the head alone with the
     streams frozen for `fusion_head_epochs` at `fusion_head_lr` (null: `lr`; ISM's zero gate and its small
@@ -71,7 +71,7 @@ class TrainConfig:
     threads: Optional[int] = None
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig())
     patience: int = 0
-    stream_init: Literal["random", "probe"] = "random"
+    probe_start: list[Literal["spectrogram", "deep"]] = field(default_factory=list)
     fusion_init: Literal["streams", "scratch"] = "streams"
     fusion_head_epochs: int = 10
     fusion_head_lr: Optional[float] = None

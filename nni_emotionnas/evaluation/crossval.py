@@ -235,7 +235,7 @@ class CrossValidation:
         extra: dict[str, Any] = {}
         if variant in SINGLE_STREAMS or train_config.fusion_init == "scratch":
             model = self.build(fold, variant, seed)
-            from_probe = variant in SINGLE_STREAMS and start_stream(model, train, train_config)
+            from_probe = variant in SINGLE_STREAMS and start_stream(model, variant, train, train_config)
             fit = fit_fixed(
                 model, train, val, None, train_config, out, len(self.corpus.classes), resume=False,
                 keep_initial=from_probe,

@@ -1,4 +1,4 @@
-"""`train.stream_init: probe`: a stream network with the input-statistics skip starts as its own probe.
+"""`train.probe_start`: a stream network with the input-statistics skip starts as its own probe.
 
 Trained from random weights on a few hundred utterances, a stream network fits its cell features to the
 training speakers long before its classifier has learnt what the skip already carries (on EmoDB the
@@ -43,7 +43,7 @@ def skip_statistics(model: nn.Module, dataset: Dataset, batch_size: int) -> tupl
 def start_from_probe(model: nn.Module, train_dataset: Dataset, seed: int, batch_size: int) -> None:
     """Sets `model`'s skip normalisation and classifier to the probe fitted on `train_dataset` (in place)."""
     if getattr(model, "input_statistics", None) is None:
-        raise ConfigError("train.stream_init: probe needs the stream's input-statistics skip "
+        raise ConfigError("train.probe_start: needs the stream's input-statistics skip "
                           "(set input_statistics: true in its space file)")
     statistics, labels = skip_statistics(model, train_dataset, batch_size)
     probe = probe_classifier(seed).fit(statistics, labels)
@@ -65,10 +65,10 @@ def start_from_probe(model: nn.Module, train_dataset: Dataset, seed: int, batch_
     classifier.bias.copy_(bias)
 
 
-def start_stream(model: nn.Module, train_dataset: Dataset, config: TrainConfig) -> bool:
-    """Applies `config.stream_init` to a freshly built stream network; True when it now starts as the probe
-    (so the caller keeps the start as a candidate)."""
-    if config.stream_init != "probe":
+def start_stream(model: nn.Module, stream: str, train_dataset: Dataset, config: TrainConfig) -> bool:
+    """Starts a freshly built `stream` network as its probe when `config.probe_start` names the stream; True
+    when it did (so the caller keeps the start as a candidate)."""
+    if stream not in config.probe_start:
         return False
     start_from_probe(model, train_dataset, config.seed, config.batch_size)
     return True

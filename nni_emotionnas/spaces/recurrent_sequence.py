@@ -126,10 +126,12 @@ def _backward_part(grad_out: torch.Tensor, values_t: torch.Tensor, states_t: tor
     return g_steps.transpose(0, 1), g_state_w, g_operand, g_op, linear_a, linear_g
 
 
-def _batch_parts(batch: int) -> int:
-    """How many batch parts run at once: one per torch thread (the step's small kernels do not split over
-    threads, independent batch parts do)."""
-    return max(1, min(torch.get_num_threads(), batch))
+def _batch_parts(steps: torch.Tensor) -> int:
+    """How many batch parts run at once on a CPU: one per torch thread (the step's small kernels do not split
+    over threads, independent batch parts do); one on an accelerator, which runs the whole batch's kernels."""
+    if steps.device.type != "cpu":
+        return 1
+    return max(1, min(torch.get_num_threads(), steps.shape[0]))
 
 
 def _in_parallel(work: Callable[..., Any], parts: list[tuple]) -> list:
@@ -154,7 +156,7 @@ class MixedSequence(torch.autograd.Function):
     ) -> torch.Tensor:
         names, count = meta[:2]
         operand_w, op_w, linear = _unpack(weights, names, count)
-        chunks = steps.chunk(_batch_parts(steps.shape[0]))
+        chunks = steps.chunk(_batch_parts(steps))
         parts = _in_parallel(_forward_part, [(c, state_weights, meta, operand_w, op_w, linear) for c in chunks])
         ctx.meta, ctx.parts = meta, len(parts)
         ctx.save_for_backward(state_weights, *weights, *(v for part in parts for v in part))

@@ -158,7 +158,7 @@ class MixedSequence(torch.autograd.Function):
         operand_w, op_w, linear = _unpack(weights, names, count)
         chunks = steps.chunk(_batch_parts(steps))
         parts = _in_parallel(_forward_part, [(c, state_weights, meta, operand_w, op_w, linear) for c in chunks])
-        ctx.meta, ctx.parts = meta, len(parts)
+        ctx.meta, ctx.sizes = meta, [chunk.shape[0] for chunk in chunks]
         ctx.save_for_backward(state_weights, *weights, *(v for part in parts for v in part))
         return torch.cat([states_t[:, 0].transpose(0, 1) for _, states_t in parts])
 
@@ -166,9 +166,9 @@ class MixedSequence(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple:
         names, count = ctx.meta[:2]
         state_weights, *saved = ctx.saved_tensors
-        weights, kept = saved[: len(saved) - 2 * ctx.parts], saved[len(saved) - 2 * ctx.parts :]
+        weights, kept = saved[: len(saved) - 2 * len(ctx.sizes)], saved[len(saved) - 2 * len(ctx.sizes) :]
         operand_w, op_w, linear = _unpack(weights, names, count)
-        chunks = grad_out.chunk(ctx.parts)
+        chunks = grad_out.split(ctx.sizes)
         parts = _in_parallel(_backward_part, [
             (g, kept[2 * p], kept[2 * p + 1], state_weights, ctx.meta, operand_w, op_w, linear)
             for p, g in enumerate(chunks)

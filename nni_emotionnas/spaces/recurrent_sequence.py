@@ -139,6 +139,7 @@ def _in_parallel(work: Callable[..., Any], parts: list[tuple]) -> list:
     (torch releases the GIL inside its kernels, so the parts' kernels overlap)."""
     if len(parts) == 1:
         return [work(*parts[0])]
+
     def run(part: tuple) -> Any:
         with torch.no_grad():  # grad mode is per thread: a new one records by default
             return work(*part)

@@ -8,22 +8,15 @@ nodes); the backward walks the steps in reverse with the hand-derived gradients 
 stacking copies), the op weights are Python numbers there (scalar arguments of fused multiply-adds instead of
 separate products), and the linear ops' weight gradients, sums over time of (batch x hidden)^T (batch x
 hidden) products, are one large matrix product per node after the loop instead of a small one per step.
-With N torch threads the batch is cut into N parts whose loops run at once on N Python threads, each op
-single-threaded (a step's kernels are too small to split over threads; torch releases the GIL in them), and
-the parts' weight gradients are summed: the same function, using every core.
 The function is `recurrent_mixture.run_mixture`'s; `tests/test_recurrent_space.py` checks logits and
 gradients against NNI's own mixtures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 import torch
-
-from nni_emotionnas.threads import torch_threads
 
 aten = torch.ops.aten
 
@@ -52,102 +45,6 @@ def _ops_into(
             aten.leaky_relu.out(a, slope, out=o)
 
 
-def _forward_part(steps: torch.Tensor, state_weights: torch.Tensor, meta: tuple, operand_w: list, op_w: list,
-                  linear: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """The forward over the whole sequence of one batch part: (every step's x, h1, h2 and node outputs,
-    every step's new h1 and h2), time first."""
-    names, count, bound, slope = meta
-    batch, time, hidden = steps.shape
-    values_t = steps.new_empty(time, 3 + count, batch, hidden)
-    states_t = steps.new_empty(time, 2, batch, hidden)
-    values_t[:, 0] = steps.transpose(0, 1)
-    values_t[0, 1:3] = 0
-    outputs = steps.new_empty(len(names), batch, hidden)
-    for t in range(time):
-        values = values_t[t]
-        if t:
-            values[1:3] = states_t[t - 1]
-        for i in range(count):
-            a, b, z = (operand_w[i] @ values[: 3 + i].flatten(1)).view(3, batch, hidden)
-            _ops_into(outputs, names, a, b, z, linear[i], slope)
-            torch.mm(op_w[i][None], outputs.flatten(1), out=values[3 + i].view(1, -1))
-        states = states_t[t]
-        torch.mm(state_weights, values[3:].flatten(1), out=states.view(2, -1))
-        if bound is not None:
-            states.div_(bound).tanh_().mul_(bound)
-    return values_t, states_t
-
-
-def _backward_part(grad_out: torch.Tensor, values_t: torch.Tensor, states_t: torch.Tensor,
-                   state_weights: torch.Tensor, meta: tuple, operand_w: list, op_w: list, linear: list) -> tuple:
-    """The backward of one batch part: (gradient of its steps, of the state weights, of every node's operand
-    and op weights, and per node and step the linear op's input and output gradient, or None)."""
-    names, count, bound, slope = meta
-    op_scalars = [w.tolist() for w in op_w]  # constant over the sequence: scalar arguments below
-    time, _, batch, hidden = values_t.shape
-    g_state_w = torch.zeros_like(state_weights)
-    g_operand = [torch.zeros_like(w) for w in operand_w]
-    g_op = [torch.zeros_like(w) for w in op_w]
-    has_linear = "linear" in names
-    # per step and node: the linear op's input a and its output's gradient (without the op weight)
-    linear_a = values_t.new_empty(count, time, batch, hidden) if has_linear else None
-    linear_g = values_t.new_empty(count, time, batch, hidden) if has_linear else None
-    g_out = grad_out.transpose(0, 1)
-    g_steps = grad_out.new_empty(time, batch, hidden)
-    g_values = grad_out.new_empty(3 + count, batch, hidden)
-    g_operands = grad_out.new_empty(3, batch, hidden)
-    g_mixed = grad_out.new_zeros(2, batch, hidden)  # the gradient reaching h1, h2 of step t from t + 1
-    outputs = grad_out.new_empty(len(names), batch, hidden)
-    for t in reversed(range(time)):
-        values = values_t[t]
-        g_mixed[0] += g_out[t]
-        if bound is not None:
-            states = states_t[t]
-            g_mixed.mul_(torch.addcmul(torch.ones_like(states), states, states, value=-1.0 / bound**2))
-        flat_mixed = g_mixed.flatten(1)
-        g_state_w.addmm_(flat_mixed, values[3:].flatten(1).t())
-        g_values[:3] = 0
-        torch.mm(state_weights.t(), flat_mixed, out=g_values[3:].flatten(1))
-        for i in reversed(range(count)):
-            inputs = values[: 3 + i].flatten(1)
-            a, b, z = (operand_w[i] @ inputs).view(3, batch, hidden)
-            g_node = g_values[3 + i]
-            _ops_into(outputs, names, a, b, z, linear[i], slope)
-            g_op[i].addmv_(outputs.flatten(1), g_node.flatten())
-            g_operands.zero_()
-            _op_grads(names, op_scalars[i], g_node, a, b, z, outputs, linear[i], g_operands, slope)
-            if has_linear:
-                linear_a[i, t], linear_g[i, t] = a, g_node
-            flat_operands = g_operands.flatten(1)
-            g_operand[i].addmm_(flat_operands, inputs.t())
-            g_values[: 3 + i].flatten(1).addmm_(operand_w[i].t(), flat_operands)
-        g_steps[t] = g_values[0]
-        g_mixed.copy_(g_values[1:3])
-    return g_steps.transpose(0, 1), g_state_w, g_operand, g_op, linear_a, linear_g
-
-
-def _batch_parts(steps: torch.Tensor) -> int:
-    """How many batch parts run at once on a CPU: one per torch thread (the step's small kernels do not split
-    over threads, independent batch parts do); one on an accelerator, which runs the whole batch's kernels."""
-    if steps.device.type != "cpu":
-        return 1
-    return max(1, min(torch.get_num_threads(), steps.shape[0]))
-
-
-def _in_parallel(work: Callable[..., Any], parts: list[tuple]) -> list:
-    """`work(*part)` for every part, on one Python thread each, each torch op single-threaded meanwhile
-    (torch releases the GIL inside its kernels, so the parts' kernels overlap)."""
-    if len(parts) == 1:
-        return [work(*parts[0])]
-
-    def run(part: tuple) -> Any:
-        with torch.no_grad():  # grad mode is per thread: a new one records by default
-            return work(*part)
-
-    with torch_threads(1), ThreadPoolExecutor(len(parts)) as pool:
-        return list(pool.map(run, parts))
-
-
 class MixedSequence(torch.autograd.Function):
     """h1 for every step of a DARTS-mixed recurrent layer; see the module docstring."""
 
@@ -155,38 +52,82 @@ class MixedSequence(torch.autograd.Function):
     def forward(
         ctx: Any, steps: torch.Tensor, state_weights: torch.Tensor, meta: tuple, *weights: torch.Tensor
     ) -> torch.Tensor:
-        names, count = meta[:2]
+        names, count, bound, slope = meta
         operand_w, op_w, linear = _unpack(weights, names, count)
-        chunks = steps.chunk(_batch_parts(steps))
-        parts = _in_parallel(_forward_part, [(c, state_weights, meta, operand_w, op_w, linear) for c in chunks])
-        ctx.meta, ctx.sizes = meta, [chunk.shape[0] for chunk in chunks]
-        ctx.save_for_backward(state_weights, *weights, *(v for part in parts for v in part))
-        return torch.cat([states_t[:, 0].transpose(0, 1) for _, states_t in parts])
+        batch, time, hidden = steps.shape
+        values_t = steps.new_empty(time, 3 + count, batch, hidden)  # every step's x, h1, h2 and node outputs
+        states_t = steps.new_empty(time, 2, batch, hidden)  # every step's new h1, h2
+        values_t[:, 0] = steps.transpose(0, 1)
+        values_t[0, 1:3] = 0
+        outputs = steps.new_empty(len(names), batch, hidden)
+        for t in range(time):
+            values = values_t[t]
+            if t:
+                values[1:3] = states_t[t - 1]
+            for i in range(count):
+                a, b, z = (operand_w[i] @ values[: 3 + i].flatten(1)).view(3, batch, hidden)
+                _ops_into(outputs, names, a, b, z, linear[i], slope)
+                torch.mm(op_w[i][None], outputs.flatten(1), out=values[3 + i].view(1, -1))
+            states = states_t[t]
+            torch.mm(state_weights, values[3:].flatten(1), out=states.view(2, -1))
+            if bound is not None:
+                states.div_(bound).tanh_().mul_(bound)
+        ctx.meta = meta
+        ctx.save_for_backward(values_t, states_t, state_weights, *weights)
+        return states_t[:, 0].transpose(0, 1).contiguous()
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple:
-        names, count = ctx.meta[:2]
-        state_weights, *saved = ctx.saved_tensors
-        weights, kept = saved[: len(saved) - 2 * len(ctx.sizes)], saved[len(saved) - 2 * len(ctx.sizes) :]
+        names, count, bound, slope = ctx.meta
+        values_t, states_t, state_weights, *weights = ctx.saved_tensors
         operand_w, op_w, linear = _unpack(weights, names, count)
-        chunks = grad_out.split(ctx.sizes)
-        parts = _in_parallel(_backward_part, [
-            (g, kept[2 * p], kept[2 * p + 1], state_weights, ctx.meta, operand_w, op_w, linear)
-            for p, g in enumerate(chunks)
-        ])
-        g_steps = torch.cat([part[0] for part in parts])
-        g_state_w = sum(part[1] for part in parts)
-        g_operand = [sum(grads) for grads in zip(*(part[2] for part in parts))]
-        g_op = [sum(grads) for grads in zip(*(part[3] for part in parts))]
+        op_scalars = [w.tolist() for w in op_w]  # constant over the sequence: scalar arguments below
+        time, _, batch, hidden = values_t.shape
+        g_state_w = torch.zeros_like(state_weights)
+        g_operand = [torch.zeros_like(w) for w in operand_w]
+        g_op = [torch.zeros_like(w) for w in op_w]
+        has_linear = "linear" in names
+        # per step and node: the linear op's input a and its output's gradient (without the op weight)
+        linear_a = values_t.new_empty(count, time, batch, hidden) if has_linear else None
+        linear_g = values_t.new_empty(count, time, batch, hidden) if has_linear else None
+        g_out = grad_out.transpose(0, 1)
+        g_steps = grad_out.new_empty(time, batch, hidden)
+        g_values = grad_out.new_empty(3 + count, batch, hidden)
+        g_operands = grad_out.new_empty(3, batch, hidden)
+        g_mixed = grad_out.new_zeros(2, batch, hidden)  # the gradient reaching h1, h2 of step t from t + 1
+        outputs = grad_out.new_empty(len(names), batch, hidden)
+        for t in reversed(range(time)):
+            values = values_t[t]
+            g_mixed[0] += g_out[t]
+            if bound is not None:
+                states = states_t[t]
+                g_mixed.mul_(torch.addcmul(torch.ones_like(states), states, states, value=-1.0 / bound**2))
+            flat_mixed = g_mixed.flatten(1)
+            g_state_w.addmm_(flat_mixed, values[3:].flatten(1).t())
+            g_values[:3] = 0
+            torch.mm(state_weights.t(), flat_mixed, out=g_values[3:].flatten(1))
+            for i in reversed(range(count)):
+                inputs = values[: 3 + i].flatten(1)
+                a, b, z = (operand_w[i] @ inputs).view(3, batch, hidden)
+                g_node = g_values[3 + i]
+                _ops_into(outputs, names, a, b, z, linear[i], slope)
+                g_op[i].addmv_(outputs.flatten(1), g_node.flatten())
+                g_operands.zero_()
+                _op_grads(names, op_scalars[i], g_node, a, b, z, outputs, linear[i], g_operands, slope)
+                if has_linear:
+                    linear_a[i, t], linear_g[i, t] = a, g_node
+                flat_operands = g_operands.flatten(1)
+                g_operand[i].addmm_(flat_operands, inputs.t())
+                g_values[: 3 + i].flatten(1).addmm_(operand_w[i].t(), flat_operands)
+            g_steps[t] = g_values[0]
+            g_mixed.copy_(g_values[1:3])
         g_linear = []
-        if "linear" in names:
+        if has_linear:
             k = names.index("linear")
             for i in range(count):
-                flat = [(part[5][i].flatten(0, 1), part[4][i].flatten(0, 1)) for part in parts]  # (g, a) per part
-                g_weight = sum(flat_g.t() @ flat_a for flat_g, flat_a in flat)
-                g_bias = sum(flat_g.sum(0) for flat_g, _ in flat)
-                g_linear += [g_weight.mul_(op_w[i][k]), g_bias.mul_(op_w[i][k])]
-        return (g_steps, g_state_w, None, *g_operand, *g_op, *g_linear)
+                flat_g, flat_a = linear_g[i].flatten(0, 1), linear_a[i].flatten(0, 1)
+                g_linear += [(flat_g.t() @ flat_a).mul_(op_w[i][k]), flat_g.sum(0).mul_(op_w[i][k])]
+        return (g_steps.transpose(0, 1), g_state_w, None, *g_operand, *g_op, *g_linear)
 
 
 def _unpack(weights: tuple, names: list[str], count: int) -> tuple[list, list, list]:

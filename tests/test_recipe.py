@@ -265,3 +265,26 @@ def test_probe_start_needs_the_skip(corpus):
     train = corpus.dataset(corpus.folds[0].name, "train", "deep")
     with pytest.raises(ConfigError, match="train.probe_start: needs the stream's input-statistics skip"):
         start_stream(net, "deep", train, TrainConfig(probe_start=["deep"]))
+
+
+def test_probe_start_with_two_classes_gives_the_binary_probe():
+    """scikit-learn keeps one logit for two classes; the network's two logits must give its probabilities."""
+    from nni_emotionnas.evaluation.probe_start import start_from_probe
+    from nni_emotionnas.spaces import recurrent as R
+    from nni_emotionnas.training.evaluator import predict_logits
+
+    torch.manual_seed(0)
+    space = R.build_space(R.RecurrentSpaceConfig(input_dim=3, hidden_size=4, nodes=2, attention_dim=2,
+                                                 input_statistics=True), 2)
+    net = space.freeze({label: mutable.default() for label, mutable in space.simplify().items()})
+    data = [({"frames": torch.randn(6, 3) * (1 + label) + label, "mask": torch.ones(6, dtype=torch.bool)}, label)
+            for label in [0, 1] * 12]
+    start_from_probe(net, data, seed=0, batch_size=8)
+    statistics = np.stack([torch.cat([x["frames"].mean(0), x["frames"].std(0, unbiased=False)]).double().numpy()
+                           for x, _ in data])
+    labels = np.array([y for _, y in data])
+    scaler = StandardScaler().fit(statistics)
+    probe = LogisticRegression(max_iter=2000, class_weight="balanced").fit(scaler.transform(statistics), labels)
+    logits, _ = predict_logits(net, data)
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(),
+                               probe.predict_proba(scaler.transform(statistics)), atol=1e-3)

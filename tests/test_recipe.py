@@ -288,3 +288,93 @@ def test_probe_start_with_two_classes_gives_the_binary_probe():
     logits, _ = predict_logits(net, data)
     np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(),
                                probe.predict_proba(scaler.transform(statistics)), atol=1e-3)
+
+
+class BatchCounter(nn.Module):
+    """A linear classifier that counts the examples it is trained on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, 3)
+        self.trained_on = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.trained_on += len(x) if self.training else 0
+        return self.linear(x.flatten(1))
+
+
+@pytest.mark.parametrize("epochs", [0, 3])
+def test_fit_epochs_trains_exactly_that_many_epochs(tmp_path, epochs):
+    from nni_emotionnas.training.fit import fit_epochs
+
+    data = TensorDataset(torch.randn(20, 1, 8, 8), torch.arange(20) % 3)
+    torch.manual_seed(0)
+    model = BatchCounter()
+    before = model.linear.weight.detach().clone()
+    fit_epochs(model, data, TrainConfig(epochs=10, batch_size=8, lr=0.01), epochs, tmp_path, num_classes=3)
+    assert model.trained_on == epochs * len(data)
+    assert torch.equal(model.linear.weight, before) == (epochs == 0)
+
+
+def refit_run(corpus, tmp_path, train: dict, variants: list[str]) -> CrossValidation:
+    """A cross-validation whose deep stream is a small searched-cell network (its genotype written where the
+    run's search would put it) and whose spectrogram stream is a small ResNet baseline."""
+    from nni.mutable import MutableAnnotation
+
+    from nni_emotionnas.spaces import recurrent as R
+    from nni_emotionnas.spaces.genotype import make_record, write_genotype
+
+    experiment = experiment_from_dict(
+        {**SMALL, "model": {"spectrogram": "resnet_small"}, "run": {"variants": variants, "main": variants[0],
+                                                                      "dominant": "deep"},
+         "train": {"batch_size": 8, "refit": True, **train}}, tmp_path)
+    cv = CrossValidation(experiment, corpus, tmp_path / "run", progress=False)
+    config = R.RecurrentSpaceConfig(input_dim=corpus.deep_dim, hidden_size=8, nodes=2, attention_dim=4,
+                                    input_statistics=True)
+    space = R.build_space(config, len(corpus.classes))
+    choices = {label: m for label, m in space.simplify().items() if not isinstance(m, MutableAnnotation)}
+    architecture = {label: mutable.default() for label, mutable in choices.items()}
+    record = make_record(branch="deep", architecture=architecture, space_config=config,
+                         num_classes=len(corpus.classes), classes=list(corpus.classes))
+    write_genotype(record, cv.genotype_path(corpus.folds[0], "deep"))
+    return cv
+
+
+def test_refit_of_a_kept_probe_start_is_the_probe_on_training_and_validation_speakers(corpus, tmp_path):
+    """`train.refit` with `probe_start`: when no epoch beats the start on validation (lr 10 wrecks every
+    epoch), the refit trains 0 epochs from a probe fitted on training + validation speakers: exactly the
+    `probe_deep` baseline's test probabilities."""
+    cv = refit_run(corpus, tmp_path, {"epochs": 1, "lr": 10.0, "probe_start": ["deep"]}, ["deep"])
+    fold = corpus.folds[0]
+    result = cv.train_variant(fold, "deep")
+    assert (result.best_epoch, result.refit_epochs) == (-1, 0)
+    probe = cv.baseline_fit(fold, "probe_deep", cv.seeds[0])
+    np.testing.assert_allclose(np.array(result.test_probs), probe.test_probs, atol=1e-3)
+    # the start chosen on validation is the probe of the training speakers alone: a different classifier
+    selected, refitted = (torch.load(cv.variant_dir(fold, "deep", 0) / name, weights_only=True)
+                          for name in ("selected.pt", "model.pt"))
+    assert not torch.allclose(selected["classifier.weight"], refitted["classifier.weight"])
+
+
+def test_refit_retrains_streams_and_fusion_for_the_chosen_epochs(corpus, tmp_path):
+    """Streams and ISM are refitted for the epochs chosen on validation; the fusion's own choice starts from
+    the streams as chosen on validation (`selected.pt`), never from streams that trained on those speakers."""
+    cv = refit_run(corpus, tmp_path, {"epochs": 2, "lr": 0.01, "fusion_head_epochs": 1, "fusion_finetune_epochs": 1},
+                   ["ism"])
+    fold = corpus.folds[0]
+    for stream in ("spectrogram", "deep"):
+        result = cv.train_variant(fold, stream)
+        assert result.refit_epochs == result.best_epoch + 1 >= 1
+        folder = cv.variant_dir(fold, stream, 0)
+        selected, refitted = (torch.load(folder / name, weights_only=True) for name in ("selected.pt", "model.pt"))
+        assert any(not torch.equal(selected[k], refitted[k]) for k in selected)
+    fused = cv.train_variant(fold, "ism")
+    assert fused.refit_epochs is not None and fused.refit_epochs >= 0 and fused.best_step is not None
+    chosen = cv.from_streams(fold, "ism", 0)
+    selected = torch.load(cv.variant_dir(fold, "deep", 0) / "selected.pt", weights_only=True)
+    for key, value in chosen.deep_net.state_dict().items():
+        torch.testing.assert_close(value, selected[key])
+    refitted = cv.from_streams(fold, "ism", 0, refitted=True)
+    model = torch.load(cv.variant_dir(fold, "deep", 0) / "model.pt", weights_only=True)
+    for key, value in refitted.deep_net.state_dict().items():
+        torch.testing.assert_close(value, model[key])

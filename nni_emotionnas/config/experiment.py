@@ -90,7 +90,9 @@ class SpectrogramConfig:
 
     `scale`: `log` = natural log of magnitude + `eps` (default; keeps loudness, which carries arousal),
     `db` = 20 log10 relative to 1.0, `magnitude` = linear magnitude. No per-utterance normalisation:
-    the network's batch norm standardises.
+    the network's batch norm standardises. `mel_bands`: unset keeps the paper's linear-frequency STFT rows;
+    a number first sums the magnitudes into that many mel bands (librosa's Slaney filters up to Nyquist),
+    which weights the low frequencies where pitch and formants live, as most SER front ends do.
     """
 
     sample_rate: int = 16000
@@ -101,6 +103,7 @@ class SpectrogramConfig:
     size: list[int] = field(default_factory=lambda: [140, 140])
     scale: Literal["log", "db", "magnitude"] = "log"
     eps: float = 1e-5
+    mel_bands: Optional[int] = None
 
     def __post_init__(self) -> None:
         from scipy.signal import get_window
@@ -119,6 +122,10 @@ class SpectrogramConfig:
             )
         if len(self.size) != 2 or any(n < 1 for n in self.size):
             raise ValueError(f"size must be two positive integers [frequency rows, time columns], got {self.size}")
+        if self.mel_bands is not None and not 1 <= self.mel_bands <= window // 2 + 1:
+            raise ValueError(
+                f"mel_bands must be between 1 and the window's {window // 2 + 1} frequency bins, got {self.mel_bands}"
+            )
         try:
             get_window(self.window, 8)
         except ValueError as exc:

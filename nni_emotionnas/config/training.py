@@ -43,7 +43,10 @@ class TrainConfig:
     many epochs without a better validation UA (0: run every epoch); the best-validation-UA weights are kept
     either way. The stream networks named in `probe_start` (which need the input-statistics skip) start as
     their own linear probe (`nni_emotionnas.evaluation.probe_start`), the start kept as a candidate; the
-    others train from their random initial weights. The `fusion_*` keys say how fusion variants train (see
+    others train from their random initial weights. `refit` (in `run`) trains every network a second time,
+    from the same start, on the training and validation speakers together for the epochs the first fit chose
+    on the validation speakers (what the probes learn from; reported validation scores stay the first
+    fit's). The `fusion_*` keys say how fusion variants train (see
     `nni_emotionnas.evaluation.fusion_fit`):
     `fusion_init: streams` starts them from the fold's trained stream networks, first the head alone with the
     streams frozen for `fusion_head_epochs` at `fusion_head_lr` (null: `lr`; ISM's zero gate and its small
@@ -72,6 +75,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig())
     patience: int = 0
     probe_start: list[Literal["spectrogram", "deep"]] = field(default_factory=list)
+    refit: bool = False
     fusion_init: Literal["streams", "scratch"] = "streams"
     fusion_head_epochs: int = 10
     fusion_head_lr: Optional[float] = None

@@ -24,7 +24,8 @@ class Fold:
     test: tuple[int, ...]
 
     def split(self, name: str) -> tuple[int, ...]:
-        return {"train": self.train, "val": self.val, "test": self.test}[name]
+        """`train+val`: every speaker the fold does not test (what baselines and `train.refit` learn from)."""
+        return {"train": self.train, "val": self.val, "test": self.test, "train+val": self.train + self.val}[name]
 
 
 def _speakers(utterances: Sequence[Utterance]) -> list[str]:

@@ -27,7 +27,7 @@ class BaselineFit:
 
 def fit_indices(fold: Fold) -> list[int]:
     """The utterances a baseline learns from: every speaker the fold does not test."""
-    return [*fold.train, *fold.val]
+    return list(fold.split("train+val"))
 
 
 def fit_on_fold(classifier: Pipeline, features: np.ndarray, labels: np.ndarray, fold: Fold) -> BaselineFit:

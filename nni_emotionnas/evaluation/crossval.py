@@ -5,7 +5,9 @@ run resumes where it stopped):
 
     <run>/folds/<fold>/search/<branch>/genotype.json   searched cells of a stream (per fold, or once)
     <run>/folds/<fold>/<variant>/result.json            test scores of a trained variant (written last)
-    <run>/folds/<fold>/<variant>/model.pt               its best-validation-UA weights
+    <run>/folds/<fold>/<variant>/model.pt               its best-validation-UA weights (with `train.refit`:
+                                                        refitted on training + validation speakers)
+    <run>/folds/<fold>/<variant>/selected.pt            with `train.refit`: the weights chosen on validation
     <run>/folds/<fold>/seed<s>/<variant>/...            the same for the second and later `run.seeds`
     <run>/folds/<fold>/standardization.npz              input statistics of the fold's training speakers
     <run>/results.{md,csv,json}, confusion_<variant>.png
@@ -38,6 +40,8 @@ from nni_emotionnas.evaluation.report import FoldResult
 from nni_emotionnas.features.prepared import PreparedCorpus
 from nni_emotionnas.models.fusion import FusionHead, TwoStreamModel
 from nni_emotionnas.training.metrics import SERScores
+
+SELECTED_WEIGHTS = "selected.pt"  # under `train.refit`: a network's weights before its refit
 
 
 def branch_of(variant: str) -> str:
@@ -151,12 +155,14 @@ class CrossValidation:
         )
         return TwoStreamModel(spectrogram_net, deep_net, head)
 
-    def from_streams(self, fold: Fold, variant: str, seed: int) -> TwoStreamModel:
-        """A fusion model whose stream networks are the fold's trained ones (their `model.pt`) and whose head
-        starts as the dominant stream (`FusionHead.start_from`)."""
+    def from_streams(self, fold: Fold, variant: str, seed: int, refitted: bool = False) -> TwoStreamModel:
+        """A fusion model whose stream networks are the fold's trained ones and whose head starts as the
+        dominant stream (`FusionHead.start_from`). Under `train.refit` the streams are the ones chosen on the
+        validation speakers (`SELECTED_WEIGHTS`), or with `refitted` the ones refitted on them too."""
         model = self.build(fold, variant, seed)
+        name = SELECTED_WEIGHTS if self.experiment.train.refit and not refitted else "model.pt"
         for stream in SINGLE_STREAMS:
-            weights = self.variant_dir(fold, stream, seed) / "model.pt"
+            weights = self.variant_dir(fold, stream, seed) / name
             getattr(model, f"{stream}_net").load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         model.head.start_from(getattr(model, f"{model.head.dominant}_net").classifier)
         return model
@@ -212,11 +218,11 @@ class CrossValidation:
 
     def train_variant(self, fold: Fold, variant: str, seed: Optional[int] = None) -> FoldResult:
         """Trains and tests one variant on one fold and seed unless its `result.json` exists."""
-        from nni_emotionnas.evaluation.fusion_fit import fit_fusion_from_streams
+        from nni_emotionnas.evaluation.fusion_fit import fit_fusion_from_streams, refit_fusion
         from nni_emotionnas.evaluation.probe_start import start_stream
         from nni_emotionnas.spaces.genotype import parameter_count
         from nni_emotionnas.training.evaluator import predict_logits
-        from nni_emotionnas.training.fit import fit_fixed
+        from nni_emotionnas.training.fit import fit_epochs, fit_fixed
 
         seed = self.seeds[0] if seed is None else seed
         out = self.variant_dir(fold, variant, seed)
@@ -232,21 +238,31 @@ class CrossValidation:
         branch = branch_of(variant)
         train_config = dataclasses.replace(self.experiment.train, seed=seed)
         train, val = self.corpus.dataset(fold.name, "train", branch), self.corpus.dataset(fold.name, "val", branch)
+        everyone = self.corpus.dataset(fold.name, "train+val", branch) if train_config.refit else None
+        classes = len(self.corpus.classes)
         extra: dict[str, Any] = {}
         if variant in SINGLE_STREAMS or train_config.fusion_init == "scratch":
             model = self.build(fold, variant, seed)
             from_probe = variant in SINGLE_STREAMS and start_stream(model, variant, train, train_config)
-            fit = fit_fixed(
-                model, train, val, None, train_config, out, len(self.corpus.classes), resume=False,
-                keep_initial=from_probe,
-            )
+            fit = fit_fixed(model, train, val, None, train_config, out, classes, resume=False, keep_initial=from_probe)
             best_epoch = fit.best_epoch
+            if everyone is not None:
+                torch.save(model.state_dict(), out / SELECTED_WEIGHTS)
+                model = self.build(fold, variant, seed)
+                if variant in SINGLE_STREAMS:
+                    start_stream(model, variant, everyone, train_config)
+                extra["refit_epochs"] = best_epoch + 1
+                fit_epochs(model, everyone, train_config, best_epoch + 1, out / "refit", classes)
         else:
             model = self.from_streams(fold, variant, seed)
-            fit, extra["best_step"] = fit_fusion_from_streams(
-                model, train, val, train_config, out, len(self.corpus.classes)
+            fit, extra["best_step"], phase_epochs = fit_fusion_from_streams(
+                model, train, val, train_config, out, classes
             )
             best_epoch = fit.best_epoch
+            if everyone is not None:
+                model = self.from_streams(fold, variant, seed, refitted=True)
+                refit_fusion(model, everyone, train_config, phase_epochs, out, classes)
+                extra["refit_epochs"] = sum(phase_epochs.values())
         if variant not in SINGLE_STREAMS:
             extra["dominant"] = model.head.dominant
         logits, labels = predict_logits(model, self.corpus.dataset(fold.name, "test", branch), train_config.batch_size)

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from nni_emotionnas.config.training import TrainConfig
 from nni_emotionnas.models.fusion import TwoStreamModel
-from nni_emotionnas.training.fit import FitResult, fit_fixed
+from nni_emotionnas.training.fit import FitResult, fit_epochs, fit_fixed
 
 
 def phase_configs(config: TrainConfig) -> list[tuple[str, TrainConfig]]:
@@ -38,10 +38,11 @@ def fit_fusion_from_streams(
     config: TrainConfig,
     out_dir: Path,
     num_classes: int,
-) -> tuple[FitResult, str]:
-    """Runs the phases on `model` (its streams already loaded); returns the last phase's fit and a label
-    of where the kept weights come from (`start`, `head:<epoch>` or `finetune:<epoch>`)."""
-    origin, fit = "start", None
+) -> tuple[FitResult, str, dict[str, int]]:
+    """Runs the phases on `model` (its streams already loaded); returns the last phase's fit, a label of
+    where the kept weights come from (`start`, `head:<epoch>` or `finetune:<epoch>`) and how many epochs of
+    each phase led to them (what `refit_fusion` repeats)."""
+    origin, fit, phase_epochs = "start", None, {}
     for name, phase in phase_configs(config):
         model.freeze_streams(name == "head")
         fit = fit_fixed(
@@ -55,8 +56,21 @@ def fit_fusion_from_streams(
             resume=False,
             keep_initial=True,
         )
+        phase_epochs[name] = fit.best_epoch + 1
         if fit.best_epoch >= 0:
             origin = f"{name}:{fit.best_epoch}"
     model.freeze_streams(False)
     assert fit is not None, "TrainConfig guarantees at least one phase"
-    return fit, origin
+    return fit, origin, phase_epochs
+
+
+def refit_fusion(
+    model: TwoStreamModel, dataset: Dataset, config: TrainConfig, phase_epochs: dict[str, int], out_dir: Path,
+    num_classes: int,
+) -> None:
+    """`train.refit`: the phases again on `dataset` (training + validation speakers), each for the epochs
+    `fit_fusion_from_streams` kept, from `model` (its streams the refitted ones)."""
+    for name, phase in phase_configs(config):
+        model.freeze_streams(name == "head")
+        fit_epochs(model, dataset, phase, phase_epochs.get(name, 0), Path(out_dir) / "refit" / name, num_classes)
+    model.freeze_streams(False)

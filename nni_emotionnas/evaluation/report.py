@@ -41,6 +41,7 @@ class FoldResult:
     baseline: bool = False  # a probe: a reference point, not a searched model
     dominant: Optional[str] = None  # fusions: the stream kept intact on this fold and seed
     best_step: Optional[str] = None  # fusions from streams: `start`, `head:<epoch>` or `finetune:<epoch>`
+    refit_epochs: Optional[int] = None  # `train.refit`: epochs trained on training + validation speakers
 
     def save(self, path: Path) -> None:
         atomic_write_bytes(path, lambda handle: handle.write(json.dumps(asdict(self), indent=1).encode()))

@@ -23,7 +23,7 @@ from nni_emotionnas.features.standardize import Standardization, fit_standardiza
 from nni_emotionnas.features.store import ExtractionReport, FeatureStore
 
 Branch = Literal["spectrogram", "deep", "both"]
-Split = Literal["train", "val", "test"]
+Split = Literal["train", "val", "test", "train+val"]
 
 
 class StreamDataset(Dataset):

@@ -38,6 +38,11 @@ class SpectrogramExtractor:
         self.n_samples = int(round(config.duration * rate))
         self.win_length = int(round(config.window_ms * rate / 1000))
         self.hop_length = self.win_length - int(round(config.overlap_ms * rate / 1000))  # >= 1: the config checks it
+        self.mel_filters = (
+            None
+            if config.mel_bands is None
+            else librosa.filters.mel(sr=rate, n_fft=self.win_length, n_mels=config.mel_bands).astype(np.float32)
+        )
 
     def config(self) -> dict[str, Any]:
         return asdict(self.settings)
@@ -53,6 +58,8 @@ class SpectrogramExtractor:
                 window=self.settings.window,
             )
         )
+        if self.mel_filters is not None:
+            magnitude = self.mel_filters @ magnitude
         if self.settings.scale == "log":
             magnitude = np.log(magnitude + self.settings.eps)
         elif self.settings.scale == "db":

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import Dataset
@@ -116,3 +116,37 @@ def fit_fixed(
         best_val_ua=val_scores.ua,
         best_epoch=best_epoch,
     )
+
+
+class StopAfterEpochs(Callback):
+    """Ends training after `epochs` epochs while the optimiser and schedule keep the full run's settings,
+    so a refit follows the learning-rate trajectory of the fit that chose its length."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+
+
+def fit_epochs(
+    model: nn.Module, dataset: Dataset, config: TrainConfig, epochs: int, out_dir: Path, num_classes: int
+) -> None:
+    """Trains `model` on `dataset` for exactly `epochs` epochs (0: leaves it as it is) and keeps the last
+    weights: nothing is held out to choose from, the count was chosen by an earlier fit with validation."""
+    if epochs <= 0:
+        return
+    enable_cell_checkpointing(model, config.checkpoint_cells, "train.checkpoint_cells")
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    evaluator = build_evaluator(
+        dataset,
+        None,
+        num_classes,
+        config,
+        callbacks=[StopAfterEpochs(epochs)],
+        logger=CSVLogger(str(out_dir), name="logs"),
+        default_root_dir=str(out_dir),
+        augment=True,
+    )
+    evaluator.evaluate(model)

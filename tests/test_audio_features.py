@@ -63,6 +63,18 @@ def test_spectrogram_truncates_long_audio_and_scales(tmp_path):
     assert linear.shape == (64, 32) and linear.min() >= 0
 
 
+def test_mel_spectrogram_sums_magnitudes_into_mel_bands(tmp_path):
+    audio = load_audio(write_tone(tmp_path / "t.wav", seconds=3.0, freq=300.0))
+    features = SpectrogramExtractor(SpectrogramConfig(duration=3.0, size=[40, 50], mel_bands=40)).extract(audio)
+    stft = np.abs(librosa.stft(audio[: 3 * 16000], n_fft=400, hop_length=176, win_length=400, window="hamming"))
+    mel = librosa.feature.melspectrogram(S=stft, sr=16000, n_fft=400, n_mels=40, power=1.0)
+    reference = adaptive_average_pool(np.log(mel + 1e-5), 40, 50)
+    np.testing.assert_allclose(features, reference, rtol=1e-4, atol=1e-4)
+    assert np.argmax(features.mean(axis=1)) < 20  # a 300 Hz tone lands in the low mel bands
+    with pytest.raises(ValueError, match="mel_bands must be between 1 and the window's 201 frequency bins"):
+        SpectrogramConfig(mel_bands=500)
+
+
 def test_adaptive_pool_matches_torch():
     matrix = np.random.default_rng(0).standard_normal((201, 728))
     ours = adaptive_average_pool(matrix, 140, 140)

@@ -339,9 +339,25 @@ def test_catalog_strategy_picks_the_cell_with_lowest_validation_loss(tmp_path):
     ("ops", "state_bound"),
     [(list(R.OPS), 5.0), (["linear", "tanh", "product"], 5.0), (["blend", "sigmoid", "leaky_relu", "sum"], None)],
 )
-def test_fast_darts_mixture_gives_the_call_by_call_logits_and_gradients(ops, state_bound):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fast_darts_mixture_gives_the_call_by_call_logits_and_gradients(ops, state_bound, threads):
     """The supernet layer's one-matmul-per-mixture step (spaces.recurrent_mixture) is NNI's mixture, with and
-    without a linear op (whose weight gradient is summed over time after the loop) and a state bound."""
+    without a linear op (whose weight gradient is summed over time after the loop) and a state bound, in one
+    block of rows and split over two threads (weight gradients summed over the blocks)."""
+
+    from nni_emotionnas.spaces.recurrent_sequence import row_blocks
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert row_blocks(3) == threads
+        compare_fast_and_naive_mixtures(ops, state_bound)
+        assert torch.get_num_threads() == threads  # the split restores the caller's thread count
+    finally:
+        torch.set_num_threads(before)
+
+
+def compare_fast_and_naive_mixtures(ops: list[str], state_bound: float | None) -> None:
     from nni.nas.strategy import DARTS
 
     config = R.RecurrentSpaceConfig(input_dim=6, hidden_size=5, nodes=4, ops=ops, dropout=0.0, attention_dim=4,

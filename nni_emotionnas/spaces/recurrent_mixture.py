@@ -17,7 +17,7 @@ import torch
 
 from nni_emotionnas.nni_compat import mixture_weights
 from nni_emotionnas.spaces.recurrent_ops import SLOTS
-from nni_emotionnas.spaces.recurrent_sequence import MixedSequence
+from nni_emotionnas.spaces.recurrent_sequence import MixedSequence, row_blocks
 
 
 @dataclass
@@ -52,5 +52,6 @@ def run_mixture(layer: torch.nn.Module, projected: torch.Tensor, mixture: Mixtur
     if "linear" in mixture.op_names:
         for node in layer.nodes:
             linear += [node.op["linear"].linear.weight, node.op["linear"].linear.bias]
-    meta = (mixture.op_names, len(mixture.ops), layer.state_bound, leaky_slope)
+    bound = None if layer.state_bound is None else float(layer.state_bound)
+    meta = (mixture.op_names, len(mixture.ops), bound, leaky_slope, row_blocks(projected.shape[0]))
     return MixedSequence.apply(projected, mixture.states, meta, *mixture.operands, *mixture.ops, *linear)

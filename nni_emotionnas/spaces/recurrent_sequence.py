@@ -5,32 +5,38 @@ Autograd records ~30 nodes per cell node and time step for the mixture step of `
 recording and keeps only every step's values (x, h1, h2 and the nodes' outputs, 11 x batch x hidden for 8
 nodes); the backward walks the steps in reverse with the hand-derived gradients of the same function
 (operands recomputed from the saved values). What a step does is written into preallocated buffers (no
-stacking copies), the op weights are Python numbers there (scalar arguments of fused multiply-adds instead of
+stacking copies), the op weights are numbers there (scalar arguments of fused multiply-adds instead of
 separate products), and the linear ops' weight gradients, sums over time of (batch x hidden)^T (batch x
 hidden) products, are one large matrix product per node after the loop instead of a small one per step.
-The function is `recurrent_mixture.run_mixture`'s; `tests/test_recurrent_space.py` checks logits and
-gradients against NNI's own mixtures.
+
+Both loops are TorchScript (`torch.jit.script`, compiled on first use): its interpreter dispatches the ~40
+small ops of a node and step at a fraction of Python's cost, and it releases the GIL, so with several torch
+threads the batch is split into that many row blocks, each run by its own Python thread with one intra-op
+thread (rows of a batch never interact; the weight gradients are summed over the blocks). Ops of a
+(32 x 256) step are too small for torch's own intra-op parallelism, which is why a second thread used to
+change nothing. The function is `recurrent_mixture.run_mixture`'s; `tests/test_recurrent_space.py` checks
+logits and gradients against NNI's own mixtures, split and unsplit.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Optional
 
 import torch
-
-aten = torch.ops.aten
+from torch import Tensor
 
 
 def _ops_into(
-    out: torch.Tensor, names: list[str], a: torch.Tensor, b: torch.Tensor, z: torch.Tensor,
-    linear: Optional[tuple], slope: float,
+    out: Tensor, names: list[str], a: Tensor, b: Tensor, z: Tensor, linear_w: list[Tensor], linear_b: list[Tensor],
+    node: int, slope: float,
 ) -> None:
     """Every op's output written into `out[k]` (ops x batch x hidden), in `names` order (as
     `recurrent_ops.SlotOp` computes them)."""
-    for k, name in enumerate(names):
-        o = out[k]
+    for k in range(len(names)):
+        name, o = names[k], out[k]
         if name == "linear":
-            torch.addmm(linear[1], a, linear[0].t(), out=o)
+            torch.addmm(linear_b[node], a, linear_w[node].t(), out=o)
         elif name == "blend":
             torch.lerp(b, a, z, out=o)
         elif name == "product":
@@ -42,122 +48,20 @@ def _ops_into(
         elif name == "sigmoid":
             torch.sigmoid(a, out=o)
         else:
-            aten.leaky_relu.out(a, slope, out=o)
-
-
-class MixedSequence(torch.autograd.Function):
-    """h1 for every step of a DARTS-mixed recurrent layer; see the module docstring."""
-
-    @staticmethod
-    def forward(
-        ctx: Any, steps: torch.Tensor, state_weights: torch.Tensor, meta: tuple, *weights: torch.Tensor
-    ) -> torch.Tensor:
-        names, count, bound, slope = meta
-        operand_w, op_w, linear = _unpack(weights, names, count)
-        batch, time, hidden = steps.shape
-        values_t = steps.new_empty(time, 3 + count, batch, hidden)  # every step's x, h1, h2 and node outputs
-        states_t = steps.new_empty(time, 2, batch, hidden)  # every step's new h1, h2
-        values_t[:, 0] = steps.transpose(0, 1)
-        values_t[0, 1:3] = 0
-        outputs = steps.new_empty(len(names), batch, hidden)
-        for t in range(time):
-            values = values_t[t]
-            if t:
-                values[1:3] = states_t[t - 1]
-            for i in range(count):
-                a, b, z = (operand_w[i] @ values[: 3 + i].flatten(1)).view(3, batch, hidden)
-                _ops_into(outputs, names, a, b, z, linear[i], slope)
-                torch.mm(op_w[i][None], outputs.flatten(1), out=values[3 + i].view(1, -1))
-            states = states_t[t]
-            torch.mm(state_weights, values[3:].flatten(1), out=states.view(2, -1))
-            if bound is not None:
-                states.div_(bound).tanh_().mul_(bound)
-        ctx.meta = meta
-        ctx.save_for_backward(values_t, states_t, state_weights, *weights)
-        return states_t[:, 0].transpose(0, 1).contiguous()
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple:
-        names, count, bound, slope = ctx.meta
-        values_t, states_t, state_weights, *weights = ctx.saved_tensors
-        operand_w, op_w, linear = _unpack(weights, names, count)
-        op_scalars = [w.tolist() for w in op_w]  # constant over the sequence: scalar arguments below
-        time, _, batch, hidden = values_t.shape
-        g_state_w = torch.zeros_like(state_weights)
-        g_operand = [torch.zeros_like(w) for w in operand_w]
-        g_op = [torch.zeros_like(w) for w in op_w]
-        has_linear = "linear" in names
-        # per step and node: the linear op's input a and its output's gradient (without the op weight)
-        linear_a = values_t.new_empty(count, time, batch, hidden) if has_linear else None
-        linear_g = values_t.new_empty(count, time, batch, hidden) if has_linear else None
-        g_out = grad_out.transpose(0, 1)
-        g_steps = grad_out.new_empty(time, batch, hidden)
-        g_values = grad_out.new_empty(3 + count, batch, hidden)
-        g_operands = grad_out.new_empty(3, batch, hidden)
-        g_mixed = grad_out.new_zeros(2, batch, hidden)  # the gradient reaching h1, h2 of step t from t + 1
-        outputs = grad_out.new_empty(len(names), batch, hidden)
-        for t in reversed(range(time)):
-            values = values_t[t]
-            g_mixed[0] += g_out[t]
-            if bound is not None:
-                states = states_t[t]
-                g_mixed.mul_(torch.addcmul(torch.ones_like(states), states, states, value=-1.0 / bound**2))
-            flat_mixed = g_mixed.flatten(1)
-            g_state_w.addmm_(flat_mixed, values[3:].flatten(1).t())
-            g_values[:3] = 0
-            torch.mm(state_weights.t(), flat_mixed, out=g_values[3:].flatten(1))
-            for i in reversed(range(count)):
-                inputs = values[: 3 + i].flatten(1)
-                a, b, z = (operand_w[i] @ inputs).view(3, batch, hidden)
-                g_node = g_values[3 + i]
-                _ops_into(outputs, names, a, b, z, linear[i], slope)
-                g_op[i].addmv_(outputs.flatten(1), g_node.flatten())
-                g_operands.zero_()
-                _op_grads(names, op_scalars[i], g_node, a, b, z, outputs, linear[i], g_operands, slope)
-                if has_linear:
-                    linear_a[i, t], linear_g[i, t] = a, g_node
-                flat_operands = g_operands.flatten(1)
-                g_operand[i].addmm_(flat_operands, inputs.t())
-                g_values[: 3 + i].flatten(1).addmm_(operand_w[i].t(), flat_operands)
-            g_steps[t] = g_values[0]
-            g_mixed.copy_(g_values[1:3])
-        g_linear = []
-        if has_linear:
-            k = names.index("linear")
-            for i in range(count):
-                flat_g, flat_a = linear_g[i].flatten(0, 1), linear_a[i].flatten(0, 1)
-                g_linear += [(flat_g.t() @ flat_a).mul_(op_w[i][k]), flat_g.sum(0).mul_(op_w[i][k])]
-        return (g_steps.transpose(0, 1), g_state_w, None, *g_operand, *g_op, *g_linear)
-
-
-def _unpack(weights: tuple, names: list[str], count: int) -> tuple[list, list, list]:
-    operand_w, op_w, rest = list(weights[:count]), list(weights[count : 2 * count]), list(weights[2 * count :])
-    if "linear" in names:
-        linear = [(rest[2 * i], rest[2 * i + 1]) for i in range(count)]
-    else:
-        linear = [None] * count
-    return operand_w, op_w, linear
+            torch._C._nn.leaky_relu(a, slope, out=o)
 
 
 def _op_grads(
-    names: list[str],
-    w: list[float],
-    g: torch.Tensor,
-    a: torch.Tensor,
-    b: torch.Tensor,
-    z: torch.Tensor,
-    outputs: torch.Tensor,
-    linear: Optional[tuple],
-    g_operands: torch.Tensor,
-    slope: float,
+    names: list[str], w: list[float], g: Tensor, a: Tensor, b: Tensor, z: Tensor, outputs: Tensor,
+    linear_w: list[Tensor], node: int, g_operands: Tensor, slope: float,
 ) -> None:
     """Adds the gradients of sum_k w_k op_k(a, b, z) with respect to a, b, z into `g_operands` (3 x batch x
     hidden); the linear ops' weight gradients are left to the caller (summed over time in one product)."""
-    g_a, g_b, g_z = g_operands
-    for k, name in enumerate(names):
-        wk, out = w[k], outputs[k]
+    g_a, g_b, g_z = g_operands[0], g_operands[1], g_operands[2]
+    for k in range(len(names)):
+        name, wk, out = names[k], w[k], outputs[k]
         if name == "linear":
-            g_a.addmm_(g, linear[0], alpha=wk)
+            g_a.addmm_(g, linear_w[node], alpha=wk)
         elif name == "blend":  # b + z (a - b)
             g_a.addcmul_(g, z, value=wk)
             g_b.add_(g, alpha=wk).addcmul_(g, z, value=-wk)
@@ -169,8 +73,178 @@ def _op_grads(
             g_a.add_(g, alpha=wk)
             g_b.add_(g, alpha=wk)
         elif name == "tanh":
-            g_a.add_(aten.tanh_backward(g, out), alpha=wk)
+            g_a.add_(torch.ops.aten.tanh_backward(g, out), alpha=wk)
         elif name == "sigmoid":
-            g_a.add_(aten.sigmoid_backward(g, out), alpha=wk)
+            g_a.add_(torch.ops.aten.sigmoid_backward(g, out), alpha=wk)
         else:
-            g_a.add_(aten.leaky_relu_backward(g, a, slope, False), alpha=wk)
+            g_a.add_(torch.ops.aten.leaky_relu_backward(g, a, slope, False), alpha=wk)
+
+
+def _forward_rows(
+    steps: Tensor, state_weights: Tensor, operand_w: list[Tensor], op_w: list[Tensor], linear_w: list[Tensor],
+    linear_b: list[Tensor], names: list[str], bound: Optional[float], slope: float,
+) -> tuple[Tensor, Tensor]:
+    """(every step's x, h1, h2 and node outputs: time x (3 + nodes) x batch x hidden, every step's new h1, h2:
+    time x 2 x batch x hidden) for a block of batch rows."""
+    batch, time, hidden = steps.shape[0], steps.shape[1], steps.shape[2]
+    count = len(operand_w)
+    values_t = steps.new_empty([time, 3 + count, batch, hidden])
+    states_t = steps.new_empty([time, 2, batch, hidden])
+    values_t[:, 0] = steps.transpose(0, 1)
+    values_t[0, 1:3] = 0
+    outputs = steps.new_empty([len(names), batch, hidden])
+    for t in range(time):
+        values = values_t[t]
+        if t > 0:
+            values[1:3] = states_t[t - 1]
+        for i in range(count):
+            abz = torch.mm(operand_w[i], values[: 3 + i].flatten(1)).view(3, batch, hidden)
+            _ops_into(outputs, names, abz[0], abz[1], abz[2], linear_w, linear_b, i, slope)
+            torch.mm(op_w[i].unsqueeze(0), outputs.flatten(1), out=values[3 + i].view(1, -1))
+        states = states_t[t]
+        torch.mm(state_weights, values[3:].flatten(1), out=states.view(2, -1))
+        if bound is not None:
+            states.div_(bound).tanh_().mul_(bound)
+    return values_t, states_t
+
+
+def _backward_rows(
+    grad_out: Tensor, values_t: Tensor, states_t: Tensor, state_weights: Tensor, operand_w: list[Tensor],
+    op_w: list[Tensor], op_scalars: list[list[float]], linear_w: list[Tensor], linear_b: list[Tensor],
+    names: list[str], bound: Optional[float], slope: float,
+) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+    """Gradients from a block of rows: (inputs, state weights, operand weights, op weights, linear weights,
+    linear biases); the weights' are this block's share of the sum over the batch. `op_scalars` are `op_w` as
+    numbers (constant over the sequence: scalar arguments of the fused multiply-adds)."""
+    time, batch, hidden = values_t.shape[0], values_t.shape[2], values_t.shape[3]
+    count = len(operand_w)
+    g_state_w = torch.zeros_like(state_weights)
+    g_operand = [torch.zeros_like(w) for w in operand_w]
+    g_op = [torch.zeros_like(w) for w in op_w]
+    has_linear = len(linear_w) > 0
+    # per step and node: the linear op's input a and its output's gradient (without the op weight)
+    linear_a = values_t.new_empty([count if has_linear else 0, time, batch, hidden])
+    linear_g = values_t.new_empty([count if has_linear else 0, time, batch, hidden])
+    g_out = grad_out.transpose(0, 1)
+    g_steps = grad_out.new_empty([time, batch, hidden])
+    g_values = grad_out.new_empty([3 + count, batch, hidden])
+    g_operands = grad_out.new_empty([3, batch, hidden])
+    g_mixed = grad_out.new_zeros([2, batch, hidden])  # the gradient reaching h1, h2 of step t from t + 1
+    outputs = grad_out.new_empty([len(names), batch, hidden])
+    for t in range(time - 1, -1, -1):
+        values = values_t[t]
+        g_mixed[0] += g_out[t]
+        if bound is not None:
+            states = states_t[t]
+            g_mixed.mul_(torch.addcmul(torch.ones_like(states), states, states, value=-1.0 / (bound * bound)))
+        flat_mixed = g_mixed.flatten(1)
+        g_state_w.addmm_(flat_mixed, values[3:].flatten(1).t())
+        g_values[:3] = 0
+        torch.mm(state_weights.t(), flat_mixed, out=g_values[3:].flatten(1))
+        for i in range(count - 1, -1, -1):
+            inputs = values[: 3 + i].flatten(1)
+            abz = torch.mm(operand_w[i], inputs).view(3, batch, hidden)
+            a = abz[0]
+            g_node = g_values[3 + i]
+            _ops_into(outputs, names, a, abz[1], abz[2], linear_w, linear_b, i, slope)
+            g_op[i].addmv_(outputs.flatten(1), g_node.flatten())
+            g_operands.zero_()
+            _op_grads(names, op_scalars[i], g_node, a, abz[1], abz[2], outputs, linear_w, i, g_operands, slope)
+            if has_linear:
+                linear_a[i, t] = a
+                linear_g[i, t] = g_node
+            flat_operands = g_operands.flatten(1)
+            g_operand[i].addmm_(flat_operands, inputs.t())
+            g_values[: 3 + i].flatten(1).addmm_(operand_w[i].t(), flat_operands)
+        g_steps[t] = g_values[0]
+        g_mixed.copy_(g_values[1:3])
+    g_linear_w: list[Tensor] = []
+    g_linear_b: list[Tensor] = []
+    if has_linear:
+        k = names.index("linear")
+        for i in range(count):
+            flat_g, flat_a = linear_g[i].flatten(0, 1), linear_a[i].flatten(0, 1)
+            g_linear_w.append(torch.mm(flat_g.t(), flat_a).mul_(op_scalars[i][k]))
+            g_linear_b.append(flat_g.sum(0).mul_(op_scalars[i][k]))
+    return g_steps.transpose(0, 1), g_state_w, g_operand, g_op, g_linear_w, g_linear_b
+
+
+_SCRIPTED: dict[str, Callable[..., Any]] = {}
+
+
+def _scripted(name: str) -> Callable[..., Any]:
+    """`_forward_rows` or `_backward_rows` compiled by TorchScript (once per process, on first use)."""
+    if name not in _SCRIPTED:
+        _SCRIPTED[name] = torch.jit.script(globals()[name])
+    return _SCRIPTED[name]
+
+
+def row_blocks(batch: int) -> int:
+    """How many row blocks a step runs in parallel: one per torch thread, at most one per row."""
+    return max(1, min(torch.get_num_threads(), batch))
+
+
+def _in_parallel(function: Callable[..., Any], jobs: list[tuple]) -> list[Any]:
+    """`function(*job)` for every job, each in its own thread with one intra-op thread and the caller's grad
+    mode (TorchScript releases the GIL); the caller's torch thread count is restored afterwards."""
+    if len(jobs) == 1:
+        return [function(*jobs[0])]
+    threads, grad_mode = torch.get_num_threads(), torch.is_grad_enabled()
+
+    def run(job: tuple) -> Any:
+        torch.set_num_threads(1)
+        with torch.set_grad_enabled(grad_mode):  # thread-local: off inside an autograd function, as here
+            return function(*job)
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            return list(pool.map(run, jobs))
+    finally:
+        torch.set_num_threads(threads)
+
+
+class MixedSequence(torch.autograd.Function):
+    """h1 for every step of a DARTS-mixed recurrent layer; see the module docstring."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, steps: Tensor, state_weights: Tensor, meta: tuple, *weights: Tensor
+    ) -> Tensor:
+        names, count, bound, slope, blocks = meta
+        operand_w, op_w, linear_w, linear_b = _unpack(weights, names, count)
+        rows = steps.tensor_split(blocks)
+        saved = _in_parallel(
+            _scripted("_forward_rows"),
+            [(block, state_weights, operand_w, op_w, linear_w, linear_b, names, bound, slope) for block in rows],
+        )
+        ctx.meta = meta
+        ctx.save_for_backward(state_weights, *weights, *(t for pair in saved for t in pair))
+        return torch.cat([states_t[:, 0].transpose(0, 1) for _, states_t in saved])
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple:
+        names, count, bound, slope, blocks = ctx.meta
+        state_weights, *rest = ctx.saved_tensors
+        weights, saved = rest[: len(rest) - 2 * blocks], rest[len(rest) - 2 * blocks :]
+        operand_w, op_w, linear_w, linear_b = _unpack(tuple(weights), names, count)
+        op_scalars = [w.tolist() for w in op_w]
+        grads = _in_parallel(
+            _scripted("_backward_rows"),
+            [
+                (g, saved[2 * j], saved[2 * j + 1], state_weights, operand_w, op_w, op_scalars, linear_w, linear_b,
+                 names, bound, slope)
+                for j, g in enumerate(grad_out.tensor_split(blocks))
+            ],
+        )
+        g_steps = torch.cat([g[0] for g in grads])
+        g_state_w = torch.stack([g[1] for g in grads]).sum(0)
+        g_lists = [[torch.stack(parts).sum(0) for parts in zip(*(g[k] for g in grads))] for k in range(2, 6)]
+        g_operand, g_op, g_linear_w, g_linear_b = g_lists
+        g_linear = [g for pair in zip(g_linear_w, g_linear_b) for g in pair]
+        return (g_steps, g_state_w, None, *g_operand, *g_op, *g_linear)
+
+
+def _unpack(weights: tuple, names: list[str], count: int) -> tuple[list, list, list, list]:
+    """(operand weights, op weights, linear weights, linear biases) from the flat argument list."""
+    operand_w, op_w, rest = list(weights[:count]), list(weights[count : 2 * count]), list(weights[2 * count :])
+    return operand_w, op_w, rest[0::2], rest[1::2]

@@ -77,9 +77,10 @@ def quiet_libraries() -> None:
     logging.getLogger("nni.nas.experiment.config.experiment").setLevel(logging.ERROR)
     for logger, message in DEVELOPER_WARNINGS:
         logging.getLogger(logger).addFilter(lambda record, text=message: not record.getMessage().startswith(text))
-    # the last one: fusion's head phase keeps the frozen streams in eval mode on purpose (batch-norm statistics)
+    # fusion's head phase keeps the frozen streams in eval mode on purpose (batch-norm statistics); a refit
+    # (`train.refit`) trains with nothing held out, so its module's validation step goes unused
     for message in (".*LeafSpec.*", ".*does not have many workers.*", ".*smaller than the logging interval.*",
-                    ".*module\\(s\\) in eval mode at the start of training.*"):
+                    ".*module\\(s\\) in eval mode at the start of training.*", ".*but have no `val_dataloader`.*"):
         warnings.filterwarnings("ignore", message=message)
 
 

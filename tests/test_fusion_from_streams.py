@@ -155,9 +155,14 @@ def test_fusion_phases_never_end_below_their_start(tmp_path):
         logits, labels = predict_logits(net, val)
         return score(labels, logits.argmax(axis=1), 3).ua
 
-    fit, origin = fit_fusion_from_streams(model, TwoStreamData(12, 0), val, config, tmp_path, 3)
+    fit, origin, phase_epochs = fit_fusion_from_streams(model, TwoStreamData(12, 0), val, config, tmp_path, 3)
     assert fit.val.ua == pytest.approx(val_ua(model)) and fit.val.ua >= val_ua(start)
     assert origin == "start" or origin.split(":")[0] in {"head", "finetune"}
+    # what a refit repeats: each phase's epochs up to the weights it kept (0: it kept its start)
+    assert set(phase_epochs) == {"head", "finetune"} and all(0 <= n <= 1 for n in phase_epochs.values())
+    if origin != "start":
+        phase, epoch = origin.split(":")
+        assert phase_epochs[phase] == int(epoch) + 1
     assert not model.streams_frozen and all(p.requires_grad for p in model.parameters())
 
 

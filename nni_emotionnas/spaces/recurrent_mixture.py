@@ -53,5 +53,5 @@ def run_mixture(layer: torch.nn.Module, projected: torch.Tensor, mixture: Mixtur
         for node in layer.nodes:
             linear += [node.op["linear"].linear.weight, node.op["linear"].linear.bias]
     bound = None if layer.state_bound is None else float(layer.state_bound)
-    meta = (mixture.op_names, len(mixture.ops), bound, leaky_slope, row_blocks(projected.shape[0]))
+    meta = (mixture.op_names, len(mixture.ops), bound, leaky_slope, row_blocks(projected))
     return MixedSequence.apply(projected, mixture.states, meta, *mixture.operands, *mixture.ops, *linear)

@@ -179,9 +179,10 @@ def _scripted(name: str) -> Callable[..., Any]:
     return _SCRIPTED[name]
 
 
-def row_blocks(batch: int) -> int:
-    """How many row blocks a step runs in parallel: one per torch thread, at most one per row."""
-    return max(1, min(torch.get_num_threads(), batch))
+def row_blocks(steps: Tensor) -> int:
+    """How many row blocks a step over `steps` (batch x time x hidden) runs in parallel: on CPU one per torch
+    thread, at most one per row; elsewhere one (a GPU parallelises each op by itself)."""
+    return max(1, min(torch.get_num_threads(), steps.shape[0])) if steps.device.type == "cpu" else 1
 
 
 def _in_parallel(function: Callable[..., Any], jobs: list[tuple]) -> list[Any]:

@@ -112,3 +112,4 @@ def test_shipped_example_experiments_and_their_spaces_load(example: str) -> None
         assert spectrogram.input_statistics and deep.input_statistics
         assert spectrogram.input_rows == experiment.features.spectrogram.size[0]
         assert experiment.train.probe_start == (["spectrogram"] if example == "emodb" else [])
+        assert experiment.train.refit == (example == "emodb")  # the demo keeps its time budget without it

@@ -20,11 +20,14 @@ logits and gradients against NNI's own mixtures, split and unsplit.
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
+
+from nni_emotionnas.threads import torch_threads
 
 
 def _ops_into(
@@ -169,14 +172,10 @@ def _backward_rows(
     return g_steps.transpose(0, 1), g_state_w, g_operand, g_op, g_linear_w, g_linear_b
 
 
-_SCRIPTED: dict[str, Callable[..., Any]] = {}
-
-
-def _scripted(name: str) -> Callable[..., Any]:
-    """`_forward_rows` or `_backward_rows` compiled by TorchScript (once per process, on first use)."""
-    if name not in _SCRIPTED:
-        _SCRIPTED[name] = torch.jit.script(globals()[name])
-    return _SCRIPTED[name]
+@functools.cache
+def _scripted(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` compiled by TorchScript, once per process, on first use (not at import)."""
+    return torch.jit.script(function)
 
 
 def row_blocks(steps: Tensor) -> int:
@@ -190,18 +189,15 @@ def _in_parallel(function: Callable[..., Any], jobs: list[tuple]) -> list[Any]:
     mode (TorchScript releases the GIL); the caller's torch thread count is restored afterwards."""
     if len(jobs) == 1:
         return [function(*jobs[0])]
-    threads, grad_mode = torch.get_num_threads(), torch.is_grad_enabled()
+    grad_mode = torch.is_grad_enabled()
 
     def run(job: tuple) -> Any:
-        torch.set_num_threads(1)
+        torch.set_num_threads(1)  # a new thread starts with the process default, not the caller's count
         with torch.set_grad_enabled(grad_mode):  # thread-local: off inside an autograd function, as here
             return function(*job)
 
-    try:
-        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-            return list(pool.map(run, jobs))
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(1), ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        return list(pool.map(run, jobs))
 
 
 class MixedSequence(torch.autograd.Function):
@@ -215,7 +211,7 @@ class MixedSequence(torch.autograd.Function):
         operand_w, op_w, linear_w, linear_b = _unpack(weights, names, count)
         rows = steps.tensor_split(blocks)
         saved = _in_parallel(
-            _scripted("_forward_rows"),
+            _scripted(_forward_rows),
             [(block, state_weights, operand_w, op_w, linear_w, linear_b, names, bound, slope) for block in rows],
         )
         ctx.meta = meta
@@ -230,7 +226,7 @@ class MixedSequence(torch.autograd.Function):
         operand_w, op_w, linear_w, linear_b = _unpack(tuple(weights), names, count)
         op_scalars = [w.tolist() for w in op_w]
         grads = _in_parallel(
-            _scripted("_backward_rows"),
+            _scripted(_backward_rows),
             [
                 (g, saved[2 * j], saved[2 * j + 1], state_weights, operand_w, op_w, op_scalars, linear_w, linear_b,
                  names, bound, slope)

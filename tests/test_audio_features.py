@@ -75,6 +75,32 @@ def test_mel_spectrogram_sums_magnitudes_into_mel_bands(tmp_path):
         SpectrogramConfig(mel_bands=500)
 
 
+def test_repeat_padding_loops_a_short_utterance(tmp_path):
+    audio = load_audio(write_tone(tmp_path / "t.wav", seconds=1.25, freq=250.0))
+    config = {"duration": 3.0, "size": [40, 48]}
+    looped = SpectrogramExtractor(SpectrogramConfig(**config, padding="repeat")).extract(audio)
+    stft = np.abs(librosa.stft(np.tile(audio, 3)[: 3 * 16000], n_fft=400, hop_length=176, win_length=400,
+                               window="hamming"))
+    np.testing.assert_allclose(looped, adaptive_average_pool(np.log(stft + 1e-5), 40, 48), rtol=1e-4, atol=1e-4)
+    silent_tail = SpectrogramExtractor(SpectrogramConfig(**config)).extract(audio)
+    assert silent_tail[:, -1].max() == pytest.approx(np.log(1e-5))  # zeros: the last columns are silence
+    assert looped[:, -1].max() > np.log(1e-5) + 5  # repeat: speech to the end
+    long_audio = load_audio(write_tone(tmp_path / "long.wav", seconds=4.0, freq=250.0))
+    zeros, repeat = (SpectrogramExtractor(SpectrogramConfig(**config, padding=p)) for p in ("zeros", "repeat"))
+    # longer than `duration`: both cut it
+    np.testing.assert_array_equal(zeros.extract(long_audio), repeat.extract(long_audio))
+
+
+def test_unknown_padding_is_a_config_error_naming_the_key(tmp_path):
+    from nni_emotionnas.config.experiment import experiment_from_dict
+    from nni_emotionnas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="features.spectrogram.padding: 'mirror' is not one of 'zeros', 'repeat'"):
+        experiment_from_dict(
+            {"corpus": {"reader": "synthetic"}, "features": {"spectrogram": {"padding": "mirror"}}}, tmp_path
+        )
+
+
 def test_adaptive_pool_matches_torch():
     matrix = np.random.default_rng(0).standard_normal((201, 728))
     ours = adaptive_average_pool(matrix, 140, 140)

@@ -93,6 +93,9 @@ class SpectrogramConfig:
     the network's batch norm standardises. `mel_bands`: unset keeps the paper's linear-frequency STFT rows;
     a number first sums the magnitudes into that many mel bands (librosa's Slaney filters up to Nyquist),
     which weights the low frequencies where pitch and formants live, as most SER front ends do.
+    `padding`: how an utterance shorter than `duration` is filled: `zeros` (the paper's fixed length: silence
+    after the speech) or `repeat` (the utterance looped until `duration`, a common SER choice: every column is
+    speech, so per-row statistics are the utterance's own whatever its length). Longer ones are cut.
     """
 
     sample_rate: int = 16000
@@ -104,6 +107,7 @@ class SpectrogramConfig:
     scale: Literal["log", "db", "magnitude"] = "log"
     eps: float = 1e-5
     mel_bands: Optional[int] = None
+    padding: Literal["zeros", "repeat"] = "zeros"
 
     def __post_init__(self) -> None:
         from scipy.signal import get_window

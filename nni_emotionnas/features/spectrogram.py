@@ -48,7 +48,10 @@ class SpectrogramExtractor:
         return asdict(self.settings)
 
     def extract(self, audio: np.ndarray) -> np.ndarray:
-        fixed = librosa.util.fix_length(audio, size=self.n_samples)
+        if self.settings.padding == "repeat":
+            fixed = np.resize(audio, self.n_samples)  # cyclic: the utterance looped, or cut when longer
+        else:
+            fixed = librosa.util.fix_length(audio, size=self.n_samples)
         magnitude = np.abs(
             librosa.stft(
                 fixed,

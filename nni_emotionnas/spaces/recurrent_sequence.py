@@ -7,7 +7,10 @@ nodes); the backward walks the steps in reverse with the hand-derived gradients 
 (operands recomputed from the saved values). What a step does is written into preallocated buffers (no
 stacking copies), the op weights are numbers there (scalar arguments of fused multiply-adds instead of
 separate products), and the linear ops' weight gradients, sums over time of (batch x hidden)^T (batch x
-hidden) products, are one large matrix product per node after the loop instead of a small one per step.
+hidden) products, are one large matrix product per node after the loop instead of a small one per step. The
+backward does not recompute the linear op's output (a batch x hidden x hidden product per node and step): its
+share of the op weights' gradient, sum over steps of <g, a W^T + bias>, is <W, sum g^T a> + <bias, sum g>,
+taken from those same products.
 
 Both loops are TorchScript (`torch.jit.script`, compiled on first use): its interpreter dispatches the ~40
 small ops of a node and step at a fraction of Python's cost, and it releases the GIL, so with several torch
@@ -32,14 +35,15 @@ from nni_emotionnas.threads import torch_threads
 
 def _ops_into(
     out: Tensor, names: list[str], a: Tensor, b: Tensor, z: Tensor, linear_w: list[Tensor], linear_b: list[Tensor],
-    node: int, slope: float,
+    node: int, slope: float, with_linear: bool,
 ) -> None:
     """Every op's output written into `out[k]` (ops x batch x hidden), in `names` order (as
-    `recurrent_ops.SlotOp` computes them)."""
+    `recurrent_ops.SlotOp` computes them); without `with_linear` the linear op's row is left as it is."""
     for k in range(len(names)):
         name, o = names[k], out[k]
         if name == "linear":
-            torch.addmm(linear_b[node], a, linear_w[node].t(), out=o)
+            if with_linear:
+                torch.addmm(linear_b[node], a, linear_w[node].t(), out=o)
         elif name == "blend":
             torch.lerp(b, a, z, out=o)
         elif name == "product":
@@ -102,7 +106,7 @@ def _forward_rows(
             values[1:3] = states_t[t - 1]
         for i in range(count):
             abz = torch.mm(operand_w[i], values[: 3 + i].flatten(1)).view(3, batch, hidden)
-            _ops_into(outputs, names, abz[0], abz[1], abz[2], linear_w, linear_b, i, slope)
+            _ops_into(outputs, names, abz[0], abz[1], abz[2], linear_w, linear_b, i, slope, True)
             torch.mm(op_w[i].unsqueeze(0), outputs.flatten(1), out=values[3 + i].view(1, -1))
         states = states_t[t]
         torch.mm(state_weights, values[3:].flatten(1), out=states.view(2, -1))
@@ -133,7 +137,9 @@ def _backward_rows(
     g_values = grad_out.new_empty([3 + count, batch, hidden])
     g_operands = grad_out.new_empty([3, batch, hidden])
     g_mixed = grad_out.new_zeros([2, batch, hidden])  # the gradient reaching h1, h2 of step t from t + 1
-    outputs = grad_out.new_empty([len(names), batch, hidden])
+    # the linear op's row stays zero: its share of the op weights' gradient, sum over steps of <g, a W^T + bias>,
+    # is <W, sum g^T a> + <bias, sum g>, taken after the loop from the weight gradient's own products
+    outputs = grad_out.new_zeros([len(names), batch, hidden])
     for t in range(time - 1, -1, -1):
         values = values_t[t]
         g_mixed[0] += g_out[t]
@@ -149,7 +155,7 @@ def _backward_rows(
             abz = torch.mm(operand_w[i], inputs).view(3, batch, hidden)
             a = abz[0]
             g_node = g_values[3 + i]
-            _ops_into(outputs, names, a, abz[1], abz[2], linear_w, linear_b, i, slope)
+            _ops_into(outputs, names, a, abz[1], abz[2], linear_w, linear_b, i, slope, False)
             g_op[i].addmv_(outputs.flatten(1), g_node.flatten())
             g_operands.zero_()
             _op_grads(names, op_scalars[i], g_node, a, abz[1], abz[2], outputs, linear_w, i, g_operands, slope)
@@ -167,8 +173,10 @@ def _backward_rows(
         k = names.index("linear")
         for i in range(count):
             flat_g, flat_a = linear_g[i].flatten(0, 1), linear_a[i].flatten(0, 1)
-            g_linear_w.append(torch.mm(flat_g.t(), flat_a).mul_(op_scalars[i][k]))
-            g_linear_b.append(flat_g.sum(0).mul_(op_scalars[i][k]))
+            product, g_sum = torch.mm(flat_g.t(), flat_a), flat_g.sum(0)
+            g_op[i][k] += (product * linear_w[i]).sum() + torch.dot(g_sum, linear_b[i])
+            g_linear_w.append(product.mul_(op_scalars[i][k]))
+            g_linear_b.append(g_sum.mul_(op_scalars[i][k]))
     return g_steps.transpose(0, 1), g_state_w, g_operand, g_op, g_linear_w, g_linear_b
 
 

@@ -137,8 +137,7 @@ def _backward_rows(
     g_values = grad_out.new_empty([3 + count, batch, hidden])
     g_operands = grad_out.new_empty([3, batch, hidden])
     g_mixed = grad_out.new_zeros([2, batch, hidden])  # the gradient reaching h1, h2 of step t from t + 1
-    # the linear op's row stays zero: its share of the op weights' gradient, sum over steps of <g, a W^T + bias>,
-    # is <W, sum g^T a> + <bias, sum g>, taken after the loop from the weight gradient's own products
+    # the linear op's row stays zero: its share of the op weights' gradient is added after the loop (module docstring)
     outputs = grad_out.new_zeros([len(names), batch, hidden])
     for t in range(time - 1, -1, -1):
         values = values_t[t]

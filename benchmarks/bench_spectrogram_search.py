@@ -7,10 +7,13 @@ Variants, each run in its own child process (so peak RSS is its own), in this on
 - `plain` (the reference): the supernet (same ops and cell wiring, same number of weights) written in plain
   PyTorch, every edge running every candidate, with a hand-written loop;
 - `fast`: NNI's DARTS supernet of our space with the fast cell (`supernet: fast`, `spaces.fast_cell`), driven
-  by the same hand-written loop; `fast-ckpt`: the same with `checkpoint_cells: true`;
+  by the same hand-written loop, whose architecture step computes the alphas' gradients only, as
+  `emotionnas search`'s DARTS does (`search.darts_strategies`; the reference computes the weights' gradients
+  too and discards them, as NNI's and the public DARTS code do); `fast-ckpt`: the same with
+  `checkpoint_cells: true`;
 - `pc-darts`: the fast cell with partial channels (`partial_channels`, PC-DARTS: a different algorithm; K=2
   by default, as K=4 does not divide the paper's C=6);
-- `nni`: `emotionnas search`'s path (NasExperiment, NNI's DARTS strategy, Lightning, `supernet: fast`);
+- `nni`: `emotionnas search`'s path (NasExperiment, the project's DARTS strategy class, Lightning, `supernet: fast`);
 - `*-bf16` (`fast-bf16`, `fast-ckpt-bf16`, `nni-bf16`): the same under bfloat16 autocast, what
   `search.precision: bf16-mixed` does (convs in bfloat16, on CPUs with AMX/AVX512-BF16 units); not the same
   float32 arithmetic, so a row of its own beside the float32 targets;
@@ -163,6 +166,10 @@ def run_plain(config: Any, args: argparse.Namespace) -> dict[str, Any]:
     weights = [p for p in net.parameters() if id(p) not in alpha_ids]
     w_opt = torch.optim.Adam(weights, lr=1e-3, weight_decay=3e-4)
     a_opt = torch.optim.Adam(alphas, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    if args.variant not in ("plain", "nni-stock"):  # as `emotionnas search`: alphas' gradients only in the arch step
+        from nni_emotionnas.search.darts_strategies import ArchitectureAdam
+
+        a_opt = ArchitectureAdam(a_opt, weights)
     train, arch = batches(args.batch, args.size, args.steps + 1, 1), batches(args.batch, args.size, args.steps + 1, 2)
     rss_before, times, held = current_rss_mb(), [], SavedBytes()
     for (xt, yt), (xa, ya) in zip(train, arch):
@@ -188,9 +195,9 @@ def run_plain(config: Any, args: argparse.Namespace) -> dict[str, Any]:
 def run_nni(config: Any, args: argparse.Namespace) -> dict[str, Any]:
     import pytorch_lightning as pl
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
-    from nni.nas.strategy import DARTS
     from torch.utils.data import TensorDataset
 
+    from nni_emotionnas.search.darts_strategies import DARTS
     from nni_emotionnas.spaces.spectrogram import build_space
     from nni_emotionnas.training.evaluator import TrainConfig, build_evaluator
 

@@ -16,7 +16,7 @@ from nni_emotionnas.search import strategy_builders as nni_strategies
 
 
 def _darts(**args: Any) -> Any:
-    from nni.nas.strategy import DARTS
+    from nni_emotionnas.search.darts_strategies import DARTS
 
     return DARTS(**args)
 

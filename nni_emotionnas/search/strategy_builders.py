@@ -36,6 +36,10 @@ def _nni_class(name: str) -> type:
         from nni_emotionnas.search.tpe import ArchitectureTPE
 
         return ArchitectureTPE
+    if name == "GumbelDARTS":
+        from nni_emotionnas.search.darts_strategies import GumbelDARTS
+
+        return GumbelDARTS
     return getattr(importlib.import_module("nni.nas.strategy"), name)
 
 

@@ -38,10 +38,11 @@ def differentiable_cell_hooks(strategy: Any, supernet: str, partial_channels: in
     ENAS or RandomOneShot keep NNI's own cell handling, which has no partial channels)."""
     from nni.nas.strategy import DARTS, GumbelDARTS
 
+    from nni_emotionnas.search import darts_strategies as ours
     from nni_emotionnas.spaces.fast_cell import FastMixedCell
     from nni_emotionnas.spaces.pc_darts import partial_channel_hook
 
-    differentiable = type(strategy) in (DARTS, GumbelDARTS)
+    differentiable = type(strategy) in (DARTS, GumbelDARTS, ours.DARTS, ours.GumbelDARTS)
     if partial_channels > 1:
         if not differentiable:
             raise ConfigError(f"partial_channels: PC-DARTS needs the DARTS or GumbelDARTS strategy, not "

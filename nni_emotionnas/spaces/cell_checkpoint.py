@@ -8,9 +8,9 @@ leaves the same weights, gradients and buffers as a plain one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -20,9 +20,14 @@ from nni_emotionnas.errors import ConfigError
 
 
 @contextmanager
-def running_stats_kept(module: nn.Module) -> Iterator[None]:
-    """Restores every batch norm's running statistics (and batch count) under `module` on exit."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+def running_stats_kept(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """Restores every batch norm's running statistics (and batch count) under `modules` on exit."""
+    norms = [
+        m
+        for module in modules
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
     saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
     try:
         yield
@@ -34,21 +39,28 @@ def running_stats_kept(module: nn.Module) -> Iterator[None]:
                 m.num_batches_tracked.copy_(count)
 
 
+def recomputed(function: Callable[..., Any], tensors: Sequence[torch.Tensor], modules: Iterable[nn.Module]) -> Any:
+    """`function(*tensors)`, its activations recomputed in backward instead of kept; the batch norms under
+    `modules` (exactly those `function` runs: restoring another's would change a tensor its backward saved)
+    keep the running statistics of the first run."""
+    runs = 0
+
+    def run(*args: torch.Tensor) -> Any:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            return function(*args)
+        with running_stats_kept(modules):
+            return function(*args)
+
+    return checkpoint(run, *tensors, use_reentrant=False)
+
+
 def checkpointed(cell: nn.Module, inputs: list[torch.Tensor]) -> Any:
     """`cell(inputs)`, its activations recomputed in backward instead of kept (when gradients are on)."""
     if not torch.is_grad_enabled():
         return cell(inputs)
-    runs = 0
-
-    def run(*tensors: torch.Tensor) -> Any:
-        nonlocal runs
-        runs += 1
-        if runs == 1:
-            return cell(list(tensors))
-        with running_stats_kept(cell):
-            return cell(list(tensors))
-
-    return checkpoint(run, *inputs, use_reentrant=False)
+    return recomputed(lambda *tensors: cell(list(tensors)), inputs, [cell])
 
 
 def enable_cell_checkpointing(model: Any, enabled: bool, where: str) -> None:

@@ -10,7 +10,10 @@ What the naive mixture (every edge runs every candidate on its input) does twice
   weights concatenated), the second stage of the separable convs one grouped conv;
 - an edge weight times a batch norm's output is the batch norm with affine weight w*gamma and bias w*beta,
   so weighting a candidate keeps no extra tensor; the batch norms of all edges from j are one call;
-- everything is channels-last (the layout oneDNN's convs and pools are fast in).
+- everything is channels-last (the layout oneDNN's convs and pools are fast in); batch norms of up to 32
+  channels take their sums from matrix products (`spaces.batch_norm`: PyTorch's channels-last kernel is slow
+  at a DARTS cell's few channels);
+- with `checkpoint_cells`, the edges from each state are recomputed in backward one state at a time.
 Parameters, buffers, their names and the alphas are NNI's cell's own; running statistics are updated as each
 module's own batch norm would. Any other candidate module is run as it is, on its own edge.
 """
@@ -26,6 +29,8 @@ from nni.nas.nn.pytorch.cell import preprocess_cell_inputs
 from torch import nn
 
 from nni_emotionnas.nni_compat import DifferentiableMixedCell, arch_alphas, arch_softmax
+from nni_emotionnas.spaces.batch_norm import batch_norm
+from nni_emotionnas.spaces.cell_checkpoint import recomputed
 from nni_emotionnas.spaces.darts_ops import DilConv, FactorizedReduce, SepConv
 
 CHANNELS_LAST = torch.channels_last
@@ -68,7 +73,7 @@ def fused_batch_norm(x: torch.Tensor, norms: Sequence[nn.BatchNorm2d], scales: O
             torch._foreach_add_([bn.num_batches_tracked for bn in norms], 1)
         if momentum is None:  # cumulative average, as nn.BatchNorm2d does with momentum=None
             momentum = 1.0 / float(first.num_batches_tracked)
-    out = F.batch_norm(x, mean, var, weight, bias, first.training or mean is None, momentum or 0.0, first.eps)
+    out = batch_norm(x, mean, var, weight, bias, first.training or mean is None, momentum or 0.0, first.eps)
     if updates:
         with torch.no_grad():
             torch._foreach_copy_([bn.running_mean for bn in norms], list(mean.split(channels)))
@@ -131,11 +136,29 @@ class FastMixedCell(DifferentiableMixedCell):
         return processed, list(self.preprocessor(processed)), weights
 
     def forward(self, *inputs: Any) -> Any:
+        return self._forward(inputs, recompute_states=False)
+
+    def forward_checkpointed(self, inputs: list[torch.Tensor]) -> Any:
+        """The forward with `checkpoint_cells`: the edges from each state are recomputed in backward one state
+        at a time, so backward holds one state's activations instead of the whole cell's (`recomputed`)."""
+        return self._forward(inputs, recompute_states=torch.is_grad_enabled())
+
+    def _forward(self, inputs: Sequence[Any], recompute_states: bool) -> Any:
         processed, states, weights = self._prepare(inputs)
         first, end = self.num_predecessors, self.num_predecessors + self.num_nodes
         totals: dict[int, torch.Tensor] = {}
         for j in range(end - 1):
-            for i, term in self._edges_from(j, states[j], range(max(j + 1, first), end), weights):
+            targets = range(max(j + 1, first), end)
+
+            def edge_terms(x: torch.Tensor, j: int = j, targets: range = targets) -> tuple[torch.Tensor, ...]:
+                return tuple(term for _, term in self._edges_from(j, x, targets, weights))
+
+            if recompute_states:
+                ops = [self.ops[i - first][j] for i in targets]
+                terms = recomputed(edge_terms, [states[j]], ops)
+            else:
+                terms = edge_terms(states[j])
+            for i, term in zip(targets, terms):
                 totals[i] = totals[i].add_(term) if i in totals else term
             if j + 1 >= first:  # every edge into node j+1 is summed
                 states.append(totals.pop(j + 1))

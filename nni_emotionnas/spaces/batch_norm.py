@@ -85,10 +85,12 @@ def batch_norm(
     eps: float,
 ) -> torch.Tensor:
     """`F.batch_norm` (same arguments, same running-statistics update), through `ChannelsLastBatchNorm` when
-    it is the faster: batch statistics of a 4-d channels-last float32 tensor of at most `MAX_CHANNELS` channels
-    (at 48-96 channels PyTorch's kernel vectorises well and the C x C products cost more than they save)."""
+    it is the faster: batch statistics of a 4-d channels-last float32 CPU tensor of at most `MAX_CHANNELS`
+    channels (at 48-96 channels PyTorch's kernel vectorises well and the C x C products cost more than they
+    save; on a GPU, cuDNN's kernel is used as it is)."""
     if not (
         training
+        and x.device.type == "cpu"
         and x.dim() == 4
         and x.shape[1] <= MAX_CHANNELS
         and x.dtype == torch.float32

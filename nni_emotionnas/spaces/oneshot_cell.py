@@ -36,13 +36,13 @@ def differentiable_cell_hooks(strategy: Any, supernet: str, partial_channels: in
     """Mutation hooks for `ModelSpace.extra_oneshot_hooks`: our cell (`supernet`: fast | lean | nni, or
     PC-DARTS' with `partial_channels` > 1) for DARTS / GumbelDARTS only (other one-shot strategies such as
     ENAS or RandomOneShot keep NNI's own cell handling, which has no partial channels)."""
-    from nni.nas.strategy import DARTS, GumbelDARTS
+    from nni.nas.strategy import DARTS, Proxyless
 
-    from nni_emotionnas.search import darts_strategies as ours
     from nni_emotionnas.spaces.fast_cell import FastMixedCell
     from nni_emotionnas.spaces.pc_darts import partial_channel_hook
 
-    differentiable = type(strategy) in (DARTS, GumbelDARTS, ours.DARTS, ours.GumbelDARTS)
+    # NNI's DARTS and GumbelDARTS and the project's subclasses of them (search.darts_strategies); not Proxyless
+    differentiable = isinstance(strategy, DARTS) and not isinstance(strategy, Proxyless)
     if partial_channels > 1:
         if not differentiable:
             raise ConfigError(f"partial_channels: PC-DARTS needs the DARTS or GumbelDARTS strategy, not "

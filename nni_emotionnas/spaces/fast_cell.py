@@ -10,9 +10,9 @@ What the naive mixture (every edge runs every candidate on its input) does twice
   weights concatenated), the second stage of the separable convs one grouped conv;
 - an edge weight times a batch norm's output is the batch norm with affine weight w*gamma and bias w*beta,
   so weighting a candidate keeps no extra tensor; the batch norms of all edges from j are one call;
-- everything is channels-last (the layout oneDNN's convs and pools are fast in); batch norms of up to 32
-  channels take their sums from matrix products (`spaces.batch_norm`: PyTorch's channels-last kernel is slow
-  at a DARTS cell's few channels);
+- everything is channels-last (the layout oneDNN's convs and pools are fast in); the batch norms take their
+  sums from matrix products (`spaces.batch_norm`: PyTorch's channels-last kernel is slow at a DARTS cell's
+  few channels);
 - with `checkpoint_cells`, the edges from each state are recomputed in backward one state at a time.
 Parameters, buffers, their names and the alphas are NNI's cell's own; running statistics are updated as each
 module's own batch norm would. Any other candidate module is run as it is, on its own edge.

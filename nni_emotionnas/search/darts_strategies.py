@@ -56,19 +56,6 @@ class _AlphasOnlyArchitectureStep:
         weights = [p for p in self.parameters() if id(p) not in alphas]  # type: ignore[attr-defined]
         return ArchitectureAdam(nni_optimizer, weights)
 
-    def on_train_start(self) -> None:
-        self._thaw_weights()
-        super().on_train_start()  # type: ignore[misc]
-
-    def on_train_end(self) -> None:
-        self._thaw_weights()  # an interrupted architecture step must not leave the weights frozen
-        super().on_train_end()  # type: ignore[misc]
-
-    def _thaw_weights(self) -> None:
-        for optimizer in self.trainer.optimizers:  # type: ignore[attr-defined]
-            if isinstance(optimizer, ArchitectureAdam):
-                optimizer._thaw()
-
 
 class DartsModule(_AlphasOnlyArchitectureStep, DartsLightningModule):
     pass

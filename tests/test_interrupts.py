@@ -71,13 +71,22 @@ class Run:
 def search_started(run_dir: Path, earlier: set[str]) -> Callable[[], bool]:
     """A new NNI experiment (not one left by an earlier attempt) is running the deep stream's search."""
     def ready() -> bool:
-        return bool({p.parent.name for p in run_dir.glob("folds/*/search/.deep.partial/nni/*/checkpoint")} - earlier)
+        try:
+            started = {p.parent.name for p in run_dir.glob("folds/*/search/.deep.partial/nni/*/checkpoint")}
+        except FileNotFoundError:  # the rerun is deleting the interrupted attempt's folder under the glob
+            return False
+        return bool(started - earlier)
     return ready
 
 
 def training_started(logs: Path, since: float) -> Callable[[], bool]:
     """This attempt's training has begun: Lightning's log folder, recreated since the attempt started."""
-    return lambda: logs.is_dir() and logs.stat().st_ctime >= since
+    def ready() -> bool:
+        try:
+            return logs.stat().st_ctime >= since
+        except FileNotFoundError:  # not made yet, or the rerun is replacing the interrupted attempt's folder
+            return False
+    return ready
 
 
 def nni_experiments(run_dir: Path) -> set[str]:

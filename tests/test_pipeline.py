@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -126,6 +127,7 @@ def test_fusion_starts_from_the_folds_saved_streams(finished_run):
     import torch
 
     from nni_emotionnas.evaluation.crossval import CrossValidation, pick_dominant
+    from nni_emotionnas.evaluation.dominance import probe_dominance
     from nni_emotionnas.features.prepared import prepare
 
     folder, run_dir, _, _, _ = finished_run
@@ -138,12 +140,60 @@ def test_fusion_starts_from_the_folds_saved_streams(finished_run):
         saved = torch.load(fold_dir / stream / "model.pt", weights_only=True)
         loaded = getattr(model, f"{stream}_net").state_dict()
         assert all(torch.equal(saved[k], loaded[k]) for k in saved)
-    val = {s: json.loads((fold_dir / s / "result.json").read_text())["val_ua"] for s in ("spectrogram", "deep")}
     dominant = json.loads((fold_dir / "ism" / "result.json").read_text())["dominant"]
-    assert dominant == pick_dominant(val) == model.head.dominant
+    assert dominant == pick_dominant(probe_dominance(corpus, fold, ("spectrogram", "deep"))) == model.head.dominant
     batch = torch.utils.data.default_collate([corpus.dataset(fold.name, "val", "both")[i][0] for i in range(4)])
     stream_inputs = batch["spectrogram"] if dominant == "spectrogram" else {k: batch[k] for k in ("frames", "mask")}
     torch.testing.assert_close(model(batch), getattr(model, f"{dominant}_net")(stream_inputs))
+
+
+def test_auto_dominance_reads_every_non_test_speaker_and_no_test_label(finished_run):
+    """`dominant: auto` scores each stream's probe leave-one-speaker-out over the fold's training and validation
+    speakers: the test speaker's labels cannot move it, a training speaker's can."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from nni_emotionnas.evaluation.dominance import probe_dominance
+    from nni_emotionnas.evaluation.probe import utterance_statistics
+    from nni_emotionnas.features.prepared import prepare
+
+    folder, _, _, _, _ = finished_run
+    corpus = prepare(load_experiment(folder / "exp.yml"), progress=False)
+    fold = corpus.folds[0]
+    scores = probe_dominance(corpus, fold, ("spectrogram", "deep"))
+    original_labels = np.asarray(corpus.labels)
+
+    # the same number computed directly: one probe per held-out non-test speaker, UA averaged over speakers
+    indices = list(fold.train + fold.val)
+    speakers = np.array([corpus.utterances[i].speaker for i in indices])
+    labels = np.asarray(corpus.labels)[indices]
+    features = utterance_statistics(corpus, fold.name, indices, "deep")
+    per_speaker = []
+    for speaker in sorted(set(speakers)):
+        held = speakers == speaker
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+        probe.fit(features[~held], labels[~held])
+        per_speaker.append(balanced_accuracy_score(labels[held], probe.predict(features[held])))
+    assert len(per_speaker) >= 2
+    assert scores["deep"] == pytest.approx(float(np.mean(per_speaker)))
+
+    def relabelled(indices: list[int]) -> list:
+        """The corpus' utterances with the labels of `indices` rotated among themselves."""
+        rotated = dict(zip(indices, [corpus.utterances[i].label for i in indices[1:] + indices[:1]]))
+        return [dataclasses.replace(u, label=rotated.get(i, u.label)) for i, u in enumerate(corpus.utterances)]
+
+    original = corpus.utterances
+    try:
+        corpus.utterances = relabelled(list(fold.test))
+        assert (np.asarray(corpus.labels)[list(fold.test)] != original_labels[list(fold.test)]).any()
+        assert probe_dominance(corpus, fold, ("spectrogram", "deep")) == scores
+        corpus.utterances = relabelled(list(fold.train)[: len(fold.train) // 2])
+        assert probe_dominance(corpus, fold, ("spectrogram", "deep")) != scores
+    finally:
+        corpus.utterances = original
 
 
 def test_predict_command_on_a_wav(finished_run, tmp_path):

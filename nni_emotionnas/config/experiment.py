@@ -194,9 +194,10 @@ class RunConfig:
     `probes: true` adds, per stream in use, the `probe_<stream>` baseline (logistic regression on mean+std
     statistics of that stream's input, `nni_emotionnas.evaluation.probe`). `seeds` trains every variant once
     per seed (search runs once per fold with the experiment's seed); results are mean ± std over folds and
-    seeds. `dominant`: the stream a fusion keeps intact; `auto` picks, per fold and seed, the stream with the
-    better validation UA. `ism_gate`: `zero` fuses F = X_dom + g * A * H with a learned gate g starting at 0
-    (so ISM starts as its dominant stream), `paper` is the paper's F = X_dom + A * H.
+    seeds. `dominant`: the stream a fusion keeps intact; `auto` picks, per fold, the stream whose probe scores
+    the better UA leave-one-speaker-out over the fold's non-test speakers (`evaluation.dominance`).
+    `ism_gate`: `zero` fuses F = X_dom + g * A * H with a learned gate g starting at 0 (so ISM starts as its
+    dominant stream), `paper` is the paper's F = X_dom + A * H.
 
     `classic` adds the `classic` baseline (openSMILE functionals + logistic regression, see `ClassicConfig`;
     `classic: null` drops it). With two or more of these baselines, `probe_fusion` is added: the mean of

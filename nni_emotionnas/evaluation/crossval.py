@@ -67,6 +67,7 @@ class CrossValidation:
         self.config: RunConfig = experiment.run
         self._baselines: dict[tuple[str, str, int], BaselineFit] = {}  # (fold, variant, seed) -> probabilities
         self._classic_features: Optional[np.ndarray] = None
+        self._dominance: dict[str, dict[str, float]] = {}  # fold -> each stream's probe UA over its speakers
 
     def needs_search(self, stream: str) -> bool:
         model = self.experiment.model
@@ -127,12 +128,15 @@ class CrossValidation:
         return build_model(self.experiment, stream, genotype, list(self.corpus.classes), input_dim)
 
     def dominant(self, fold: Fold, seed: int) -> str:
-        """`run.dominant`, or with `auto` the stream whose trained network has the better validation UA on
-        this fold and seed (deep on a tie); needs the streams' `result.json`."""
+        """`run.dominant`, or with `auto` the stream whose probe scores the better UA leave-one-speaker-out
+        over the fold's non-test speakers (deep on a tie; `evaluation.dominance`), the same for every seed."""
         if self.config.dominant != "auto":
             return self.config.dominant
-        val = {s: FoldResult.load(self.variant_dir(fold, s, seed) / "result.json").val_ua for s in SINGLE_STREAMS}
-        return pick_dominant(val)
+        if fold.name not in self._dominance:
+            from nni_emotionnas.evaluation.dominance import probe_dominance
+
+            self._dominance[fold.name] = probe_dominance(self.corpus, fold, SINGLE_STREAMS)
+        return pick_dominant(self._dominance[fold.name])
 
     def build(self, fold: Fold, variant: str, seed: Optional[int] = None) -> torch.nn.Module:
         """A freshly initialised network for a variant (seeded, so reruns build the same weights)."""
@@ -304,9 +308,9 @@ class CrossValidation:
         return results
 
 
-def pick_dominant(val_ua: dict[str, float]) -> str:
-    """The stream with the higher validation UA; deep on a tie (the paper's dominant stream)."""
-    return "spectrogram" if val_ua["spectrogram"] > val_ua["deep"] else "deep"
+def pick_dominant(ua: dict[str, float]) -> str:
+    """The stream with the higher UA; deep on a tie (the paper's dominant stream)."""
+    return "spectrogram" if ua["spectrogram"] > ua["deep"] else "deep"
 
 
 def describe_streams(corpus: PreparedCorpus, experiment: ExperimentConfig) -> list[str]:

@@ -160,10 +160,12 @@ def test_auto_dominance_reads_every_non_test_speaker_and_no_test_label(finished_
     from nni_emotionnas.evaluation.probe import utterance_statistics
     from nni_emotionnas.features.prepared import prepare
 
-    folder, _, _, _, _ = finished_run
+    folder, run_dir, _, _, _ = finished_run
     corpus = prepare(load_experiment(folder / "exp.yml"), progress=False)
     fold = corpus.folds[0]
     scores = probe_dominance(corpus, fold, ("spectrogram", "deep"))
+    # the run kept the scores it chose by, for `predict` (which has no corpus to score)
+    assert json.loads((run_dir / "folds" / fold.name / "dominance.json").read_text()) == pytest.approx(scores)
     original_labels = np.asarray(corpus.labels)
 
     # the same number computed directly: one probe per held-out non-test speaker, UA averaged over speakers

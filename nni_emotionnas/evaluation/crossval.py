@@ -16,6 +16,7 @@ run resumes where it stopped):
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -38,6 +39,7 @@ from nni_emotionnas.corpora.folds import Fold
 from nni_emotionnas.evaluation.baseline_fit import BaselineFit
 from nni_emotionnas.evaluation.report import FoldResult
 from nni_emotionnas.features.prepared import PreparedCorpus
+from nni_emotionnas.features.store import atomic_write_bytes
 from nni_emotionnas.models.fusion import FusionHead, TwoStreamModel
 from nni_emotionnas.training.metrics import SERScores
 
@@ -54,6 +56,9 @@ def streams_of(variant: str) -> tuple[str, ...]:
     if variant in (CLASSIC, PROBE_FUSION):
         return ()
     return (branch_of(variant),) if branch_of(variant) != "both" else SINGLE_STREAMS
+
+
+DOMINANCE_RECORD = "dominance.json"  # per fold: each stream's probe UA over the non-test speakers
 
 
 class CrossValidation:
@@ -129,13 +134,20 @@ class CrossValidation:
 
     def dominant(self, fold: Fold, seed: int) -> str:
         """`run.dominant`, or with `auto` the stream whose probe scores the better UA leave-one-speaker-out
-        over the fold's non-test speakers (deep on a tie; `evaluation.dominance`), the same for every seed."""
+        over the fold's non-test speakers (deep on a tie; `evaluation.dominance`), the same for every seed.
+        The scores are kept in the fold's `dominance.json`, which `predict` reads (it has no corpus)."""
         if self.config.dominant != "auto":
             return self.config.dominant
         if fold.name not in self._dominance:
             from nni_emotionnas.evaluation.dominance import probe_dominance
 
-            self._dominance[fold.name] = probe_dominance(self.corpus, fold, SINGLE_STREAMS)
+            record = self.run_dir / "folds" / fold.name / DOMINANCE_RECORD
+            if record.is_file():
+                self._dominance[fold.name] = json.loads(record.read_text())
+            else:
+                scores = probe_dominance(self.corpus, fold, SINGLE_STREAMS)
+                atomic_write_bytes(record, lambda handle: handle.write(json.dumps(scores, indent=1).encode()))
+                self._dominance[fold.name] = scores
         return pick_dominant(self._dominance[fold.name])
 
     def build(self, fold: Fold, variant: str, seed: Optional[int] = None) -> torch.nn.Module:

@@ -14,7 +14,6 @@ from torch.utils.data import Dataset
 from nni_emotionnas.config.training import AugmentConfig, TrainConfig
 from nni_emotionnas.evaluation.crossval import CrossValidation, pick_dominant
 from nni_emotionnas.evaluation.fusion_fit import fit_fusion_from_streams, phase_configs
-from nni_emotionnas.evaluation.report import FoldResult
 from nni_emotionnas.models.baselines import build_baseline
 from nni_emotionnas.models.baselines_recurrent import build_recurrent_baseline
 from nni_emotionnas.models.fusion import FusionHead, TwoStreamModel
@@ -172,19 +171,19 @@ def test_pick_dominant_each_way():
     assert pick_dominant({"spectrogram": 0.50, "deep": 0.50}) == "deep"
 
 
-@pytest.mark.parametrize("val_spectrogram, val_deep, expected", [(0.8, 0.6, "spectrogram"), (0.5, 0.7, "deep")])
-def test_auto_dominant_reads_the_folds_stream_results(tmp_path, val_spectrogram, val_deep, expected):
+@pytest.mark.parametrize("spectrogram_ua, deep_ua, expected", [(0.8, 0.6, "spectrogram"), (0.5, 0.7, "deep")])
+def test_auto_dominant_reads_the_folds_dominance_record(tmp_path, spectrogram_ua, deep_ua, expected):
+    """With the fold's `dominance.json` written (as `run` leaves it), `auto` needs no corpus: what `predict` does."""
+    import json
     from types import SimpleNamespace
 
     from nni_emotionnas.config.experiment import RunConfig
 
     experiment = SimpleNamespace(run=RunConfig(dominant="auto"), seed=0)
     fold = SimpleNamespace(name="f1")
-    cv = CrossValidation(experiment, corpus=None, run_dir=tmp_path, progress=False)
-    for stream, val in (("spectrogram", val_spectrogram), ("deep", val_deep)):
-        FoldResult("f1", stream, val, val, 0.5, 0.5, 0, 1, [[1]], ["u"], [0], [0], [[1.0]]).save(
-            tmp_path / "folds" / "f1" / stream / "result.json"
-        )
-    assert cv.dominant(fold, 0) == expected
+    record = tmp_path / "folds" / "f1" / "dominance.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"spectrogram": spectrogram_ua, "deep": deep_ua}))
+    assert CrossValidation(experiment, corpus=None, run_dir=tmp_path, progress=False).dominant(fold, 0) == expected
     fixed = SimpleNamespace(run=RunConfig(dominant="deep"), seed=0)
     assert CrossValidation(fixed, corpus=None, run_dir=tmp_path, progress=False).dominant(fold, 0) == "deep"

@@ -184,6 +184,6 @@ def test_auto_dominant_reads_the_folds_dominance_record(tmp_path, spectrogram_ua
     record = tmp_path / "folds" / "f1" / "dominance.json"
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"spectrogram": spectrogram_ua, "deep": deep_ua}))
-    assert CrossValidation(experiment, corpus=None, run_dir=tmp_path, progress=False).dominant(fold, 0) == expected
+    assert CrossValidation(experiment, corpus=None, run_dir=tmp_path, progress=False).dominant(fold) == expected
     fixed = SimpleNamespace(run=RunConfig(dominant="deep"), seed=0)
-    assert CrossValidation(fixed, corpus=None, run_dir=tmp_path, progress=False).dominant(fold, 0) == "deep"
+    assert CrossValidation(fixed, corpus=None, run_dir=tmp_path, progress=False).dominant(fold) == "deep"

@@ -37,9 +37,8 @@ from nni_emotionnas.config.experiment import (
 )
 from nni_emotionnas.corpora.folds import Fold
 from nni_emotionnas.evaluation.baseline_fit import BaselineFit
-from nni_emotionnas.evaluation.report import FoldResult
+from nni_emotionnas.evaluation.report import FoldResult, write_text
 from nni_emotionnas.features.prepared import PreparedCorpus
-from nni_emotionnas.features.store import atomic_write_bytes
 from nni_emotionnas.models.fusion import FusionHead, TwoStreamModel
 from nni_emotionnas.training.metrics import SERScores
 
@@ -80,7 +79,7 @@ class CrossValidation:
 
     def genotype_path(self, fold: Fold, stream: str) -> Path:
         owner = fold if self.config.search == "per_fold" else self.corpus.folds[0]
-        return self.run_dir / "folds" / owner.name / "search" / stream / "genotype.json"
+        return self.fold_dir(owner) / "search" / stream / "genotype.json"
 
     def search(self, fold: Fold, stream: str) -> Path:
         """Searches a stream's cells unless a finished genotype is there; a half-done search is redone."""
@@ -119,10 +118,13 @@ class CrossValidation:
     def seeds(self) -> list[int]:
         return list(self.config.seeds or [self.experiment.seed])
 
+    def fold_dir(self, fold: Fold) -> Path:
+        return self.run_dir / "folds" / fold.name
+
     def variant_dir(self, fold: Fold, variant: str, seed: int) -> Path:
         """`folds/<fold>/<variant>` for the first seed (what `predict` reads), `folds/<fold>/seed<s>/<variant>`
         for the others."""
-        base = self.run_dir / "folds" / fold.name
+        base = self.fold_dir(fold)
         return base / variant if seed == self.seeds[0] else base / f"seed{seed}" / variant
 
     def stream_model(self, fold: Fold, stream: str) -> torch.nn.Module:
@@ -132,22 +134,21 @@ class CrossValidation:
         input_dim = self.corpus.deep_dim if stream == "deep" else 0
         return build_model(self.experiment, stream, genotype, list(self.corpus.classes), input_dim)
 
-    def dominant(self, fold: Fold, seed: int) -> str:
+    def dominant(self, fold: Fold) -> str:
         """`run.dominant`, or with `auto` the stream whose probe scores the better UA leave-one-speaker-out
         over the fold's non-test speakers (deep on a tie; `evaluation.dominance`), the same for every seed.
         The scores are kept in the fold's `dominance.json`, which `predict` reads (it has no corpus)."""
         if self.config.dominant != "auto":
             return self.config.dominant
         if fold.name not in self._dominance:
-            from nni_emotionnas.evaluation.dominance import probe_dominance
-
-            record = self.run_dir / "folds" / fold.name / DOMINANCE_RECORD
+            record = self.fold_dir(fold) / DOMINANCE_RECORD
             if record.is_file():
                 self._dominance[fold.name] = json.loads(record.read_text())
             else:
-                scores = probe_dominance(self.corpus, fold, SINGLE_STREAMS)
-                atomic_write_bytes(record, lambda handle: handle.write(json.dumps(scores, indent=1).encode()))
-                self._dominance[fold.name] = scores
+                from nni_emotionnas.evaluation.dominance import probe_dominance
+
+                self._dominance[fold.name] = probe_dominance(self.corpus, fold, SINGLE_STREAMS)
+                write_text(record, json.dumps(self._dominance[fold.name], indent=1))
         return pick_dominant(self._dominance[fold.name])
 
     def build(self, fold: Fold, variant: str, seed: Optional[int] = None) -> torch.nn.Module:
@@ -165,7 +166,7 @@ class CrossValidation:
             spectrogram_net.embedding_dim,
             deep_net.embedding_dim,
             len(self.corpus.classes),
-            dominant=self.dominant(fold, seed),
+            dominant=self.dominant(fold),
             dropout=self.config.fusion_dropout,
             gate=self.config.ism_gate,
         )
@@ -312,7 +313,7 @@ class CrossValidation:
             bar.set_postfix_str(f"{fold.name} {variant} seed {seed}")
             standardization = self.corpus.standardization(fold.name)
             if standardization is not None:
-                standardization.save(self.run_dir / "folds" / fold.name / "standardization.npz")
+                standardization.save(self.fold_dir(fold) / "standardization.npz")
             for stream in streams_of(variant) if variant not in BASELINES else ():
                 if self.needs_search(stream):
                     self.search(fold, stream)

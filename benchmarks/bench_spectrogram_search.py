@@ -257,6 +257,8 @@ def main() -> None:
                                  "nni-bf16", "lean", "nni-stock"])
     parser.add_argument("--partial-channels", type=int, default=2,
                         help="K of the pc-darts variant (K=4 does not divide the paper's C=6)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run the variants this many times in turn; prints each run's ratios and their median")
     parser.add_argument("--live-memory", action="store_true", help="peak RSS = peak live memory (see above)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default="/tmp/emotionnas-bench-nni", help="NNI experiment folder")
@@ -270,32 +272,45 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     if args.live_memory:
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
-    results = {}
-    for variant in args.variants:
-        cmd = [sys.executable, __file__, "--variant", variant, "--batch", str(args.batch), "--size",
-               str(args.size), "--steps", str(args.steps), "--threads", str(args.threads), "--workdir", args.workdir,
-               "--partial-channels", str(args.partial_channels)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-        lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-        if not lines:
-            sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
-        r = json.loads(lines[-1][len("RESULT "):])
-        r["step"] = statistics.median(r["times"][1:]) if len(r["times"]) > 1 else r["times"][0]
-        results[variant] = r
-        print(f"{variant:10s} {r['step']:7.2f} s/step   peak RSS {r['peak']:8.0f} MB "
-              f"(+{r['peak'] - r['rss_before']:.0f} MB over steps)"
-              + (f"   held for backward {r['held']:7.0f} MB" if "held" in r else "")
-              + f"   weights {r['weights']} alphas {r['alphas']}" + (f"   cell {r['cell']}" if "cell" in r else ""),
-              flush=True)
-    if "plain" in results:
-        base = results["plain"]
-        for variant, r in results.items():
-            if variant != "plain":
-                print(f"ratio {variant}/plain: time {r['step'] / base['step']:.3f}x   "
-                      f"peak RSS {r['peak'] / base['peak']:.3f}x   step memory "
-                      f"{(r['peak'] - r['rss_before']) / max(base['peak'] - base['rss_before'], 1):.3f}x"
-                      + (f"   held {r['held'] / base['held']:.3f}x" if "held" in r else ""))
+    ratios: dict[str, list[tuple[float, float]]] = {}
+    for repeat in range(args.repeats):
+        if args.repeats > 1:
+            print(f"-- run {repeat + 1} of {args.repeats}", flush=True)
+        results = {variant: run_variant(variant, args, env) for variant in args.variants}
+        if "plain" in results:
+            base = results["plain"]
+            for variant, r in results.items():
+                if variant != "plain":
+                    ratios.setdefault(variant, []).append((r["step"] / base["step"], r["peak"] / base["peak"]))
+                    print(f"ratio {variant}/plain: time {r['step'] / base['step']:.3f}x   "
+                          f"peak RSS {r['peak'] / base['peak']:.3f}x   step memory "
+                          f"{(r['peak'] - r['rss_before']) / max(base['peak'] - base['rss_before'], 1):.3f}x"
+                          + (f"   held {r['held'] / base['held']:.3f}x" if "held" in r else ""))
+    if args.repeats > 1:
+        for variant, pairs in ratios.items():
+            times, peaks = [t for t, _ in pairs], [p for _, p in pairs]
+            print(f"median of {len(pairs)} runs {variant}/plain: time {statistics.median(times):.3f}x "
+                  f"(range {min(times):.3f}-{max(times):.3f})   peak RSS {statistics.median(peaks):.3f}x "
+                  f"(range {min(peaks):.3f}-{max(peaks):.3f})")
 
+
+def run_variant(variant: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    """One variant's child process; its result with the median step time, printed as a row."""
+    cmd = [sys.executable, __file__, "--variant", variant, "--batch", str(args.batch), "--size",
+           str(args.size), "--steps", str(args.steps), "--threads", str(args.threads), "--workdir", args.workdir,
+           "--partial-channels", str(args.partial_channels)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
+    r = json.loads(lines[-1][len("RESULT "):])
+    r["step"] = statistics.median(r["times"][1:]) if len(r["times"]) > 1 else r["times"][0]
+    print(f"{variant:10s} {r['step']:7.2f} s/step   peak RSS {r['peak']:8.0f} MB "
+          f"(+{r['peak'] - r['rss_before']:.0f} MB over steps)"
+          + (f"   held for backward {r['held']:7.0f} MB" if "held" in r else "")
+          + f"   weights {r['weights']} alphas {r['alphas']}" + (f"   cell {r['cell']}" if "cell" in r else ""),
+          flush=True)
+    return r
 
 if __name__ == "__main__":
     main()

@@ -35,6 +35,8 @@ SPECTROGRAM = "corpus: {{reader: emodb}}\nfeatures: {{spectrogram: {{{}}}}}\n"
         (SPECTROGRAM.format("window: foo"), r"spectrogram: window: 'foo' is not a scipy window name"),
         (SPECTROGRAM.format("sample_rate: 22050"), r"spectrogram: sample_rate must be 16000"),
         ("corpus: {reader: emodb}\nprotocol: {kind: group_kfold, k: 1}\n", r"exp.yml.protocol: k must be at least 2"),
+        ("corpus: {reader: emodb}\nprotocol: {validation_speakers: 0}\n",
+         r"exp.yml.protocol: validation_speakers must be at least 1, got 0"),
         ("corpus: {reader: emodb}\nfeatures: {n_jobs: 0}\n", r"exp.yml.features: n_jobs must be at least 1"),
         ("corpus: {reader: emodb, on_duplicate: keep}\n", r"exp.yml.corpus.on_duplicate: 'keep' is not one of"),
         ("corpus: {reader: emodb}\ntrain: {lr: 0.001, lr_min: 0.01}\n", r"exp.yml.train: lr_min must be .*below lr"),

@@ -63,6 +63,26 @@ def test_emodb_leave_one_speaker_out(emodb):
         make_folds(utterances, classes, ProtocolConfig(kind="auto", require_all_classes=True))
 
 
+def test_leave_one_speaker_out_with_two_validation_speakers(emodb, iemocap4):
+    utterances, classes = apply_labels(read_emodb(emodb), LabelConfig())
+    one = make_folds(utterances, classes, ProtocolConfig(kind="leave_one_speaker_out"))
+    two = make_folds(utterances, classes, ProtocolConfig(kind="leave_one_speaker_out", validation_speakers=2))
+    tested = assert_partition(two, utterances)
+    assert len(tested) == 535 and set(tested.values()) == {1}
+    speakers = sorted({u.speaker for u in utterances})
+    for fold, single in zip(two, one):
+        val = {utterances[i].speaker for i in fold.val}
+        assert len(val) == 2 and {utterances[i].speaker for i in single.val} < val  # the one-speaker choice, plus one
+        assert len({utterances[i].speaker for i in fold.train}) == len(speakers) - 3
+        for speaker in val:  # each validation speaker acted every class (08 never acted disgust)
+            assert {u.label for u in utterances if u.speaker == speaker} == set(classes)
+    with pytest.raises(FoldError, match="protocol.validation_speakers: 9 leaves no training speaker"):
+        make_folds(utterances, classes, ProtocolConfig(kind="leave_one_speaker_out", validation_speakers=9))
+    iemocap_utterances, iemocap_classes = iemocap4
+    with pytest.raises(FoldError, match="protocol.validation_speakers: applies to leave_one_speaker_out only"):
+        make_folds(iemocap_utterances, iemocap_classes, ProtocolConfig(validation_speakers=2))
+
+
 def test_group_kfold_stratified_and_grouped(emodb):
     utterances, classes = apply_labels(read_emodb(emodb), LabelConfig())
     folds = group_kfold(utterances, k=5, seed=1)

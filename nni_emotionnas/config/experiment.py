@@ -68,10 +68,13 @@ class ProtocolConfig:
     `auto` picks leave-one-session-out when sessions hold several speakers (IEMOCAP), else
     leave-one-speaker-out. `folds` restricts a run to some fold names. `require_all_classes` refuses
     folds whose validation or test speakers lack a class (training splits must always have every class).
+    `validation_speakers` (leave-one-speaker-out): how many speakers validate each fold; with one, the epoch
+    chosen (and with `train.refit`, the epochs refitted) rest on one speaker's few dozen utterances.
     """
 
     kind: Literal["auto", "leave_one_session_out", "leave_one_speaker_out", "group_kfold"] = "auto"
     swap_val_test: bool = False
+    validation_speakers: int = 1
     k: int = 5
     seed: int = 0
     folds: Optional[list[str]] = None
@@ -80,6 +83,8 @@ class ProtocolConfig:
     def __post_init__(self) -> None:
         if self.k < 2:
             raise ValueError(f"k must be at least 2 (one group tests, another validates), got {self.k}")
+        if self.validation_speakers < 1:
+            raise ValueError(f"validation_speakers must be at least 1, got {self.validation_speakers}")
         if self.folds is not None and not self.folds:
             raise ValueError("folds: an empty list runs nothing; leave it out to run every fold")
 

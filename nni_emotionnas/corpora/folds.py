@@ -60,26 +60,32 @@ def leave_one_session_out(utterances: Sequence[Utterance], swap_val_test: bool =
     return folds
 
 
-def leave_one_speaker_out(utterances: Sequence[Utterance]) -> list[Fold]:
-    """One speaker tests; the next speaker (sorted, cyclically) that has every class validates.
+def leave_one_speaker_out(utterances: Sequence[Utterance], validation_speakers: int = 1) -> list[Fold]:
+    """One speaker tests; the next `validation_speakers` speakers (sorted, cyclically) that have every class
+    validate.
 
-    Preferring a complete validation speaker keeps validation UA, which selects checkpoints, defined
+    Preferring complete validation speakers keeps validation UA, which selects checkpoints, defined
     over all classes (EmoDB speaker 08, for one, recorded no disgust).
     """
     speakers = _speakers(utterances)
     if len(speakers) < 3:
         raise FoldError(f"leave-one-speaker-out needs at least 3 speakers, corpus has {len(speakers)}")
+    if validation_speakers > len(speakers) - 2:
+        raise FoldError(f"protocol.validation_speakers: {validation_speakers} leaves no training speaker "
+                        f"(the corpus has {len(speakers)} speakers, one tests each fold)")
     folds = []
     for i, speaker in enumerate(speakers):
         following = [speakers[(i + j) % len(speakers)] for j in range(1, len(speakers))]
-        folds.append(_make_fold(f"test{speaker}", utterances, {_validation_speaker(following, utterances)}, {speaker}))
+        validating = _validation_speakers(following, utterances, validation_speakers)
+        folds.append(_make_fold(f"test{speaker}", utterances, set(validating), {speaker}))
     return folds
 
 
-def _validation_speaker(candidates: Sequence[str], utterances: Sequence[Utterance]) -> str:
-    """The first candidate who acted every class of the corpus, else the first candidate."""
+def _validation_speakers(candidates: Sequence[str], utterances: Sequence[Utterance], count: int = 1) -> list[str]:
+    """The first `count` candidates who acted every class of the corpus, completed in order by the others."""
     labels = {u.label for u in utterances}
-    return next((s for s in candidates if {u.label for u in utterances if u.speaker == s} == labels), candidates[0])
+    complete = [s for s in candidates if {u.label for u in utterances if u.speaker == s} == labels]
+    return (complete + [s for s in candidates if s not in complete])[:count]
 
 
 def group_kfold(utterances: Sequence[Utterance], k: int, seed: int = 0) -> list[Fold]:
@@ -103,7 +109,7 @@ def group_kfold(utterances: Sequence[Utterance], k: int, seed: int = 0) -> list[
             if len(validating) < 2:
                 raise FoldError(f"group_kfold with k=2: fold{i + 1} trains on speaker {validating[0]} alone, "
                                 "who cannot also validate; use k >= 3 or a corpus with more speakers")
-            validating = [_validation_speaker(validating, utterances)]
+            validating = _validation_speakers(validating, utterances)
         folds.append(_make_fold(f"fold{i + 1}", utterances, set(validating), set(test_groups[i])))
     return folds
 
@@ -142,10 +148,13 @@ def make_folds(utterances: Sequence[Utterance], classes: Sequence[str], protocol
     if kind == "auto":
         multi_speaker_sessions = len({u.session for u in utterances}) < len(_speakers(utterances))
         kind = "leave_one_session_out" if multi_speaker_sessions else "leave_one_speaker_out"
+    if protocol.validation_speakers != 1 and kind != "leave_one_speaker_out":
+        raise FoldError(f"protocol.validation_speakers: applies to leave_one_speaker_out only ({kind} "
+                        "validates on the held-out session's other speaker or the next group)")
     if kind == "leave_one_session_out":
         folds = leave_one_session_out(utterances, protocol.swap_val_test)
     elif kind == "leave_one_speaker_out":
-        folds = leave_one_speaker_out(utterances)
+        folds = leave_one_speaker_out(utterances, protocol.validation_speakers)
     else:
         folds = group_kfold(utterances, protocol.k, protocol.seed)
     if protocol.folds is not None:

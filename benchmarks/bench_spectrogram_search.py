@@ -161,7 +161,9 @@ def run_plain(config: Any, args: argparse.Namespace) -> dict[str, Any]:
         alphas = list(net.alphas.parameters())
     else:
         net, alphas = nni_supernet(config)
-        net.checkpoint_cells = args.variant.startswith("fast-ckpt")
+        from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
+
+        enable_cell_checkpointing(net, args.variant.startswith("fast-ckpt"), "benchmark")  # as `emotionnas search`
     alpha_ids = {id(p) for p in alphas}
     weights = [p for p in net.parameters() if id(p) not in alpha_ids]
     w_opt = torch.optim.Adam(weights, lr=1e-3, weight_decay=3e-4)

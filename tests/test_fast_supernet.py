@@ -157,8 +157,8 @@ def rss_mb():
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
-space = S.build_space(S.SpectrogramSpaceConfig(channels=4, layers=3, nodes=3), 4)
-enable_cell_checkpointing(space, sys.argv[1] == "on", "t")
+config = S.SpectrogramSpaceConfig(channels=4, layers=3, nodes=3)
+enable_cell_checkpointing(S.build_space(config, 4), sys.argv[1] == "on", "t")  # the network is freed
 for _ in range(2):  # as a recomputation does every step: 320 MB of 16 MB activations, freed, allocated again
     tensors = [torch.ones(4 << 20) for _ in range(20)]
     held = rss_mb()

@@ -175,15 +175,20 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
 def test_checkpointing_keeps_freed_memory_for_the_recomputation() -> None:
     """With checkpoint_cells the heap keeps what a step frees, so the recomputed activations reuse it: no
     memory returned, no page faulted in again. Without it glibc hands the memory back and faults it again."""
+    import os
     import subprocess
     import sys
 
-    def probe(setting: str) -> tuple[float, int]:
+    def probe(setting: str, **malloc_environment: str) -> tuple[float, int]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | malloc_environment
         out = subprocess.run([sys.executable, "-c", FREED_MEMORY_PROBE, setting], capture_output=True, text=True,
-                             check=True).stdout.split()
+                             check=True, env=env).stdout.split()
         return float(out[-2]), int(out[-1])
 
     returned_off, faults_off = probe("off")
     returned_on, faults_on = probe("on")
     assert returned_off > 250 and faults_off > 60_000  # 320 MB = 81920 pages of 4 KB
     assert returned_on < 20 and faults_on < 5_000
+    # a user who capped RSS with glibc's own variable (README) keeps it: every freed block is returned
+    returned_capped, faults_capped = probe("on", MALLOC_MMAP_THRESHOLD_="131072")
+    assert returned_capped > 250 and faults_capped > 60_000

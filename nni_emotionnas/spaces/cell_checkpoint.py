@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Callable
@@ -73,12 +74,16 @@ def checkpointed(cell: nn.Module, inputs: list[torch.Tensor]) -> Any:
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 MMAP_THRESHOLD = 32 << 20  # what glibc's own threshold grows to after a PyTorch process frees large tensors
 KEPT_FREE_BYTES = 1 << 30  # free memory the heap keeps at its top instead of returning it
+MALLOC_ENVIRONMENT = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 
 
 def keep_freed_memory() -> bool:
     """Process-wide, glibc only: the heap keeps up to `KEPT_FREE_BYTES` of freed memory for the next
     allocations instead of returning it to the OS. Returns whether the allocator took the setting (False
-    on other C libraries, where nothing changes)."""
+    on other C libraries, where nothing changes, and when the user tuned glibc's malloc in the environment,
+    e.g. `MALLOC_MMAP_THRESHOLD_=131072` to cap peak RSS: their setting stays)."""
+    if any(name in os.environ for name in MALLOC_ENVIRONMENT) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or None).mallopt
     except (OSError, AttributeError):

@@ -6,6 +6,10 @@ through three cells of batch norms: relative 1e-4."""
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -170,17 +174,17 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/statm").exists() or not __import__("platform").libc_ver()[0] == "glibc",
-                    reason="glibc on Linux only")
+GLIBC_LINUX = Path("/proc/self/statm").exists() and platform.libc_ver()[0] == "glibc"
+
+
+@pytest.mark.skipif(not GLIBC_LINUX, reason="glibc on Linux only")
 def test_checkpointing_keeps_freed_memory_for_the_recomputation() -> None:
     """With checkpoint_cells the heap keeps what a step frees, so the recomputed activations reuse it: no
     memory returned, no page faulted in again. Without it glibc hands the memory back and faults it again."""
-    import os
-    import subprocess
-    import sys
 
     def probe(setting: str, **malloc_environment: str) -> tuple[float, int]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | malloc_environment
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+        env = inherited | malloc_environment
         out = subprocess.run([sys.executable, "-c", FREED_MEMORY_PROBE, setting], capture_output=True, text=True,
                              check=True, env=env).stdout.split()
         return float(out[-2]), int(out[-1])

@@ -31,7 +31,8 @@ from torch import nn
 from nni_emotionnas.nni_compat import DifferentiableMixedCell, arch_alphas, arch_softmax
 from nni_emotionnas.spaces.batch_norm import batch_norm
 from nni_emotionnas.spaces.cell_checkpoint import recomputed
-from nni_emotionnas.spaces.darts_ops import DilConv, FactorizedReduce, SepConv
+from nni_emotionnas.spaces.darts_ops import DilConv, FactorizedReduce, ReLUConvBN, SepConv
+from nni_emotionnas.spaces.spectrogram import CellInputs
 
 CHANNELS_LAST = torch.channels_last
 
@@ -110,6 +111,25 @@ def factorized_reduce(relu_x: torch.Tensor, modules: Sequence[FactorizedReduce])
     return F.conv2d(relu_x, torch.cat([factorized_reduce_weight(m) for m in modules]), stride=2)
 
 
+def cell_input(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One of `CellInputs`' blocks with the edges' conv and batch norm: their 1x1 convs and batch norms at a
+    cell's few channels cost as much as the edges' convs through the modules' own forward."""
+    if isinstance(block, ReLUConvBN) and block[1].groups == 1:
+        conv = block[1]
+        out = F.conv2d(F.relu(x), conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
+        return fused_batch_norm(out, [block[2]], None)
+    if isinstance(block, FactorizedReduce):
+        return fused_batch_norm(factorized_reduce(F.relu(x), [block]), [block.bn], None)
+    return block(x)
+
+
+def preprocess(preprocessor: nn.Module, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The cell's input states: `CellInputs` block by block through `cell_input`, any other preprocessor as it is."""
+    if isinstance(preprocessor, CellInputs):
+        return [cell_input(preprocessor.pre0, inputs[0]), cell_input(preprocessor.pre1, inputs[1])]
+    return list(preprocessor(inputs))
+
+
 def mix_shared(outputs: list[torch.Tensor], scales: list[torch.Tensor]) -> list[torch.Tensor]:
     """For every edge m, sum_k scales[k][m] * outputs[k]: one (edges x K) @ (K x pixels) matrix product over the
     K parameter-free outputs the edges share, computed on the channels-last storage."""
@@ -133,7 +153,7 @@ class FastMixedCell(DifferentiableMixedCell):
         weights = {
             (i, j): arch_softmax(self, alphas[f"{self.label}/{i}_{j}"]) for i in range(first, end) for j in range(i)
         }
-        return processed, list(self.preprocessor(processed)), weights
+        return processed, preprocess(self.preprocessor, processed), weights
 
     def forward(self, *inputs: Any) -> Any:
         return self._forward(inputs, recompute_states=False)

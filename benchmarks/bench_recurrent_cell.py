@@ -3,6 +3,7 @@
 `state_bound` as the product trains them) against `torch.nn.LSTM` of the
 same sizes, and one DARTS supernet step (forward, backward, optimizer step) of the recurrent space, both with
 the product's mixture step (`spaces.recurrent_mixture`) and with NNI's mixtures called op by op (the reference).
+Every row is the best of `--repeats` runs after a warm-up, the reference's and the supernet steps' alike.
 
     python benchmarks/bench_recurrent_cell.py                # batch 32, T=727, D=512, H=256
     python benchmarks/bench_recurrent_cell.py --threads 1    # fewer threads: less OpenMP overhead per step
@@ -95,7 +96,7 @@ def main() -> None:
     if not args.skip_supernet:
         mask = torch.ones(args.batch, args.frames, dtype=torch.bool)
         for fast, name in ((False, "NNI's mixtures, op by op"), (True, "mixture step (product)")):
-            seconds = best_time(darts_supernet_step(args, x, mask, fast), 1)
+            seconds = best_time(darts_supernet_step(args, x, mask, fast), args.repeats)
             print(f"  DARTS supernet step ({args.nodes} nodes), {name:25s} {seconds:7.3f} s   "
                   f"{seconds / reference:.2f}x nn.LSTM", flush=True)
 

@@ -13,6 +13,7 @@ What the naive mixture (every edge runs every candidate on its input) does twice
 - everything is channels-last (the layout oneDNN's convs and pools are fast in); the batch norms take their
   sums from matrix products (`spaces.batch_norm`: PyTorch's channels-last kernel is slow at a DARTS cell's
   few channels);
+- the cell's input blocks (`CellInputs`) go through the same conv and batch-norm paths as the edges;
 - with `checkpoint_cells`, the edges from each state are recomputed in backward one state at a time.
 Parameters, buffers, their names and the alphas are NNI's cell's own; running statistics are updated as each
 module's own batch norm would. Any other candidate module is run as it is, on its own edge.

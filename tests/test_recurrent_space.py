@@ -381,3 +381,40 @@ def compare_fast_and_naive_mixtures(ops: list[str], state_bound: float | None) -
     assert any("_arch_alpha" in name for name in grads)
     for name, p in fast.named_parameters():
         torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_fast_mixture_reuses_its_buffers_and_a_retained_graph_keeps_its_own():
+    """Each step reuses the sequence buffers of the step before (no fresh pages per step) and gives what a fresh
+    network gives; a graph kept with retain_graph keeps its buffers until autograd frees it, so a second
+    backward through it after another step still gives the first gradients."""
+    import copy
+
+    from nni.nas.strategy import DARTS
+
+    from nni_emotionnas.spaces.recurrent_sequence import step_buffers
+
+    config = R.RecurrentSpaceConfig(input_dim=6, hidden_size=5, nodes=4, dropout=0.0, attention_dim=4)
+    torch.manual_seed(0)
+    net = DARTS().mutate_model(R.build_oneshot_space(config, 3))
+    fresh = copy.deepcopy(net)
+    every_frame = torch.ones(3, 9, dtype=torch.bool)
+    first, second = ({"frames": torch.randn(3, 9, 6), "mask": every_frame} for _ in range(2))
+
+    def gradients(model: torch.nn.Module, loss: torch.Tensor, retain: bool = False) -> list[torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=retain)
+        return [p.grad.clone() for p in model.parameters()]
+
+    retained = net(first).square().sum()
+    first_gradients = gradients(net, retained, retain=True)
+    gradients(net, net(second).square().sum())  # takes the pool's scratch, not the retained graph's buffers
+    for a, b in zip(gradients(net, retained), first_gradients):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    del retained  # its forward buffers go back to the pool
+    buffers = step_buffers(net.recurrent[0])
+    kept = {t.data_ptr() for t in buffers.kept()}
+    assert len(kept) >= 5  # per row block: values, states, two linear-op buffers, the inputs' gradient
+    reused = gradients(net, net(second).square().sum())
+    assert {t.data_ptr() for t in buffers.kept()} == kept
+    for a, b in zip(reused, gradients(fresh, fresh(second).square().sum())):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -17,7 +17,7 @@ import torch
 
 from nni_emotionnas.nni_compat import mixture_weights
 from nni_emotionnas.spaces.recurrent_ops import SLOTS
-from nni_emotionnas.spaces.recurrent_sequence import MixedSequence, row_blocks
+from nni_emotionnas.spaces.recurrent_sequence import MixedSequence, row_blocks, step_buffers
 
 
 @dataclass
@@ -53,5 +53,5 @@ def run_mixture(layer: torch.nn.Module, projected: torch.Tensor, mixture: Mixtur
         for node in layer.nodes:
             linear += [node.op["linear"].linear.weight, node.op["linear"].linear.bias]
     bound = None if layer.state_bound is None else float(layer.state_bound)
-    meta = (mixture.op_names, len(mixture.ops), bound, leaky_slope, row_blocks(projected))
+    meta = (mixture.op_names, len(mixture.ops), bound, leaky_slope, row_blocks(projected), step_buffers(layer))
     return MixedSequence.apply(projected, mixture.states, meta, *mixture.operands, *mixture.ops, *linear)

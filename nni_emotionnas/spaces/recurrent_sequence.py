@@ -10,7 +10,8 @@ separate products), and the linear ops' weight gradients, sums over time of (bat
 hidden) products, are one large matrix product per node after the loop instead of a small one per step. The
 backward does not recompute the linear op's output (a batch x hidden x hidden product per node and step): its
 share of the op weights' gradient, sum over steps of <g, a W^T + bias>, is <W, sum g^T a> + <bias, sum g>,
-taken from those same products.
+taken from those same products. The large buffers (every step's values; the backward's scratch) are kept
+from one step for the next (`StepBuffers`): allocated afresh, their pages were faulted in anew every step.
 
 Both loops are TorchScript (`torch.jit.script`, compiled on first use): its interpreter dispatches the ~40
 small ops of a node and step at a fraction of Python's cost, and it releases the GIL, so with several torch
@@ -24,6 +25,9 @@ logits and gradients against NNI's own mixtures, split and unsplit.
 from __future__ import annotations
 
 import functools
+import threading
+import weakref
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
@@ -89,14 +93,13 @@ def _op_grads(
 
 def _forward_rows(
     steps: Tensor, state_weights: Tensor, operand_w: list[Tensor], op_w: list[Tensor], linear_w: list[Tensor],
-    linear_b: list[Tensor], names: list[str], bound: Optional[float], slope: float,
+    linear_b: list[Tensor], names: list[str], bound: Optional[float], slope: float, values_t: Tensor,
+    states_t: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """(every step's x, h1, h2 and node outputs: time x (3 + nodes) x batch x hidden, every step's new h1, h2:
-    time x 2 x batch x hidden) for a block of batch rows."""
-    batch, time, hidden = steps.shape[0], steps.shape[1], steps.shape[2]
-    count = len(operand_w)
-    values_t = steps.new_empty([time, 3 + count, batch, hidden])
-    states_t = steps.new_empty([time, 2, batch, hidden])
+    """Fills and returns (every step's x, h1, h2 and node outputs: `values_t`, time x (3 + nodes) x batch x
+    hidden; every step's new h1, h2: `states_t`, time x 2 x batch x hidden) for a block of batch rows."""
+    batch, hidden = steps.shape[0], steps.shape[2]
+    time, count = values_t.shape[0], len(operand_w)
     values_t[:, 0] = steps.transpose(0, 1)
     values_t[0, 1:3] = 0
     outputs = steps.new_empty([len(names), batch, hidden])
@@ -118,22 +121,21 @@ def _forward_rows(
 def _backward_rows(
     grad_out: Tensor, values_t: Tensor, states_t: Tensor, state_weights: Tensor, operand_w: list[Tensor],
     op_w: list[Tensor], op_scalars: list[list[float]], linear_w: list[Tensor], linear_b: list[Tensor],
-    names: list[str], bound: Optional[float], slope: float,
+    names: list[str], bound: Optional[float], slope: float, linear_a: Tensor, linear_g: Tensor, g_steps: Tensor,
 ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
     """Gradients from a block of rows: (inputs, state weights, operand weights, op weights, linear weights,
     linear biases); the weights' are this block's share of the sum over the batch. `op_scalars` are `op_w` as
-    numbers (constant over the sequence: scalar arguments of the fused multiply-adds)."""
+    numbers (constant over the sequence: scalar arguments of the fused multiply-adds). `linear_a`, `linear_g`
+    (nodes x time x batch x hidden, or 0 x ... without a linear op) and `g_steps` (time x batch x hidden) are
+    scratch, overwritten; the inputs' gradient is returned in `g_steps`."""
     time, batch, hidden = values_t.shape[0], values_t.shape[2], values_t.shape[3]
     count = len(operand_w)
     g_state_w = torch.zeros_like(state_weights)
     g_operand = [torch.zeros_like(w) for w in operand_w]
     g_op = [torch.zeros_like(w) for w in op_w]
     has_linear = len(linear_w) > 0
-    # per step and node: the linear op's input a and its output's gradient (without the op weight)
-    linear_a = values_t.new_empty([count if has_linear else 0, time, batch, hidden])
-    linear_g = values_t.new_empty([count if has_linear else 0, time, batch, hidden])
+    # linear_a, linear_g: per node and step, the linear op's input a and its output's gradient (without the op weight)
     g_out = grad_out.transpose(0, 1)
-    g_steps = grad_out.new_empty([time, batch, hidden])
     g_values = grad_out.new_empty([3 + count, batch, hidden])
     g_operands = grad_out.new_empty([3, batch, hidden])
     g_mixed = grad_out.new_zeros([2, batch, hidden])  # the gradient reaching h1, h2 of step t from t + 1
@@ -207,40 +209,95 @@ def _in_parallel(function: Callable[..., Any], jobs: list[tuple]) -> list[Any]:
         return list(pool.map(run, jobs))
 
 
+class StepBuffers:
+    """The sequence function's large buffers (100-130 MB per row block at paper scale), kept from one step for
+    the next. Allocated afresh, they are fresh pages every step (glibc maps blocks that large anew, and worker
+    threads' arenas always do): ~180k page faults per supernet step, a fifth of its time on 2 cores. Buffers are
+    kept for one argument signature (shape, dtype, device) at a time; another signature drops them."""
+
+    def __init__(self) -> None:
+        self._signature: tuple = ()
+        self._free: dict[tuple[int, ...], list[Tensor]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, signature: tuple, shape: list[int], like: Tensor) -> Tensor:
+        """A kept buffer of `shape`, or a new one (contents undefined either way)."""
+        with self._lock:
+            if signature != self._signature:
+                self._signature, self._free = signature, {}
+            kept = self._free.get(tuple(shape))
+            if kept:
+                return kept.pop()
+        return like.new_empty(shape)
+
+    def kept(self) -> list[Tensor]:
+        """The buffers kept now, for the next `take`s."""
+        with self._lock:
+            return [buffer for buffers in self._free.values() for buffer in buffers]
+
+    def give(self, signature: tuple, buffers: Iterable[Tensor]) -> None:
+        """Keeps `buffers` for later `take`s; nothing may use them afterwards."""
+        with self._lock:
+            if signature == self._signature:
+                for buffer in buffers:
+                    self._free.setdefault(tuple(buffer.shape), []).append(buffer)
+
+
+_BUFFERS: weakref.WeakKeyDictionary[Any, StepBuffers] = weakref.WeakKeyDictionary()
+
+
+def step_buffers(owner: Any) -> StepBuffers:
+    """`owner`'s buffers (a supernet layer's), freed with it."""
+    return _BUFFERS.setdefault(owner, StepBuffers())
+
+
 class MixedSequence(torch.autograd.Function):
-    """h1 for every step of a DARTS-mixed recurrent layer; see the module docstring."""
+    """h1 for every step of a DARTS-mixed recurrent layer; see the module docstring. `meta` is (op names, node
+    count, state bound, leaky slope, row blocks, `StepBuffers`)."""
 
     @staticmethod
     def forward(
         ctx: Any, steps: Tensor, state_weights: Tensor, meta: tuple, *weights: Tensor
     ) -> Tensor:
-        names, count, bound, slope, blocks = meta
+        names, count, bound, slope, blocks, buffers = meta
         operand_w, op_w, linear_w, linear_b = _unpack(weights, names, count)
-        rows = steps.tensor_split(blocks)
-        saved = _in_parallel(
-            _scripted(_forward_rows),
-            [(block, state_weights, operand_w, op_w, linear_w, linear_b, names, bound, slope) for block in rows],
-        )
-        ctx.meta = meta
+        signature = (steps.shape, steps.dtype, steps.device, count)
+        jobs = []
+        for block in steps.tensor_split(blocks):
+            rows, time, hidden = block.shape
+            values_t = buffers.take(signature, [time, 3 + count, rows, hidden], block)
+            states_t = buffers.take(signature, [time, 2, rows, hidden], block)
+            jobs.append((block, state_weights, operand_w, op_w, linear_w, linear_b, names, bound, slope, values_t,
+                         states_t))
+        saved = _in_parallel(_scripted(_forward_rows), jobs)
+        ctx.meta, ctx.signature = meta, signature
         ctx.save_for_backward(state_weights, *weights, *(t for pair in saved for t in pair))
+        # back to the pool when autograd frees this node (after backward, or unused): safe with retain_graph
+        weakref.finalize(ctx, buffers.give, signature, [t for pair in saved for t in pair]).atexit = False
         return torch.cat([states_t[:, 0].transpose(0, 1) for _, states_t in saved])
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple:
-        names, count, bound, slope, blocks = ctx.meta
+        names, count, bound, slope, blocks, buffers = ctx.meta
         state_weights, *rest = ctx.saved_tensors
         weights, saved = rest[: len(rest) - 2 * blocks], rest[len(rest) - 2 * blocks :]
         operand_w, op_w, linear_w, linear_b = _unpack(tuple(weights), names, count)
         op_scalars = [w.tolist() for w in op_w]
-        grads = _in_parallel(
-            _scripted(_backward_rows),
-            [
-                (g, saved[2 * j], saved[2 * j + 1], state_weights, operand_w, op_w, op_scalars, linear_w, linear_b,
-                 names, bound, slope)
-                for j, g in enumerate(grad_out.tensor_split(blocks))
-            ],
-        )
+        linear_count = count if linear_w else 0
+        jobs, scratch = [], []
+        for j, g in enumerate(grad_out.tensor_split(blocks)):
+            rows, time, hidden = g.shape
+            block_scratch = [
+                buffers.take(ctx.signature, [linear_count, time, rows, hidden], g),
+                buffers.take(ctx.signature, [linear_count, time, rows, hidden], g),
+                buffers.take(ctx.signature, [time, rows, hidden], g),
+            ]
+            scratch += block_scratch
+            jobs.append((g, saved[2 * j], saved[2 * j + 1], state_weights, operand_w, op_w, op_scalars, linear_w,
+                         linear_b, names, bound, slope, *block_scratch))
+        grads = _in_parallel(_scripted(_backward_rows), jobs)
         g_steps = torch.cat([g[0] for g in grads])
+        buffers.give(ctx.signature, scratch)  # g_steps was copied by the cat, the rest is consumed
         g_state_w = torch.stack([g[1] for g in grads]).sum(0)
         g_lists = [[torch.stack(parts).sum(0) for parts in zip(*(g[k] for g in grads))] for k in range(2, 6)]
         g_operand, g_op, g_linear_w, g_linear_b = g_lists

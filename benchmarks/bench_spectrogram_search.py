@@ -98,7 +98,7 @@ class PlainMixedCell(nn.Module):
 
 class PlainSupernet(nn.Module):
     def __init__(self, config: Any, num_classes: int) -> None:
-        from nni_emotionnas.spaces.spectrogram import CellInputs
+        from nni_emotionnas.spaces.darts_ops import CellInputs
 
         super().__init__()
         stem = config.stem.multiplier * config.channels

@@ -75,6 +75,21 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 
+class CellInputs(nn.Module):
+    """Brings c_{k-2} and c_{k-1} to C channels and the same resolution (c_{k-2} halves after a reduction)."""
+
+    def __init__(self, c_prev_prev: int, c_prev: int, channels: int, prev_was_reduction: bool) -> None:
+        super().__init__()
+        if prev_was_reduction:
+            self.pre0: nn.Module = FactorizedReduce(c_prev_prev, channels)
+        else:
+            self.pre0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0)
+        self.pre1 = ReLUConvBN(c_prev, channels, 1, 1, 0)
+
+    def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [self.pre0(inputs[0]), self.pre1(inputs[1])]
+
+
 def _pool(kind: str) -> Callable[[int, int], nn.Module]:
     def build(channels: int, stride: int) -> nn.Module:
         if kind == "max":

@@ -32,8 +32,7 @@ from torch import nn
 from nni_emotionnas.nni_compat import DifferentiableMixedCell, arch_alphas, arch_softmax
 from nni_emotionnas.spaces.batch_norm import batch_norm
 from nni_emotionnas.spaces.cell_checkpoint import recomputed
-from nni_emotionnas.spaces.darts_ops import DilConv, FactorizedReduce, ReLUConvBN, SepConv
-from nni_emotionnas.spaces.spectrogram import CellInputs
+from nni_emotionnas.spaces.darts_ops import CellInputs, DilConv, FactorizedReduce, ReLUConvBN, SepConv
 
 CHANNELS_LAST = torch.channels_last
 

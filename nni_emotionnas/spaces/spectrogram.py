@@ -19,7 +19,7 @@ from torch import nn
 
 from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.spaces.cell_checkpoint import checkpointed
-from nni_emotionnas.spaces.darts_ops import KNOWN_OPS, NONE, PAPER_OPS, FactorizedReduce, ReLUConvBN, build_op
+from nni_emotionnas.spaces.darts_ops import KNOWN_OPS, NONE, PAPER_OPS, CellInputs, build_op
 from nni_emotionnas.spaces.pooling import StandardizedStatistics
 
 DEFAULT_CONFIG_FILE = "spectrogram_darts.yml"
@@ -120,21 +120,6 @@ class SpectrogramPooling(nn.Module):
         mean = banded.mean(dim=-1)
         std = banded.var(dim=-1, unbiased=False).clamp(min=1e-6).sqrt()
         return torch.cat([mean.flatten(1), std.flatten(1)], dim=1)
-
-
-class CellInputs(nn.Module):
-    """Brings c_{k-2} and c_{k-1} to C channels and the same resolution (c_{k-2} halves after a reduction)."""
-
-    def __init__(self, c_prev_prev: int, c_prev: int, channels: int, prev_was_reduction: bool) -> None:
-        super().__init__()
-        if prev_was_reduction:
-            self.pre0: nn.Module = FactorizedReduce(c_prev_prev, channels)
-        else:
-            self.pre0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0)
-        self.pre1 = ReLUConvBN(c_prev, channels, 1, 1, 0)
-
-    def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [self.pre0(inputs[0]), self.pre1(inputs[1])]
 
 
 class CellOutputs(nn.Module):

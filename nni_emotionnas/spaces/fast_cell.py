@@ -114,7 +114,7 @@ def factorized_reduce(relu_x: torch.Tensor, modules: Sequence[FactorizedReduce])
 def cell_input(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """One of `CellInputs`' blocks with the edges' conv and batch norm: their 1x1 convs and batch norms at a
     cell's few channels cost as much as the edges' convs through the modules' own forward."""
-    if isinstance(block, ReLUConvBN) and block[1].groups == 1:
+    if isinstance(block, ReLUConvBN):
         conv = block[1]
         out = F.conv2d(F.relu(x), conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
         return fused_batch_norm(out, [block[2]], None)

@@ -43,6 +43,7 @@ SPECTROGRAM = "corpus: {{reader: emodb}}\nfeatures: {{spectrogram: {{{}}}}}\n"
         ("corpus: {reader: emodb}\ntrain: {weight_decay: -1}\n", r"exp.yml.train: weight_decay must not be negative"),
         ("corpus: {reader: emodb}\nsearch: {momentum: 1.5}\n", r"exp.yml.search: momentum must be in \[0, 1\)"),
         ("corpus: {reader: emodb}\nrun: {fusion_dropout: 1.0}\n", r"exp.yml.run: fusion_dropout must be in \[0, 1\)"),
+        ("corpus: {reader: emodb}\nrun: {jobs: 0}\n", r"exp.yml.run: jobs must be at least 1, got 0"),
     ],
 )
 def test_malformed_experiment_names_key(tmp_path, text, message):

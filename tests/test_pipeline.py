@@ -229,6 +229,22 @@ def test_same_config_and_seed_give_same_numbers(finished_run):
     assert second["test_probs"] == first["test_probs"] and second["val_ua"] == first["val_ua"]
 
 
+def test_folds_in_two_workers_give_the_sequential_runs_numbers(finished_run):
+    folder, run_dir, _, after, _ = finished_run
+    parallel = load_experiment(write_experiment(folder / "jobs", run={**TINY["run"], "jobs": 2}))
+    pipeline.run_experiment(parallel, folder / "jobs" / "run", progress=False)
+    names = [name for name in after if name.endswith("result.json")]
+    assert len(names) == 14
+    for name in names:
+        first, second = (json.loads((d / name).read_text()) for d in (run_dir, folder / "jobs" / "run"))
+        assert (second["test_probs"], second["val_ua"]) == (first["test_probs"], first["val_ua"]), name
+    # `jobs` changes no result: the sequential run's folder counts as this experiment's finished run
+    same = load_experiment(folder / "exp.yml")
+    pipeline.run_experiment(dataclasses.replace(same, run=dataclasses.replace(same.run, jobs=2)), run_dir,
+                            progress=False)
+    assert mtimes(run_dir, "folds/*/*/result.json").items() <= after.items()
+
+
 def test_read_only_finished_run_is_reported_not_rewritten(finished_run, capsys):
     from filesystems import read_only
 

@@ -202,7 +202,10 @@ class RunConfig:
     seeds. `dominant`: the stream a fusion keeps intact; `auto` picks, per fold, the stream whose probe scores
     the better UA leave-one-speaker-out over the fold's non-test speakers (`evaluation.dominance`).
     `ism_gate`: `zero` fuses F = X_dom + g * A * H with a learned gate g starting at 0 (so ISM starts as its
-    dominant stream), `paper` is the paper's F = X_dom + A * H.
+    dominant stream), `paper` is the paper's F = X_dom + A * H. `jobs`: folds trained at once, each in its own
+    worker process (`evaluation.fold_workers`; same results as one at a time). Give each worker its cores
+    (`train.threads` x `jobs` at most the machine's) and memory; it changes no result, so a run resumes
+    under another value.
 
     `classic` adds the `classic` baseline (openSMILE functionals + logistic regression, see `ClassicConfig`;
     `classic: null` drops it). With two or more of these baselines, `probe_fusion` is added: the mean of
@@ -213,6 +216,7 @@ class RunConfig:
     ablations: bool = False
     probes: bool = True
     seeds: Optional[list[int]] = None  # None: the experiment's `seed` only
+    jobs: int = 1
     dominant: Literal["auto", "deep", "spectrogram"] = "auto"
     ism_gate: Literal["zero", "paper"] = "zero"
     search: Literal["per_fold", "once"] = "per_fold"
@@ -226,6 +230,8 @@ class RunConfig:
             raise ValueError(f"variants: unknown {unknown} (known: {', '.join(VARIANTS)})")
         if not 0 <= self.fusion_dropout < 1:
             raise ValueError(f"fusion_dropout must be in [0, 1), got {self.fusion_dropout}")
+        if self.jobs < 1:
+            raise ValueError(f"jobs must be at least 1, got {self.jobs}")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"seeds: needs at least one seed and no repeats, got {self.seeds}")
         if self.ablations:

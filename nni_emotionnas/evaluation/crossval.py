@@ -306,19 +306,53 @@ class CrossValidation:
                 steps += [(fold, variant, seed) for variant in ordered]
         return steps
 
+    def run_step(self, fold_name: str, variant: str, seed: int) -> FoldResult:
+        """One step of `steps()`: the fold's statistics for `predict`, the searches it needs, then the variant."""
+        fold = self.corpus.fold(fold_name)
+        standardization = self.corpus.standardization(fold.name)
+        if standardization is not None:
+            standardization.save(self.fold_dir(fold) / "standardization.npz")
+        for stream in streams_of(variant) if variant not in BASELINES else ():
+            if self.needs_search(stream):
+                self.search(fold, stream)
+        return self.train_variant(fold, variant, seed)
+
     def run(self) -> list[FoldResult]:
-        results = []
-        bar = tqdm(self.steps(), desc="folds x models", unit="model", disable=not self.progress)
-        for fold, variant, seed in bar:
-            bar.set_postfix_str(f"{fold.name} {variant} seed {seed}")
-            standardization = self.corpus.standardization(fold.name)
-            if standardization is not None:
-                standardization.save(self.fold_dir(fold) / "standardization.npz")
-            for stream in streams_of(variant) if variant not in BASELINES else ():
-                if self.needs_search(stream):
-                    self.search(fold, stream)
-            results.append(self.train_variant(fold, variant, seed))
-        return results
+        steps = [(fold.name, variant, seed) for fold, variant, seed in self.steps()]
+        bar = tqdm(total=len(steps), desc="folds x models", unit="model", disable=not self.progress)
+        with bar:
+            if self.config.jobs > 1 and len(self.corpus.folds) > 1:
+                return self._run_in_workers(steps, bar)
+            results = []
+            for step in steps:
+                bar.set_postfix_str(f"{step[0]} {step[1]} seed {step[2]}")
+                results.append(self.run_step(*step))
+                bar.update(1)
+            return results
+
+    def _run_in_workers(self, steps: list[tuple[str, str, int]], bar: tqdm) -> list[FoldResult]:
+        """`run.jobs` > 1: each fold's steps in one worker, folds side by side; a search shared by every fold
+        (`search: once`) runs here first, so no two workers attempt it."""
+        from nni_emotionnas.evaluation.fold_workers import run_in_workers
+
+        if self.config.search == "once":
+            streams = {s for _, v, _ in steps if v not in BASELINES for s in streams_of(v) if self.needs_search(s)}
+            for stream in sorted(streams):
+                bar.set_postfix_str(f"search {stream}")
+                self.search(self.corpus.folds[0], stream)
+        units = [(fold.name, [s for s in steps if s[0] == fold.name]) for fold in self.corpus.folds]
+        working: dict[str, str] = {}
+
+        def progress(kind: str, label: str, step: tuple) -> None:
+            if kind == "started":
+                working[label] = f"{label} {step[1]} seed {step[2]}"
+            else:
+                working.pop(label, None)
+                bar.update(1)
+            bar.set_postfix_str(", ".join(working.values()))
+
+        done = run_in_workers(self.run_step, units, self.config.jobs, progress)
+        return [result for label, _ in units for result in done[label]]
 
 
 def pick_dominant(ua: dict[str, float]) -> str:

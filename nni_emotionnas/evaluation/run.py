@@ -21,9 +21,11 @@ REPORT_FILES = ("results.md", "results.csv", "results.json")
 
 
 def experiment_snapshot(experiment: ExperimentConfig) -> dict[str, Any]:
-    """The experiment as plain JSON, enough to rebuild it (`experiment_from_dict`) for prediction."""
+    """The experiment as plain JSON, enough to rebuild it (`experiment_from_dict`) for prediction; without
+    `run.jobs`, which changes no result (a run resumes under another value)."""
     data = dataclasses.asdict(experiment)
     data["base_dir"] = str(experiment.base_dir)
+    del data["run"]["jobs"]
     return json.loads(json.dumps(data, default=str))
 
 

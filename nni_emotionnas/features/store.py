@@ -7,8 +7,6 @@ import io
 import json
 import multiprocessing
 import os
-import threading
-import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -24,6 +22,7 @@ from nni_emotionnas.errors import AudioError, storage_errors
 from nni_emotionnas.features.audio import load_audio
 from nni_emotionnas.features.base import FeatureExtractor, config_digest
 from nni_emotionnas.locks import entry_lock, is_entry_busy
+from nni_emotionnas.workers import die_with_parent
 
 TEMP_SUFFIX = ".tmp"
 
@@ -64,18 +63,6 @@ def remove_stale_temporaries(folder: Path) -> None:
     for tmp in folder.glob(f"*/.*{TEMP_SUFFIX}"):
         if not is_entry_busy(temp_target(tmp)):
             tmp.unlink(missing_ok=True)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Worker initializer: the worker exits once its parent is gone, so a killed run leaves no workers (nor,
-    once they are gone, multiprocessing's resource tracker) behind."""
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(0.2)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def audio_key(path: Path) -> str:
@@ -177,7 +164,7 @@ class FeatureStore:
     def _run_parallel(extractor, utterances, targets, todo, n_jobs, errors, bar) -> None:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            max_workers=n_jobs, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)
+            max_workers=n_jobs, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
         ) as pool:
             futures = {pool.submit(_extract_to, extractor, utterances[i].path, targets[i]): i for i in todo}
             try:

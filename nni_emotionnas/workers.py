@@ -1,0 +1,19 @@
+"""Worker processes that never outlive the command that started them."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: the worker exits once its parent is gone, so a killed run leaves no workers (nor,
+    once they are gone, multiprocessing's resource tracker) behind."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

@@ -16,8 +16,13 @@ from nni_emotionnas.errors import FoldError
 from nni_emotionnas.evaluation.fold_workers import WorkerTraceback, run_in_workers
 
 
-def square_with_pid(unit: str, x: int) -> tuple[str, int, int]:
-    return unit, x * x, os.getpid()
+def square_with_pid(unit: str, x: int) -> tuple[str, int, int, int, int]:
+    import numpy  # noqa: F401  (its BLAS is the one the baselines' logistic regressions use)
+    import torch
+    from threadpoolctl import threadpool_info
+
+    blas = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+    return unit, x * x, os.getpid(), torch.get_num_threads(), max(blas)
 
 
 def fail_on_b(unit: str, x: int) -> int:
@@ -38,13 +43,14 @@ def die_on_b(unit: str, x: int) -> int:
 def test_units_run_whole_in_workers_and_come_back_in_order():
     units = [(label, [(label, i) for i in range(3)]) for label in "abcd"]
     heard = []
-    results = run_in_workers(square_with_pid, units, jobs=2, on_step=lambda *event: heard.append(event))
+    results = run_in_workers(square_with_pid, units, jobs=2, on_step=lambda *event: heard.append(event), threads=3)
     assert list(results) != [] and sorted(results) == list("abcd")
     for label, steps in units:
         assert [r[:2] for r in results[label]] == [(label, i * i) for _, i in steps]
         assert len({r[2] for r in results[label]}) == 1  # a unit stays in one worker
     assert {r[2] for rs in results.values() for r in rs} - {os.getpid()}, "the steps ran in this process"
     assert len({r[2] for rs in results.values() for r in rs}) <= 2
+    assert {r[3:] for rs in results.values() for r in rs} == {(3, 3)}  # torch and BLAS threads per worker
     assert sorted(e for e in heard if e[0] == "finished") == sorted(("finished", u, s) for u, ss in units for s in ss)
 
 

@@ -18,6 +18,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import torch
+from threadpoolctl import threadpool_limits
+
 from nni_emotionnas.workers import die_with_parent
 
 Result = TypeVar("Result")
@@ -39,9 +42,11 @@ def sendable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-def _work(parent_pid: int, run_step: Callable[..., Any], tasks: Any, events: Any) -> None:
+def _work(parent_pid: int, run_step: Callable[..., Any], threads: int, tasks: Any, events: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent acts
     die_with_parent(parent_pid)
+    torch.set_num_threads(threads)  # a config's own `threads` still applies inside its fits
+    threadpool_limits(threads)  # BLAS of the baselines' logistic regressions
     pid = os.getpid()
     while (unit := tasks.get()) is not None:
         label, steps = unit
@@ -62,15 +67,17 @@ def run_in_workers(
     units: Sequence[Unit],
     jobs: int,
     on_step: Callable[[str, str, Step], None] = lambda kind, label, step: None,
+    threads: int = 1,
 ) -> dict[str, list[Result]]:
-    """Runs every unit's steps (`run_step(*step)`, in order) in up to `jobs` spawned workers; returns each
-    unit's results by label. `run_step` must pickle (a bound method of a picklable object); `on_step(kind,
-    label, step)` hears each step `started` and `finished` (progress). The first error in a worker stops
-    every worker and is raised here; so does a worker that dies (e.g. killed for memory)."""
+    """Runs every unit's steps (`run_step(*step)`, in order) in up to `jobs` spawned workers with `threads`
+    torch and BLAS threads each; returns each unit's results by label. `run_step` must pickle (a bound method
+    of a picklable object); `on_step(kind, label, step)` hears each step `started` and `finished` (progress).
+    The first error in a worker stops every worker and is raised here; so does a worker that dies (e.g.
+    killed for memory)."""
     context = multiprocessing.get_context("spawn")
     tasks, events = context.Queue(), context.Queue()
     workers = [
-        context.Process(target=_work, args=(os.getpid(), run_step, tasks, events), name=f"emotionnas-fold-{i}")
+        context.Process(target=_work, args=(os.getpid(), run_step, threads, tasks, events), name=f"emotionnas-fold-{i}")
         for i in range(max(1, min(jobs, len(units))))
     ]
     for unit in units:

@@ -10,8 +10,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nni_emotionnas"
 # Stages in pipeline order; a module may import its own stage and earlier ones (foundation first).
-STAGES = ["errors", "threads", "locks", "workers", "nni_compat", "config", "corpora", "features", "spaces", "training", "search",
-          "models", "evaluation", "nni_support", "cli"]
+STAGES = ["errors", "threads", "locks", "workers", "nni_compat", "config", "corpora", "features", "spaces", "training",
+          "search", "models", "evaluation", "nni_support", "cli"]
 
 
 def module_name(path: Path) -> str:

@@ -87,6 +87,16 @@ def test_input_errors_exit_2_with_the_file_named(tmp_path: Path, capsys) -> None
     assert message.startswith("emotionnas run: error: ") and "exp.yml.protcol: unknown key" in message
 
 
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_jobs_flag_needs_a_whole_number_of_at_least_one(tmp_path: Path, capsys, command: str) -> None:
+    args = [command, str(tmp_path / "exp.yml")] if command == "run" else [command, "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as caught:
+        main([*args, "--jobs", "0"])
+    assert caught.value.code == 2
+    assert "argument --jobs: expected a whole number of at least 1, got '0'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_disk_full_names_the_file_being_written() -> None:
     def write_report() -> None:
         with open("/dev/full", "wb") as handle:  # a real ENOSPC from the kernel, with no file name attached

@@ -78,8 +78,8 @@ def test_a_killed_worker_is_an_error_naming_its_step():
 def test_sigterm_stops_a_parallel_run_and_its_workers(tmp_path):
     write_corpus(tmp_path, speakers=4, seconds=1.0)
     exp = write_experiment(tmp_path, train={"epochs": 500}, run={"variants": ["spectrogram"], "main": "spectrogram",
-                                                                  "jobs": 2, "probes": False, "classic": None})
-    run = subprocess.Popen([EMOTIONNAS, "run", str(exp), "--out", str(tmp_path / "run"), "--quiet"],
+                                                                  "probes": False, "classic": None})
+    run = subprocess.Popen([EMOTIONNAS, "run", str(exp), "--out", str(tmp_path / "run"), "--quiet", "--jobs", "2"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     workers: list[psutil.Process] = []
 

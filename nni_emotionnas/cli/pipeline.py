@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from nni_emotionnas.config.experiment import load_experiment, with_seed
+from nni_emotionnas.config.experiment import load_experiment, with_jobs, with_seed
 from nni_emotionnas.evaluation.run import default_run_dir, run_experiment
 
 DEMO_EXPERIMENT = "demo/experiment.yml"
@@ -30,7 +30,7 @@ def print_summary(run_dir: Path, paths: dict[str, Path]) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    experiment = with_seed(load_experiment(Path(args.experiment)), args.seed)
+    experiment = with_jobs(with_seed(load_experiment(Path(args.experiment)), args.seed), args.jobs)
     run_dir = Path(args.out) if args.out else default_run_dir(experiment)
     print_summary(run_dir, run_experiment(experiment, run_dir, progress=not args.quiet, restart=args.restart))
     return 0
@@ -40,7 +40,7 @@ def demo_command(args: argparse.Namespace) -> int:
     from nni_emotionnas.config.resources import default_file
 
     path = default_file("examples", DEMO_EXPERIMENT)
-    experiment = load_experiment(path)
+    experiment = with_jobs(load_experiment(path), args.jobs)
     run_dir = Path(args.out)
     started = time.perf_counter()
     print(f"demo: {path} on the embedded synthetic corpus")
@@ -61,6 +61,16 @@ def predict_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_count(text: str) -> int:
+    """`--jobs`: a whole number of at least 1, else argparse's usage error."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+JOBS_HELP = "folds trained at once, each in its own worker process (overrides run.jobs; changes no result)"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser("run", help="features -> search both streams -> train fused model -> report")
     run.add_argument("experiment", help="experiment YAML")
@@ -68,11 +78,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--restart", action="store_true", help=RESTART_HELP)
     run.add_argument("--seed", type=int, help="override the experiment's seed (weights, data order, search splits)")
+    run.add_argument("--jobs", type=worker_count, help=JOBS_HELP)
     run.set_defaults(handler=run_command)
     demo = subparsers.add_parser("demo", help="the whole EmotionNAS run on the embedded synthetic corpus")
     demo.add_argument("--out", default="emotionnas_demo", help="run folder (default: ./emotionnas_demo)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.add_argument("--restart", action="store_true", help=RESTART_HELP)
+    demo.add_argument("--jobs", type=worker_count, help=JOBS_HELP)
     demo.set_defaults(handler=demo_command)
     predict = subparsers.add_parser("predict", help="label and class probabilities of audio files")
     predict.add_argument("run_dir", help="folder of a finished `emotionnas run` or `emotionnas demo`")

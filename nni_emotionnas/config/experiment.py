@@ -311,5 +311,12 @@ def with_seed(experiment: ExperimentConfig, seed: Optional[int]) -> ExperimentCo
     return experiment if seed is None else dataclasses.replace(experiment, seed=seed)
 
 
+def with_jobs(experiment: ExperimentConfig, jobs: Optional[int]) -> ExperimentConfig:
+    """The experiment with `--jobs` applied (None keeps the file's `run.jobs`; no result depends on it)."""
+    if jobs is None:
+        return experiment
+    return dataclasses.replace(experiment, run=dataclasses.replace(experiment.run, jobs=jobs))
+
+
 def experiment_from_dict(data: dict[str, Any], base_dir: Path) -> ExperimentConfig:
     return parse(ExperimentConfig, {**data, "base_dir": Path(base_dir)}, "experiment")

@@ -103,7 +103,8 @@ def test_cli_error_names_file(tmp_path):
 def test_shipped_example_experiments_and_their_spaces_load(example: str) -> None:
     """Every experiment file in examples/ parses, with the spaces it names (a typo there would only surface
     after feature extraction); the demo and EmoDB examples use the frequency-keeping spectrogram head and the
-    input skips of both streams, sized to their spectrograms; EmoDB starts the spectrogram stream as its probe."""
+    input skips of both streams, sized to their spectrograms; EmoDB starts both streams as their probes, reads
+    every resemblyzer layer and trains two folds at once."""
     from nni_emotionnas.models.networks import space_config_for
 
     experiment = load_experiment(REPO / "examples" / example / "experiment.yml")
@@ -114,5 +115,7 @@ def test_shipped_example_experiments_and_their_spaces_load(example: str) -> None
         assert spectrogram.pooling == "time_statistics"
         assert spectrogram.input_statistics and deep.input_statistics
         assert spectrogram.input_rows == experiment.features.spectrogram.size[0]
-        assert experiment.train.probe_start == (["spectrogram"] if example == "emodb" else [])
+        assert experiment.train.probe_start == (["spectrogram", "deep"] if example == "emodb" else [])
         assert experiment.train.refit == (example == "emodb")  # the demo keeps its time budget without it
+    if example == "emodb":
+        assert experiment.features.deep["layer"] == "weighted" and experiment.run.jobs == 2

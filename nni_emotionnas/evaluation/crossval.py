@@ -307,15 +307,18 @@ class CrossValidation:
                 steps += [(fold, variant, seed) for variant in ordered]
         return steps
 
+    def searched_streams(self, variant: str) -> list[str]:
+        """The streams whose cells `variant` needs searched (baselines train no network)."""
+        return [s for s in (streams_of(variant) if variant not in BASELINES else ()) if self.needs_search(s)]
+
     def run_step(self, fold_name: str, variant: str, seed: int) -> FoldResult:
         """One step of `steps()`: the fold's statistics for `predict`, the searches it needs, then the variant."""
         fold = self.corpus.fold(fold_name)
         standardization = self.corpus.standardization(fold.name)
         if standardization is not None:
             standardization.save(self.fold_dir(fold) / "standardization.npz")
-        for stream in streams_of(variant) if variant not in BASELINES else ():
-            if self.needs_search(stream):
-                self.search(fold, stream)
+        for stream in self.searched_streams(variant):
+            self.search(fold, stream)
         return self.train_variant(fold, variant, seed)
 
     def run(self) -> list[FoldResult]:
@@ -326,7 +329,7 @@ class CrossValidation:
                 return self._run_in_workers(steps, bar)
             results = []
             for step in steps:
-                bar.set_postfix_str(f"{step[0]} {step[1]} seed {step[2]}")
+                bar.set_postfix_str(step_text(step))
                 results.append(self.run_step(*step))
                 bar.update(1)
             return results
@@ -337,8 +340,7 @@ class CrossValidation:
         from nni_emotionnas.evaluation.fold_workers import run_in_workers
 
         if self.config.search == "once":
-            streams = {s for _, v, _ in steps if v not in BASELINES for s in streams_of(v) if self.needs_search(s)}
-            for stream in sorted(streams):
+            for stream in sorted({s for _, variant, _ in steps for s in self.searched_streams(variant)}):
                 bar.set_postfix_str(f"search {stream}")
                 self.search(self.corpus.folds[0], stream)
         units = [(fold.name, [s for s in steps if s[0] == fold.name]) for fold in self.corpus.folds]
@@ -346,7 +348,7 @@ class CrossValidation:
 
         def progress(kind: str, label: str, step: tuple) -> None:
             if kind == "started":
-                working[label] = f"{label} {step[1]} seed {step[2]}"
+                working[label] = step_text(step)
             else:
                 working.pop(label, None)
                 bar.update(1)
@@ -356,6 +358,11 @@ class CrossValidation:
         threads = self.experiment.train.threads or max(1, cores // self.config.jobs)
         done = run_in_workers(self.run_step, units, self.config.jobs, progress, threads)
         return [result for label, _ in units for result in done[label]]
+
+
+def step_text(step: tuple[str, str, int]) -> str:
+    """A (fold, variant, seed) step as the progress bar shows it."""
+    return f"{step[0]} {step[1]} seed {step[2]}"
 
 
 def pick_dominant(ua: dict[str, float]) -> str:

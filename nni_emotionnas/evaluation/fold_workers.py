@@ -4,7 +4,7 @@ Why whole folds: a fold's fusions read its own trained streams and dominance rec
 of that fold writes its folder; different folds share nothing but a search done once, which the parent
 runs before any worker starts. Every network is seeded by its own step, so the results equal a sequential
 run's. Workers are spawned (no forked torch or OpenMP state), ignore Ctrl-C (the parent stops them: it
-terminates them, and every file a rerun trusts is written atomically) and exit if the parent dies.
+kills them, and every file a rerun trusts is written atomically) and exit if the parent dies.
 """
 
 from __future__ import annotations

@@ -44,6 +44,12 @@ SPECTROGRAM = "corpus: {{reader: emodb}}\nfeatures: {{spectrogram: {{{}}}}}\n"
         ("corpus: {reader: emodb}\nsearch: {momentum: 1.5}\n", r"exp.yml.search: momentum must be in \[0, 1\)"),
         ("corpus: {reader: emodb}\nrun: {fusion_dropout: 1.0}\n", r"exp.yml.run: fusion_dropout must be in \[0, 1\)"),
         ("corpus: {reader: emodb}\nrun: {jobs: 0}\n", r"exp.yml.run: jobs must be at least 1, got 0"),
+        ("corpus: {reader: emodb}\ntrain: {stream_lr: {wav2vec: 0.001}}\n",
+         r"exp.yml.train.stream_lr.wav2vec: 'wav2vec' is not one of 'spectrogram', 'deep'"),
+        ("corpus: {reader: emodb}\ntrain: {stream_lr: {deep: fast}}\n",
+         r"exp.yml.train.stream_lr.deep: expected float"),
+        ("corpus: {reader: emodb}\ntrain: {lr_min: 0.0001, stream_lr: {deep: 0.0001}}\n",
+         r"exp.yml.train: stream_lr.deep must be positive and above lr_min \(0.0001\), got 0.0001"),
     ],
 )
 def test_malformed_experiment_names_key(tmp_path, text, message):
@@ -103,8 +109,8 @@ def test_cli_error_names_file(tmp_path):
 def test_shipped_example_experiments_and_their_spaces_load(example: str) -> None:
     """Every experiment file in examples/ parses, with the spaces it names (a typo there would only surface
     after feature extraction); the demo and EmoDB examples use the frequency-keeping spectrogram head and the
-    input skips of both streams, sized to their spectrograms; EmoDB starts both streams as their probes, reads
-    every resemblyzer layer and trains two folds at once."""
+    input skips of both streams, sized to their spectrograms; EmoDB starts both streams as their probes (the deep
+    one fine-tuned at its own rate), reads every resemblyzer layer and trains two folds at once."""
     from nni_emotionnas.models.networks import space_config_for
 
     experiment = load_experiment(REPO / "examples" / example / "experiment.yml")
@@ -119,3 +125,4 @@ def test_shipped_example_experiments_and_their_spaces_load(example: str) -> None
         assert experiment.train.refit == (example == "emodb")  # the demo keeps its time budget without it
     if example == "emodb":
         assert experiment.features.deep["layer"] == "weighted" and experiment.run.jobs == 2
+        assert (experiment.train.for_stream("deep").lr, experiment.train.for_stream("spectrogram").lr) == (0.001, 0.003)

@@ -356,6 +356,23 @@ def test_refit_of_a_kept_probe_start_is_the_probe_on_training_and_validation_spe
     assert not torch.allclose(selected["classifier.weight"], refitted["classifier.weight"])
 
 
+def test_stream_lr_trains_that_stream_at_its_own_rate(corpus, tmp_path):
+    """`train.stream_lr`: the deep stream's fit and refit run at its own rate (1e-7: its weights stay where
+    they were built, within Adam's steps of 1e-7), the spectrogram stream at `lr` (10: far from its start)."""
+    cv = refit_run(corpus, tmp_path, {"epochs": 1, "lr": 10.0, "stream_lr": {"deep": 1e-7}}, ["ism"])
+    fold = corpus.folds[0]
+    moved = {}
+    for stream in ("spectrogram", "deep"):
+        cv.train_variant(fold, stream)
+        built = cv.build(fold, stream, 0).state_dict()
+        for name in ("selected.pt", "model.pt"):
+            trained = torch.load(cv.variant_dir(fold, stream, 0) / name, weights_only=True)
+            moved[stream, name] = max((trained[k].double() - built[k].double()).abs().max().item()
+                                      for k in built if built[k].is_floating_point() and "running" not in k)
+    assert moved["deep", "selected.pt"] < 1e-4 and moved["deep", "model.pt"] < 1e-4
+    assert moved["spectrogram", "selected.pt"] > 0.1 and moved["spectrogram", "model.pt"] > 0.1
+
+
 def test_refit_retrains_streams_and_fusion_for_the_chosen_epochs(corpus, tmp_path):
     """Streams and ISM are refitted for the epochs chosen on validation; the fusion's own choice starts from
     the streams as chosen on validation (`selected.pt`), never from streams that trained on those speakers."""

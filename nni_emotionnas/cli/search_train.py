@@ -106,13 +106,14 @@ def run_train_command(args: argparse.Namespace) -> int:
     print(f"parameters: {parameter_count(model)}")
     run_dir = _run_dir(experiment, args.out, "train", args.branch, fold)
     train = corpus.dataset(fold, "train", args.branch)
-    from_probe = start_stream(model, args.branch, train, experiment.train)
+    train_config = experiment.train.for_stream(args.branch)
+    from_probe = start_stream(model, args.branch, train, train_config)
     result = fit_fixed(
         model,
         train,
         corpus.dataset(fold, "val", args.branch),
         corpus.dataset(fold, "test", args.branch),
-        experiment.train,
+        train_config,
         run_dir,
         num_classes=len(corpus.classes),
         keep_initial=from_probe,

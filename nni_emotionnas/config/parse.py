@@ -98,8 +98,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        vt = args[1] if args else Any
-        return {str(k): _coerce(vt, v, f"{key}.{k}") for k, v in value.items()}
+        kt, vt = args if args else (Any, Any)
+        return {
+            (_coerce(kt, k, f"{key}.{k}") if get_origin(kt) is Literal else str(k)): _coerce(vt, v, f"{key}.{k}")
+            for k, v in value.items()
+        }
     if dataclasses.is_dataclass(hint):
         return parse(hint, value, key)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -254,7 +254,7 @@ class CrossValidation:
             result.save(out / "result.json")
             return result
         branch = branch_of(variant)
-        train_config = dataclasses.replace(self.experiment.train, seed=seed)
+        train_config = dataclasses.replace(self.experiment.train.for_stream(variant), seed=seed)
         train, val = self.corpus.dataset(fold.name, "train", branch), self.corpus.dataset(fold.name, "val", branch)
         everyone = self.corpus.dataset(fold.name, "train+val", branch) if train_config.refit else None
         classes = len(self.corpus.classes)

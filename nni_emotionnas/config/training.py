@@ -56,8 +56,8 @@ class TrainConfig:
 
     `stream_lr` gives a stream network its own learning rate (its fit and refit) where it should differ from
     `lr`: started as its probe, a network fine-tunes from a fitted classifier, and how far a step may carry it
-    from there depends on the stream (on EmoDB the 768-d deep stream kept more of its probe at 0.001, the
-    spectrogram stream learnt more at 0.003; README "Starting from the probe").
+    from there depends on the stream (on EmoDB the deep stream scored higher at 0.001, the spectrogram stream
+    at 0.003; README "The rate a probe start is fine-tuned at").
     """
 
     epochs: int = 50
@@ -113,7 +113,6 @@ class TrainConfig:
             raise ValueError(f"weight_decay must not be negative, got {self.weight_decay}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-
 
     def for_stream(self, stream: str) -> TrainConfig:
         """These settings with `stream`'s own learning rate (`stream_lr`), for that stream network's fits."""

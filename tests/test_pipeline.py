@@ -27,7 +27,9 @@ TINY = {
     "spectrogram_space": "spec.yml",
     "deep_space": "deep.yml",
     "search": {"epochs": 1, "batch_size": 16},
-    "train": {"epochs": 2, "batch_size": 16, "fusion_head_epochs": 1, "fusion_finetune_epochs": 1},
+    "train": {
+        "epochs": 2, "batch_size": 16, "fusion_init": "streams", "fusion_head_epochs": 1, "fusion_finetune_epochs": 1
+    },
     "run": {"variants": ["spectrogram", "deep", "ism"], "search": "per_fold"},
 }
 

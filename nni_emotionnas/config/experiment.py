@@ -207,6 +207,11 @@ class RunConfig:
     (`train.threads` x `jobs` at most the machine's) and memory; it changes no result, so a run resumes
     under another value.
 
+    `crossfit_folds`: speaker groups of a fold's non-test speakers whose held-out stream outputs train the
+    fusion heads under `train.fusion_init: crossfit`; `supplementary`: baselines (`classic`) whose held-out
+    outputs join every fusion as further supplementary streams. With `crossfit`, `dominant: auto` is chosen
+    per fold and seed with the head's penalty, by cross-validation over those groups (`evaluation.stacking`).
+
     `classic` adds the `classic` baseline (openSMILE functionals + logistic regression, see `ClassicConfig`;
     `classic: null` drops it). With two or more of these baselines, `probe_fusion` is added: the mean of
     their class probabilities, the obvious fusion a fused searched model must beat.
@@ -223,6 +228,8 @@ class RunConfig:
     fusion_dropout: float = 0.0
     main: str = "ism"
     classic: Optional[ClassicConfig] = field(default_factory=ClassicConfig)
+    crossfit_folds: int = 4
+    supplementary: list[Literal["classic"]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -232,6 +239,10 @@ class RunConfig:
             raise ValueError(f"fusion_dropout must be in [0, 1), got {self.fusion_dropout}")
         if self.jobs < 1:
             raise ValueError(f"jobs must be at least 1, got {self.jobs}")
+        if self.crossfit_folds < 2:
+            raise ValueError(f"crossfit_folds must be at least 2, got {self.crossfit_folds}")
+        if CLASSIC in self.supplementary and self.classic is None:
+            raise ValueError("supplementary: 'classic' needs run.classic settings (it is null)")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"seeds: needs at least one seed and no repeats, got {self.seeds}")
         if self.ablations:

@@ -48,7 +48,9 @@ class TrainConfig:
     on the validation speakers (what the probes learn from; reported validation scores stay the first
     fit's). The `fusion_*` keys say how fusion variants train (see
     `nni_emotionnas.evaluation.fusion_fit`):
-    `fusion_init: streams` starts them from the fold's trained stream networks, first the head alone with the
+    `fusion_init: crossfit` trains the fusion head alone on held-out outputs of the fold's streams
+    (`nni_emotionnas.evaluation.heldout`, `run.crossfit_folds` speaker groups) and tests it on the fold's
+    streams; `fusion_init: streams` starts them from the fold's trained stream networks, first the head alone with the
     streams frozen for `fusion_head_epochs` at `fusion_head_lr` (null: `lr`; ISM's zero gate and its small
     supply term move slowly at a network's rate, as a linear head on frozen features usually wants more), then
     everything at `fusion_finetune_lr` for
@@ -81,7 +83,7 @@ class TrainConfig:
     patience: int = 0
     probe_start: list[Literal["spectrogram", "deep"]] = field(default_factory=list)
     refit: bool = False
-    fusion_init: Literal["streams", "scratch"] = "streams"
+    fusion_init: Literal["crossfit", "streams", "scratch"] = "crossfit"
     fusion_head_epochs: int = 10
     fusion_head_lr: Optional[float] = None
     fusion_finetune_epochs: int = 10

@@ -73,6 +73,13 @@ class CrossValidation:
         self._baselines: dict[tuple[str, str, int], BaselineFit] = {}  # (fold, variant, seed) -> probabilities
         self._classic_features: Optional[np.ndarray] = None
         self._dominance: dict[str, dict[str, float]] = {}  # fold -> each stream's probe UA over its speakers
+        self._supplementary: dict[tuple[str, str], tuple[Any, Any]] = {}  # (fold, baseline) -> held-out outputs
+
+    @property
+    def crossfit(self) -> bool:
+        """Fusions learn from held-out stream outputs, which the stream steps then leave behind."""
+        fusions = any(v in FUSION_VARIANTS for v in self.config.variants)
+        return fusions and self.experiment.train.fusion_init == "crossfit"
 
     def needs_search(self, stream: str) -> bool:
         model = self.experiment.model
@@ -160,6 +167,8 @@ class CrossValidation:
         seed_everything(seed)
         if variant in SINGLE_STREAMS:
             return self.stream_model(fold, variant)
+        if self.experiment.train.fusion_init == "crossfit":
+            return self.stacked_model(fold, variant, seed)
         spectrogram_net = self.stream_model(fold, "spectrogram")
         deep_net = self.stream_model(fold, "deep")
         head = FusionHead(
@@ -173,6 +182,19 @@ class CrossValidation:
         )
         return TwoStreamModel(spectrogram_net, deep_net, head)
 
+    def stacked_model(self, fold: Fold, variant: str, seed: int) -> torch.nn.Module:
+        """A `crossfit` fusion's shape as its finished `result.json` records it (dominant stream first), for
+        its `model.pt` to load into (`predict`)."""
+        from nni_emotionnas.evaluation.stacking import stream_order
+        from nni_emotionnas.models.output_fusion import LinearStream, OutputFusionHead, StackedFusion
+
+        dominant = FoldResult.load(self.variant_dir(fold, variant, seed) / "result.json").dominant
+        candidates = SINGLE_STREAMS if self.config.dominant == "auto" else (self.config.dominant,)
+        classes = len(self.corpus.classes)
+        head = OutputFusionHead(variant, stream_order(dominant, candidates, self.config.supplementary), classes)
+        networks = {stream: self.stream_model(fold, stream) for stream in SINGLE_STREAMS}
+        return StackedFusion(networks, {name: LinearStream(0, classes) for name in self.config.supplementary}, head)
+
     def from_streams(self, fold: Fold, variant: str, seed: int, refitted: bool = False) -> TwoStreamModel:
         """A fusion model whose stream networks are the fold's trained ones and whose head starts as the
         dominant stream (`FusionHead.start_from`). Under `train.refit` the streams are the ones chosen on the
@@ -184,6 +206,42 @@ class CrossValidation:
             getattr(model, f"{stream}_net").load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         model.head.start_from(getattr(model, f"{model.head.dominant}_net").classifier)
         return model
+
+    def supplementary_held_out(self, fold: Fold, name: str) -> tuple[Any, Any]:
+        """(held-out outputs, fitted classifier) of a `run.supplementary` baseline on this fold, once per run."""
+        from nni_emotionnas.evaluation.classic import classic_classifier, classic_features
+        from nni_emotionnas.evaluation.stacked_fit import baseline_held_out
+
+        if (fold.name, name) not in self._supplementary:
+            if self._classic_features is None:
+                self._classic_features = classic_features(self.corpus, self.config.classic, self.progress)
+            make = lambda: classic_classifier(self.config.classic)  # noqa: E731
+            self._supplementary[fold.name, name] = baseline_held_out(self, fold, make, self._classic_features)
+        return self._supplementary[fold.name, name]
+
+    def stream_held_out(self, fold: Fold, stream: str, seed: int, config: Any, epochs: int, test_logits: np.ndarray,
+                        out: Path) -> None:
+        """Trains the stream once per speaker group of the fold's non-test speakers, as the fold's own (same
+        start, `epochs` epochs), without that group, and keeps its outputs for the group (`HELD_OUT`)."""
+        from nni_emotionnas.evaluation.heldout import held_out_outputs
+        from nni_emotionnas.evaluation.probe_start import start_stream
+        from nni_emotionnas.evaluation.stacked_fit import HELD_OUT
+        from nni_emotionnas.features.prepared import StreamDataset
+        from nni_emotionnas.training.evaluator import predict_logits
+        from nni_emotionnas.training.fit import fit_epochs
+
+        def fit_and_predict(train: np.ndarray, held: np.ndarray) -> np.ndarray:
+            model = self.build(fold, stream, seed)
+            data = StreamDataset(self.corpus, train, stream, fold.name)
+            start_stream(model, stream, data, config)
+            fit_epochs(model, data, config, epochs, out / "heldout", len(self.corpus.classes))
+            return predict_logits(model, StreamDataset(self.corpus, held, stream, fold.name), config.batch_size)[0]
+
+        speakers = [u.speaker for u in self.corpus.utterances]
+        outputs = held_out_outputs(fold, speakers, self.corpus.labels, self.config.crossfit_folds, fit_and_predict,
+                                   test_logits)
+        shutil.rmtree(out / "heldout", ignore_errors=True)
+        outputs.save(out / HELD_OUT)
 
     def baseline_fit(self, fold: Fold, variant: str, seed: int) -> BaselineFit:
         """A baseline's test probabilities on this fold (`evaluation.baseline_fit`), computed once per run."""
@@ -271,6 +329,21 @@ class CrossValidation:
                     start_stream(model, variant, everyone, train_config)
                 extra["refit_epochs"] = best_epoch + 1
                 fit_epochs(model, everyone, train_config, best_epoch + 1, out / "refit", classes)
+        elif train_config.fusion_init == "crossfit":
+            from nni_emotionnas.evaluation.stacked_fit import fit_stacked
+
+            stacked = fit_stacked(self, fold, variant, seed, train_config)
+            out.mkdir(parents=True, exist_ok=True)
+            torch.save(stacked.model.state_dict(), out / "model.pt")
+            choice = stacked.choice
+            result = self.fold_result(
+                fold, variant, seed, None, stacked.test_probs, stacked.test_labels, -1,
+                parameter_count(stacked.model.head), dominant=choice.dominant,
+                best_step="start" if not choice.left_start else f"penalty {choice.penalty:g}",
+                left_start=choice.left_start, head_cv_ua=max(choice.cv_ua.values()),
+            )
+            result.save(out / "result.json")
+            return result
         else:
             model = self.from_streams(fold, variant, seed)
             fit, extra["best_step"], phase_epochs = fit_fusion_from_streams(
@@ -285,6 +358,8 @@ class CrossValidation:
             extra["dominant"] = model.head.dominant
         logits, labels = predict_logits(model, self.corpus.dataset(fold.name, "test", branch), train_config.batch_size)
         probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+        if variant in SINGLE_STREAMS and self.crossfit:
+            self.stream_held_out(fold, variant, seed, train_config, best_epoch + 1, logits, out)
         torch.save(model.state_dict(), out / "model.pt")
         for leftover in ("checkpoints", "head/checkpoints", "finetune/checkpoints"):
             shutil.rmtree(out / leftover, ignore_errors=True)
@@ -296,7 +371,7 @@ class CrossValidation:
     def steps(self) -> list[tuple[Fold, str, int]]:
         """(fold, variant, seed) in training order: a fold's streams before its fusions, which need them
         (trained weights for `fusion_init: streams`, validation UA for `dominant: auto`)."""
-        needs_streams = self.experiment.train.fusion_init == "streams" or self.config.dominant == "auto"
+        needs_streams = self.experiment.train.fusion_init != "scratch" or self.config.dominant == "auto"
         steps = []
         for fold in self.corpus.folds:
             for seed in self.seeds:

@@ -55,6 +55,24 @@ def load_weights(path: Path, model: Any, run_dir: Path, variant: str) -> None:
         raise RunFolderError(f"{path}: damaged or not this run's model ({reason}); {hint}") from exc
 
 
+def supplementary_inputs(experiment: ExperimentConfig, audios: list[Any]) -> dict[str, Any]:
+    """The `run.supplementary` streams' features of the files (openSMILE functionals for `classic`), per-file
+    standardised together when the run standardised per speaker (the files are one speaker)."""
+    import numpy as np
+    import torch
+
+    from nni_emotionnas.features.opensmile_backend import OpenSmileFunctionalsExtractor
+    from nni_emotionnas.features.speaker_norm import zscore_per_speaker
+
+    if not experiment.run.supplementary:
+        return {}
+    extractor = OpenSmileFunctionalsExtractor(experiment.run.classic.feature_set)
+    vectors = np.stack([extractor.extract(audio) for audio in audios]).astype(np.float64)
+    if experiment.features.standardize == "speaker":
+        vectors = zscore_per_speaker(vectors, ["files"] * len(audios))
+    return {"classic": torch.from_numpy(vectors)}
+
+
 def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = False) -> tuple[list[str], Any]:
     """Class probabilities of each file: the mean over the main variant's fold models (an ensemble).
 
@@ -94,6 +112,8 @@ def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = Fa
             spectrogram=(lambda i: inputs["spectrogram"][i, 0].numpy()) if "spectrogram" in inputs else None,
             deep=(lambda i: (inputs["frames"][i].numpy(), inputs["mask"][i].numpy())) if "frames" in inputs else None,
         ).apply(inputs)
+    if branch == "both" and experiment.train.fusion_init == "crossfit":
+        inputs.update(supplementary_inputs(experiment, audios))
     folds = [Fold(name, (), (), ()) for name in manifest["folds"]]
     corpus = PreparedCorpus(experiment, [], classes, folds, deep_dim=manifest["deep_dim"])
     builder = CrossValidation(experiment, corpus, Path(run_dir), progress=False)

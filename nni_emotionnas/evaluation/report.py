@@ -40,7 +40,9 @@ class FoldResult:
     seed: int = 0
     baseline: bool = False  # a probe: a reference point, not a searched model
     dominant: Optional[str] = None  # fusions: the stream kept intact on this fold and seed
-    best_step: Optional[str] = None  # fusions from streams: `start`, `head:<epoch>` or `finetune:<epoch>`
+    best_step: Optional[str] = None  # fusions: `start`, `head:<epoch>`, `finetune:<epoch>` or `penalty <p>`
+    left_start: Optional[bool] = None  # fusions: whether the kept head differs from its start
+    head_cv_ua: Optional[float] = None  # `crossfit` fusions: the chosen head's UA over the held-out groups
     refit_epochs: Optional[int] = None  # `train.refit`: epochs trained on training + validation speakers
 
     def save(self, path: Path) -> None:
@@ -55,12 +57,25 @@ def write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
 
 
-def delta_to_dominant(rows: Sequence[FoldResult], results: Sequence[FoldResult]) -> Optional[np.ndarray]:
-    """Test UA (points) of each fusion row minus its dominant stream's on the same fold and seed."""
-    streams = {(r.fold, r.seed, r.variant): r.test_ua for r in results}
-    keys = [(r.fold, r.seed, r.dominant) for r in rows]
-    deltas = [r.test_ua - streams[key] for r, key in zip(rows, keys) if key in streams]
-    return np.array(deltas) * 100 if deltas and len(deltas) == len(rows) else None
+def deltas(rows: Sequence[FoldResult], results: Sequence[FoldResult], reference: str) -> Optional[np.ndarray]:
+    """Test UA (points) of each fusion row minus a reference's on the same fold and seed: `dominant` (the
+    stream it kept intact), `better` (the better of the two streams) or a variant's name (`probe_fusion`).
+    None unless every row has its reference."""
+    ua = {(r.fold, r.seed, r.variant): r.test_ua for r in results}
+
+    def of(row: FoldResult) -> Optional[float]:
+        if reference == "better":
+            streams = [ua.get((row.fold, row.seed, s)) for s in ("spectrogram", "deep")]
+            return None if None in streams else max(streams)
+        return ua.get((row.fold, row.seed, row.dominant if reference == "dominant" else reference))
+
+    values = [of(r) for r in rows]
+    if not rows or None in values:
+        return None
+    return (np.array([r.test_ua for r in rows]) - np.array(values)) * 100
+
+
+DELTAS = {"delta_ua": "dominant", "delta_better": "better", "delta_probe_fusion": "probe_fusion"}
 
 
 def summarize(results: Sequence[FoldResult], classes: Sequence[str]) -> dict[str, dict]:
@@ -75,16 +90,18 @@ def summarize(results: Sequence[FoldResult], classes: Sequence[str]) -> dict[str
         confusion = np.sum([np.array(r.confusion) for r in rows], axis=0)
         support = confusion.sum(axis=1)
         recall = np.divide(np.diag(confusion), support, out=np.full(len(classes), np.nan), where=support > 0)
-        delta = delta_to_dominant(rows, results) if variant in FUSION_VARIANTS else None
+        fusion = variant in FUSION_VARIANTS
+        delta = {key: deltas(rows, results, ref) if fusion else None for key, ref in DELTAS.items()}
         summary[variant] = {
             "baseline": rows[0].baseline,
             "folds": [r.fold for r in rows],
             "seeds": [r.seed for r in rows],
             "dominant": [r.dominant for r in rows],
             "best_step": [r.best_step for r in rows],
-            "delta_ua": None if delta is None else delta.round(2).tolist(),
-            "delta_ua_mean": None if delta is None else float(delta.mean()),
-            "delta_ua_std": None if delta is None else float(delta.std()),
+            **{f"{key}{part}": None if d is None else value(d) for key, d in delta.items() for part, value in (
+                ("", lambda d: d.round(2).tolist()), ("_mean", lambda d: float(d.mean())),
+                ("_std", lambda d: float(d.std())))},
+            "left_start": [r.left_start for r in rows],
             "test_ua": ua.round(2).tolist(),
             "test_wa": wa.round(2).tolist(),
             "ua_mean": float(ua.mean()),
@@ -111,24 +128,28 @@ def _header(cells: Sequence[str]) -> list[str]:
 
 def markdown_tables(summary: dict[str, dict], classes: Sequence[str], notes: Sequence[str] = ()) -> str:
     """Tables shaped like the paper's Table 4 (streams) and Table 5 (fusions) with the probe baselines and,
-    per fusion, ΔUA against its dominant stream; then per-fold detail."""
+    per fusion, ΔUA against its dominant stream, the better stream of each fold and `probe_fusion`, and on
+    how many folds its head left its start; then per-fold detail."""
 
     def table(title: str, variants: Sequence[str]) -> list[str]:
         present = [v for v in variants if v in summary]
         if not present:
             return []
         columns = [
-            "model", "UA %", "WA %", "pooled UA / WA %", "ΔUA vs dominant stream", "params", "paper UA / WA (IEMOCAP)"
+            "model", "UA %", "WA %", "pooled UA / WA %", "ΔUA vs dominant stream", "ΔUA vs better stream",
+            "ΔUA vs probe_fusion", "left start", "params", "paper UA / WA (IEMOCAP)",
         ]
         lines = [f"### {title}", "", *_header(columns)]
         for v in present:
             s = summary[v]
             paper = " / ".join(f"{x:.1f}" for x in PAPER[v]) if v in PAPER else ""
             ua, wa = f"{s['ua_mean']:.2f} ± {s['ua_std']:.2f}", f"{s['wa_mean']:.2f} ± {s['wa_std']:.2f}"
-            delta = "" if s["delta_ua_mean"] is None else f"{s['delta_ua_mean']:+.2f} ± {s['delta_ua_std']:.2f}"
+            delta = ["" if s[f"{k}_mean"] is None else f"{s[f'{k}_mean']:+.2f} ± {s[f'{k}_std']:.2f}" for k in DELTAS]
             pooled = f"{s['ua_pooled']:.2f} / {s['wa_pooled']:.2f}"
             name = f"{v} (baseline)" if s["baseline"] else v
-            lines.append(_row([name, ua, wa, pooled, delta, f"{s['params']:,}", paper]))
+            moved = [m for m in s["left_start"] if m is not None]
+            left = f"{sum(moved)}/{len(moved)}" if moved else ""
+            lines.append(_row([name, ua, wa, pooled, *delta, left, f"{s['params']:,}", paper]))
         return lines + [""]
 
     first = next(iter(summary.values()))
@@ -161,11 +182,12 @@ def csv_table(summary: dict[str, dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow([
-        "model", "baseline", "ua_mean", "ua_std", "wa_mean", "wa_std", "ua_pooled", "wa_pooled", "delta_ua_mean",
-        "delta_ua_std", "params", "folds", "seeds", "test_ua", "test_wa",
+        "model", "baseline", "ua_mean", "ua_std", "wa_mean", "wa_std", "ua_pooled", "wa_pooled",
+        *(f"{k}{part}" for k in DELTAS for part in ("_mean", "_std")), "params", "folds", "seeds", "test_ua", "test_wa",
     ])
     for v, s in summary.items():
-        delta = ["", ""] if s["delta_ua_mean"] is None else [f"{s['delta_ua_mean']:.2f}", f"{s['delta_ua_std']:.2f}"]
+        keys = [f"{k}{part}" for k in DELTAS for part in ("_mean", "_std")]
+        delta = ["" if s[key] is None else f"{s[key]:.2f}" for key in keys]
         writer.writerow([
             v, int(s["baseline"]), f"{s['ua_mean']:.2f}", f"{s['ua_std']:.2f}", f"{s['wa_mean']:.2f}",
             f"{s['wa_std']:.2f}", f"{s['ua_pooled']:.2f}", f"{s['wa_pooled']:.2f}", *delta, s["params"],

@@ -1,0 +1,103 @@
+"""Training a fusion head on held-out stream outputs, its settings chosen by cross-validation over them.
+
+The head is small (a few class-by-class maps) and learns full-batch (L-BFGS) from a few hundred rows, with a
+penalty on its distance from its start, which is the dominant stream itself. Which stream dominates and how
+strong the penalty is (infinite: the start, untouched) are chosen together by the balanced accuracy of the
+head over the speaker groups the held-out outputs came from (trained on the other groups, scored on each in
+turn), so the choice rests on every non-test speaker and never on a test one; ties go to the paper's
+dominant stream (deep) and to the stronger penalty.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.utils.class_weight import compute_class_weight
+
+from nni_emotionnas.models.output_fusion import OutputFusionHead
+
+PENALTIES = (math.inf, 10.0, 1.0, 0.1, 0.01)  # distance-from-start penalties tried; inf keeps the start
+PAPER_DOMINANT = "deep"
+
+
+@dataclass
+class HeadChoice:
+    dominant: str
+    penalty: float
+    cv_ua: dict[str, float]  # "<dominant> <penalty>" -> balanced accuracy over the groups
+
+    @property
+    def left_start(self) -> bool:
+        return math.isfinite(self.penalty)
+
+
+def fit_head(
+    mode: str, streams: Sequence[str], inputs: dict[str, np.ndarray], labels: np.ndarray, num_classes: int,
+    penalty: float, balanced: bool = True,
+) -> OutputFusionHead:
+    """A head over `streams` (dominant first) trained on `inputs` (stream -> rows x classes log-probabilities)."""
+    torch.manual_seed(0)
+    head = OutputFusionHead(mode, streams, num_classes).double()
+    if not math.isfinite(penalty):
+        return head.eval()
+    start = [p.detach().clone() for p in head.parameters()]
+    x = [torch.from_numpy(inputs[s]).double() for s in streams]
+    y = torch.from_numpy(labels).long()
+    present = np.unique(labels)
+    weights = np.ones(num_classes)
+    if balanced:
+        weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.from_numpy(weights).double())
+    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        distance = sum(((p - p0) ** 2).sum() for p, p0 in zip(head.parameters(), start))
+        loss = loss_fn(head(x), y) + penalty * distance / len(y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return head.eval()
+
+
+def stream_order(dominant: str, candidates: Sequence[str], supplementary: Sequence[str]) -> list[str]:
+    """The head's streams: the dominant one first, then the other candidates, then the supplementary ones."""
+    return [dominant, *[s for s in (*candidates, *supplementary) if s != dominant]]
+
+
+@torch.no_grad()
+def head_logits(head: OutputFusionHead, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    return head([torch.from_numpy(inputs[s]).double() for s in head.streams]).numpy()
+
+
+def choose_head(
+    mode: str, candidates: Sequence[str], supplementary: Sequence[str], inputs: dict[str, np.ndarray],
+    labels: np.ndarray, groups: np.ndarray, num_classes: int, balanced: bool = True,
+) -> HeadChoice:
+    """The dominant stream (one of `candidates`) and penalty with the best grouped cross-validated UA."""
+    scores: dict[str, float] = {}
+    best: tuple[tuple, str, float] | None = None
+    for dominant in candidates:
+        streams = stream_order(dominant, candidates, supplementary)
+        for order, penalty in enumerate(PENALTIES):
+            predicted = np.empty(len(labels), dtype=np.int64)
+            for g in np.unique(groups):
+                train, held = groups != g, groups == g
+                head = fit_head(mode, streams, {s: inputs[s][train] for s in streams}, labels[train], num_classes,
+                                penalty, balanced)
+                predicted[held] = head_logits(head, {s: inputs[s][held] for s in streams}).argmax(axis=1)
+            ua = float(balanced_accuracy_score(labels, predicted))
+            scores[f"{dominant} {penalty:g}"] = ua
+            rank = (round(ua, 9), dominant == PAPER_DOMINANT, -order)
+            if best is None or rank > best[0]:
+                best = (rank, dominant, penalty)
+    assert best is not None
+    return HeadChoice(best[1], best[2], scores)
+
+

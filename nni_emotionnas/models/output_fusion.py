@@ -1,0 +1,127 @@
+"""Fusion over the streams' class evidence (`train.fusion_init: crossfit`): ISM and its comparison fusions
+applied to each stream's log-probabilities, for any number of streams.
+
+The head learns from held-out stream outputs (`evaluation.heldout`), which only a representation that
+means the same in every inner model can give: a stream's log-probabilities over the classes do, a cell's
+embedding does not. ISM keeps the dominant stream X_dom intact and adds every supplementary stream i:
+H_i = Proj_i(X_i); A_i = tanh(Proj_dom,i(X_dom) * H_i); F = X_dom + sum_i g_i * A_i * H_i, then a linear
+classifier. Its start (projections identity, gates zero, classifier identity) is exactly the dominant
+stream, so a head regularised towards its start (`start_penalty`) can only move as far as the data asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from nni_emotionnas.config.experiment import FUSION_VARIANTS
+
+
+def _identity(width: int) -> nn.Linear:
+    layer = nn.Linear(width, width)
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(width))
+        layer.bias.zero_()
+    return layer
+
+
+class OutputFusionHead(nn.Module):
+    """Fuses `streams` (names, the dominant one first) of `num_classes` log-probabilities each.
+
+    ISM as above; Sum adds the projections (starting at zero), Max/Min take the element-wise maximum or
+    minimum of X_dom and the projections (starting as the identity), Concat classifies all streams side by side
+    (starting with the dominant stream's block as the identity, the others zero).
+    """
+
+    def __init__(self, mode: str, streams: Sequence[str], num_classes: int) -> None:
+        super().__init__()
+        if mode not in FUSION_VARIANTS:
+            raise ValueError(f"fusion mode {mode!r} is not one of {', '.join(FUSION_VARIANTS)}")
+        if len(streams) < 2 or len(set(streams)) != len(streams):
+            raise ValueError(f"a fusion needs two or more distinct streams, got {list(streams)}")
+        self.mode = mode
+        self.streams = list(streams)
+        supplementary = len(streams) - 1
+        width = num_classes
+        if mode == "concat":
+            self.classifier = nn.Linear(width * len(streams), width)
+            with torch.no_grad():
+                self.classifier.weight.zero_()
+                self.classifier.weight[:, :width].copy_(torch.eye(width))
+                self.classifier.bias.zero_()
+            return
+        self.project = nn.ModuleList(_identity(width) for _ in range(supplementary))
+        if mode == "sum":
+            for layer in self.project:
+                nn.init.zeros_(layer.weight)
+        if mode == "ism":
+            self.project_dominant = nn.ModuleList(_identity(width) for _ in range(supplementary))
+            self.gate = nn.Parameter(torch.zeros(supplementary, width))
+        self.classifier = _identity(width)
+
+    @property
+    def dominant(self) -> str:
+        return self.streams[0]
+
+    def fuse(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """`inputs` in `streams` order."""
+        if self.mode == "concat":
+            return torch.cat(list(inputs), dim=-1)
+        dominant, fused = inputs[0], inputs[0]
+        for i, other in enumerate(inputs[1:]):
+            h = self.project[i](other)
+            if self.mode == "ism":
+                fused = fused + self.gate[i] * torch.tanh(self.project_dominant[i](dominant) * h) * h
+            elif self.mode == "sum":
+                fused = fused + h
+            elif self.mode == "max":
+                fused = torch.maximum(fused, h)
+            else:
+                fused = torch.minimum(fused, h)
+        return fused
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.classifier(self.fuse(inputs))
+
+
+class LinearStream(nn.Module):
+    """A linear baseline (scaler + logistic regression, fitted by scikit-learn) as a stream whose weights
+    travel in a fusion's `model.pt` (tensors only: no pickled estimator in a run folder)."""
+
+    def __init__(self, features: int, num_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(features, dtype=torch.float64))
+        self.register_buffer("scale", torch.ones(features, dtype=torch.float64))
+        self.register_buffer("weight", torch.zeros(num_classes, features, dtype=torch.float64))
+        self.register_buffer("bias", torch.zeros(num_classes, dtype=torch.float64))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        for name in ("mean", "scale", "weight", "bias"):  # the width comes with the weights
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name], dtype=torch.float64))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return ((features.double() - self.mean) / self.scale) @ self.weight.T + self.bias
+
+
+class StackedFusion(nn.Module):
+    """A fusion model for new audio: the fold's stream networks and linear streams, then the head on
+    their log-probabilities. `inputs` as `TwoStreamModel` takes them (`spectrogram`, `frames`, `mask`), plus
+    each linear stream's features under its name."""
+
+    def __init__(self, networks: dict[str, nn.Module], linear: dict[str, LinearStream], head: OutputFusionHead):
+        super().__init__()
+        self.networks = nn.ModuleDict(networks)
+        self.linear = nn.ModuleDict(linear)
+        self.head = head
+
+    def forward(self, inputs: dict[str, object]) -> torch.Tensor:
+        outputs = []
+        for name in self.head.streams:
+            stream = self.networks[name] if name in self.networks else self.linear[name]
+            reads = {"frames": inputs["frames"], "mask": inputs["mask"]} if name == "deep" else inputs[name]
+            outputs.append(torch.log_softmax(stream(reads).float(), dim=-1))
+        return self.head(outputs)

@@ -1,0 +1,182 @@
+"""`train.fusion_init: crossfit`: fusion heads trained on held-out stream outputs, over two or three streams."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import SMALL_CORPUS, SMALL_FEATURES
+
+from nni_emotionnas.config.experiment import load_experiment
+from nni_emotionnas.evaluation.heldout import HeldOutOutputs, speaker_groups
+from nni_emotionnas.evaluation.stacking import choose_head, fit_head, head_logits
+from nni_emotionnas.models.output_fusion import OutputFusionHead
+
+CLASSES = 4
+
+
+def log_probs(logits: np.ndarray) -> np.ndarray:
+    return torch.log_softmax(torch.from_numpy(logits), dim=1).numpy()
+
+
+@pytest.mark.parametrize("mode", ["ism", "sum", "concat"])
+def test_a_head_over_three_streams_starts_as_its_dominant_stream(mode):
+    rng = np.random.default_rng(0)
+    inputs = [torch.from_numpy(log_probs(rng.normal(size=(6, CLASSES)))) for _ in range(3)]
+    head = OutputFusionHead(mode, ["deep", "spectrogram", "classic"], CLASSES).double()
+    assert torch.allclose(head(inputs), inputs[0])  # exactly the dominant stream's log-probabilities
+    assert head.dominant == "deep"
+
+
+def test_an_unknown_mode_or_a_single_stream_is_refused():
+    with pytest.raises(ValueError, match="'avg' is not one of"):
+        OutputFusionHead("avg", ["deep", "spectrogram"], CLASSES)
+    with pytest.raises(ValueError, match="two or more distinct streams"):
+        OutputFusionHead("ism", ["deep"], CLASSES)
+
+
+def complementary_streams(rng: np.random.Generator, n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Stream `a` tells classes 0 and 1 apart and knows nothing of 2 and 3; stream `b` the other way round;
+    each says "one of the classes I do not know" when the utterance is one of them."""
+    labels = np.arange(n) % CLASSES
+    a, b = np.zeros((n, CLASSES)), np.zeros((n, CLASSES))
+    for i, y in enumerate(labels):
+        a[i] = [3.0, 0.0, 1.5, 1.5] if y == 0 else [0.0, 3.0, 1.5, 1.5] if y == 1 else [0.0, 0.0, 1.6, 1.6]
+        b[i] = [1.5, 1.5, 3.0, 0.0] if y == 2 else [1.5, 1.5, 0.0, 3.0] if y == 3 else [1.6, 1.6, 0.0, 0.0]
+    noise = lambda: rng.normal(scale=0.6, size=(n, CLASSES))  # noqa: E731
+    return {"a": log_probs(a + noise()), "b": log_probs(b + noise())}, labels
+
+
+def balanced_accuracy(labels: np.ndarray, logits: np.ndarray) -> float:
+    from sklearn.metrics import balanced_accuracy_score
+
+    return float(balanced_accuracy_score(labels, logits.argmax(axis=1)))
+
+
+def test_ism_beats_both_streams_when_each_knows_only_half_the_classes():
+    rng = np.random.default_rng(1)
+    train, train_labels = complementary_streams(rng, 240)
+    test, test_labels = complementary_streams(rng, 400)
+    groups = (np.arange(240) // 7) % 4  # speaker-like groups holding every class
+    choice = choose_head("ism", ["a", "b"], [], train, train_labels, groups, CLASSES)
+    assert choice.left_start  # the start (one stream alone) loses to fusing in the cross-validation
+    head = fit_head("ism", [choice.dominant, *({"a", "b"} - {choice.dominant})], train, train_labels, CLASSES,
+                    choice.penalty)
+    fused = balanced_accuracy(test_labels, head_logits(head, test))
+    alone = {name: balanced_accuracy(test_labels, test[name]) for name in test}
+    assert max(alone.values()) < 0.8  # each stream alone: two classes right, two at a coin flip (0.75)
+    assert fused > max(alone.values()) + 0.15, (fused, alone)
+
+
+def test_the_start_is_kept_when_the_other_stream_is_noise():
+    rng = np.random.default_rng(2)
+    labels = np.arange(200) % CLASSES
+    good = log_probs(np.eye(CLASSES)[labels] * 2.0 + rng.normal(scale=0.5, size=(200, CLASSES)))
+    noise = log_probs(rng.normal(size=(200, CLASSES)))
+    choice = choose_head("ism", ["deep", "spectrogram"], [], {"deep": good, "spectrogram": noise}, labels,
+                         (np.arange(200) // 9) % 5, CLASSES)
+    assert choice.dominant == "deep"
+    assert choice.cv_ua[f"deep {math.inf:g}"] >= choice.cv_ua["spectrogram inf"]
+
+
+def test_speaker_groups_never_split_a_speaker():
+    speakers = [f"s{i % 7}" for i in range(70)]
+    labels = np.arange(70) % CLASSES
+    groups = speaker_groups(speakers, labels, 3)
+    assert sorted(set(groups)) == [0, 1, 2]
+    for speaker in set(speakers):
+        assert len({g for s, g in zip(speakers, groups) if s == speaker}) == 1
+
+
+CROSSFIT = {
+    "name": "crossfit",
+    "seed": 0,
+    "corpus": SMALL_CORPUS,
+    "protocol": {"folds": ["Ses01-testSes01M"]},
+    "features": SMALL_FEATURES,
+    "spectrogram_space": "spec.yml",
+    "deep_space": "deep.yml",
+    "search": {"epochs": 1, "batch_size": 16},
+    "train": {"epochs": 2, "batch_size": 16, "fusion_init": "crossfit", "refit": True},
+    "run": {"variants": ["spectrogram", "deep", "ism", "sum"], "search": "once", "crossfit_folds": 3,
+            "supplementary": ["classic"], "classic": {"feature_set": "eGeMAPSv02"}},
+}
+
+
+@pytest.fixture(scope="module")
+def crossfit_run(tmp_path_factory) -> tuple[Path, Path, dict]:
+    from nni_emotionnas.evaluation import run as pipeline
+
+    folder = tmp_path_factory.mktemp("crossfit")
+    (folder / "spec.yml").write_text("channels: 2\nlayers: 3\nnodes: 2\n")
+    (folder / "deep.yml").write_text("hidden_size: 8\nnodes: 2\nattention_dim: 4\n")
+    (folder / "exp.yml").write_text(yaml.safe_dump(CROSSFIT))
+    run_dir = folder / "run"
+    paths = pipeline.run_experiment(load_experiment(folder / "exp.yml"), run_dir, progress=False)
+    return folder, run_dir, paths
+
+
+@pytest.mark.slow
+def test_no_head_row_comes_from_a_model_that_saw_its_speaker_or_any_test_speaker(crossfit_run):
+    from nni_emotionnas.features.prepared import prepare
+
+    folder, run_dir, _ = crossfit_run
+    corpus = prepare(load_experiment(folder / "exp.yml"), progress=False)
+    fold = corpus.folds[0]
+    speakers = np.array([u.speaker for u in corpus.utterances])
+    test_speakers = set(speakers[list(fold.test)])
+    for stream in ("spectrogram", "deep"):
+        held = HeldOutOutputs.load(run_dir / "folds" / fold.name / stream / "heldout.npz")
+        assert sorted(held.learn) == sorted(fold.split("train+val"))
+        assert held.outputs.shape == (len(held.learn), CLASSES) and held.test.shape == (len(fold.test), CLASSES)
+        assert len(held.trained_on) == 3
+        for row, group in zip(held.learn, held.groups):
+            seen = set(speakers[held.trained_on[group]])
+            assert speakers[row] not in seen  # the row's output came from a model that never saw its speaker
+            assert not seen & test_speakers
+        assert np.allclose(np.exp(held.outputs).sum(axis=1), 1.0)
+
+
+@pytest.mark.slow
+def test_crossfit_run_reports_the_fusion_against_the_better_stream_and_probe_fusion(crossfit_run):
+    _, run_dir, paths = crossfit_run
+    results = json.loads(paths["json"].read_text())
+    ism = results["models"]["ism"]
+    ua = {v: results["models"][v]["test_ua"][0] for v in ("spectrogram", "deep", "probe_fusion")}
+    assert ism["delta_better"] == [pytest.approx(ism["test_ua"][0] - max(ua["spectrogram"], ua["deep"]), abs=0.02)]
+    assert ism["delta_probe_fusion"] == [pytest.approx(ism["test_ua"][0] - ua["probe_fusion"], abs=0.02)]
+    assert ism["left_start"][0] in (True, False) and ism["dominant"][0] in ("deep", "spectrogram")
+    markdown = paths["markdown"].read_text()
+    assert "ΔUA vs better stream" in markdown and "ΔUA vs probe_fusion" in markdown and "left start" in markdown
+    result = json.loads((run_dir / "folds" / "Ses01-testSes01M" / "ism" / "result.json").read_text())
+    assert 0 <= result["head_cv_ua"] <= 1
+
+
+@pytest.mark.slow
+def test_the_saved_fusion_model_gives_the_reported_test_probabilities(crossfit_run):
+    """`model.pt` holds the streams, the classic stream and the head: run on the fold's test utterances it
+    reproduces `result.json`, which was computed from the held-out pipeline's stored outputs."""
+    from nni_emotionnas.evaluation.classic import classic_features
+    from nni_emotionnas.evaluation.crossval import CrossValidation
+    from nni_emotionnas.features.prepared import prepare
+
+    folder, run_dir, _ = crossfit_run
+    experiment = load_experiment(folder / "exp.yml")
+    corpus = prepare(experiment, progress=False)
+    fold = corpus.folds[0]
+    cv = CrossValidation(experiment, corpus, run_dir, progress=False)
+    for variant in ("ism", "sum"):
+        model = cv.build(fold, variant)
+        model.load_state_dict(torch.load(run_dir / "folds" / fold.name / variant / "model.pt", weights_only=True))
+        items = [corpus.dataset(fold.name, "test", "both")[i][0] for i in range(len(fold.test))]
+        batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+        batch["classic"] = torch.from_numpy(classic_features(corpus, experiment.run.classic, False)[list(fold.test)])
+        with torch.no_grad():
+            probs = torch.softmax(model.eval()(batch), dim=1).numpy()
+        reported = json.loads((run_dir / "folds" / fold.name / variant / "result.json").read_text())["test_probs"]
+        assert np.allclose(probs, reported, atol=2e-4)

@@ -1,0 +1,108 @@
+"""Fusion mechanisms side by side on a finished `emotionnas run` folder, without training any stream again.
+
+    python benchmarks/fusion_ablation.py examples/emodb/experiment.yml RUN_FOLDER [RUN_FOLDER2 ...]
+
+The run must have used `train.fusion_init: crossfit`, so each stream left its held-out outputs
+(`heldout.npz`) beside its model. For every fold and seed this script refits only fusion heads on them and
+prints the test UA (mean over folds and seeds) of each mechanism beside the streams and `probe_fusion`:
+
+- `start`: the dominant stream alone (what ISM was before: it kept its start);
+- `ISM 2 streams` / `ISM 3 streams (+classic)`: the shipped head, dominant stream and penalty chosen by
+  cross-validation over the speaker groups;
+- `deep dominant`: the same with the paper's dominance fixed (no choice);
+- `fixed penalty P`: no penalty choice;
+- `in-sample head`: the head trained on the fold's own streams' outputs for the speakers they learnt from
+  (the stacking problem the held-out outputs fix);
+- `mean of probabilities`: the streams' (and classic's) probabilities averaged, nothing learnt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score
+
+from nni_emotionnas.config.experiment import load_experiment
+from nni_emotionnas.evaluation.crossval import CrossValidation
+from nni_emotionnas.evaluation.heldout import HeldOutOutputs, log_probabilities
+from nni_emotionnas.evaluation.stacking import choose_head, fit_head, head_logits, stream_order
+from nni_emotionnas.features.prepared import prepare
+from nni_emotionnas.training.evaluator import predict_logits
+
+STREAMS = ("spectrogram", "deep")
+
+
+def ua(labels: np.ndarray, logits: np.ndarray) -> float:
+    return float(balanced_accuracy_score(labels, logits.argmax(axis=1))) * 100
+
+
+def in_sample_outputs(cv: CrossValidation, fold, stream: str, seed: int, learn: np.ndarray) -> np.ndarray:
+    """The fold's own (refitted) stream's log-probabilities for the utterances it learnt from."""
+    from nni_emotionnas.features.prepared import StreamDataset
+
+    net = cv.stream_model(fold, stream)
+    net.load_state_dict(torch.load(cv.variant_dir(fold, stream, seed) / "model.pt", weights_only=True))
+    data = StreamDataset(cv.corpus, learn, stream, fold.name)
+    return log_probabilities(predict_logits(net, data, 64)[0])
+
+
+def mechanisms(cv: CrossValidation, fold, seed: int, classes: int) -> dict[str, float]:
+    held = {s: HeldOutOutputs.load(cv.variant_dir(fold, s, seed) / "heldout.npz") for s in STREAMS}
+    held["classic"] = cv.supplementary_held_out(fold, "classic")[0]
+    learn, groups = held["deep"].learn, held["deep"].groups
+    labels, test_labels = cv.corpus.labels[learn], cv.corpus.labels[list(fold.test)]
+    rows = {s: h.outputs for s, h in held.items()}
+    tests = {s: h.test for s, h in held.items()}
+    out: dict[str, float] = {s: ua(test_labels, tests[s]) for s in held}
+
+    def stacked(name: str, candidates: tuple[str, ...], extra: list[str], train_rows: dict, penalty=None) -> None:
+        choice = choose_head("ism", candidates, extra, train_rows, labels, groups, classes)
+        order = stream_order(choice.dominant, candidates, extra)
+        head = fit_head("ism", order, train_rows, labels, classes, choice.penalty if penalty is None else penalty)
+        out[name] = ua(test_labels, head_logits(head, tests))
+        if penalty is None:
+            out[f"{name}: start"] = ua(test_labels, tests[choice.dominant])
+
+    stacked("ISM 2 streams", STREAMS, [], rows)
+    stacked("ISM 3 streams (+classic)", STREAMS, ["classic"], rows)
+    stacked("ISM 3 streams, deep dominant", ("deep",), ["spectrogram", "classic"], rows)
+    for penalty in (1.0, 0.01):
+        stacked(f"ISM 3 streams, fixed penalty {penalty:g}", STREAMS, ["classic"], rows, penalty)
+    own = {s: in_sample_outputs(cv, fold, s, seed, learn) for s in STREAMS}
+    stacked("ISM 2 streams, in-sample head", STREAMS, [], own)
+    out["mean of probabilities (2 streams)"] = ua(test_labels, np.mean([np.exp(tests[s]) for s in STREAMS], axis=0))
+    out["mean of probabilities (3 streams)"] = ua(test_labels, np.mean([np.exp(t) for t in tests.values()], axis=0))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", type=Path)
+    parser.add_argument("run_dirs", type=Path, nargs="+")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    experiment = load_experiment(args.experiment)
+    corpus = prepare(experiment, progress=False)
+    table: dict[str, list[float]] = defaultdict(list)
+    for run_dir in args.run_dirs:
+        cv = CrossValidation(experiment, corpus, run_dir, progress=False)
+        results = json.loads((run_dir / "results.json").read_text())["models"]
+        for fold in corpus.folds:
+            for seed in cv.seeds:
+                for name, value in mechanisms(cv, fold, seed, len(corpus.classes)).items():
+                    table[name].append(value)
+        for name in ("probe_deep", "probe_fusion"):
+            table[name] += results[name]["test_ua"]
+    print("| mechanism | test UA % (mean ± std over folds and seeds) |")
+    print("| --- | --- |")
+    for name, values in table.items():
+        print(f"| {name} | {np.mean(values):.2f} ± {np.std(values):.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -84,6 +84,21 @@ def test_the_start_is_kept_when_the_other_stream_is_noise():
     assert choice.cv_ua[f"deep {math.inf:g}"] >= choice.cv_ua["spectrogram inf"]
 
 
+def test_a_fixed_dominant_stream_still_fuses_every_other_stream():
+    from nni_emotionnas.evaluation.stacked_fit import fit_stacked
+
+    rng = np.random.default_rng(3)
+    labels = np.arange(120) % CLASSES
+    groups = (np.arange(120) // 5) % 3
+    held = {name: HeldOutOutputs(np.arange(120), groups, log_probs(rng.normal(size=(120, CLASSES))),
+                                 log_probs(rng.normal(size=(8, CLASSES))), [])
+            for name in ("spectrogram", "deep", "classic")}
+    head, choice, probs = fit_stacked("ism", held, ("spectrogram",), labels, CLASSES, balanced=True)
+    assert head.streams == ["spectrogram", "deep", "classic"] and choice.dominant == "spectrogram"
+    assert set(choice.cv_ua) == {f"spectrogram {p:g}" for p in (math.inf, 10, 1, 0.1, 0.01)}
+    assert probs.shape == (8, CLASSES) and np.allclose(probs.sum(axis=1), 1)
+
+
 def test_speaker_groups_never_split_a_speaker():
     speakers = [f"s{i % 7}" for i in range(70)]
     labels = np.arange(70) % CLASSES

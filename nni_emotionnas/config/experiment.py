@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from nni_emotionnas.config.parse import load_yaml, parse
-from nni_emotionnas.config.training import ModelConfig, TrainConfig
+from nni_emotionnas.config.training import ModelConfig, SearchConfig, TrainConfig
 from nni_emotionnas.errors import ConfigError
 
 
@@ -283,7 +283,7 @@ class ExperimentConfig:
     spectrogram_space: Optional[str] = None
     deep_space: Optional[str] = None
     strategy: Optional[str] = None
-    search: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     run: RunConfig = field(default_factory=RunConfig)

@@ -66,9 +66,9 @@ def fit_head(
     return head.eval()
 
 
-def stream_order(dominant: str, candidates: Sequence[str], supplementary: Sequence[str]) -> list[str]:
-    """The head's streams: the dominant one first, then the other candidates, then the supplementary ones."""
-    return [dominant, *[s for s in (*candidates, *supplementary) if s != dominant]]
+def stream_order(dominant: str, streams: Sequence[str]) -> list[str]:
+    """The head's streams: the dominant one first, then the others in their order."""
+    return [dominant, *[s for s in streams if s != dominant]]
 
 
 @torch.no_grad()
@@ -77,21 +77,22 @@ def head_logits(head: OutputFusionHead, inputs: dict[str, np.ndarray]) -> np.nda
 
 
 def choose_head(
-    mode: str, candidates: Sequence[str], supplementary: Sequence[str], inputs: dict[str, np.ndarray],
+    mode: str, candidates: Sequence[str], streams: Sequence[str], inputs: dict[str, np.ndarray],
     labels: np.ndarray, groups: np.ndarray, num_classes: int, balanced: bool = True,
 ) -> HeadChoice:
-    """The dominant stream (one of `candidates`) and penalty with the best grouped cross-validated UA."""
+    """The dominant stream (one of `candidates`, all of them in `streams`) and penalty with the best grouped
+    cross-validated UA."""
     scores: dict[str, float] = {}
     best: tuple[tuple, str, float] | None = None
     for dominant in candidates:
-        streams = stream_order(dominant, candidates, supplementary)
+        ordered = stream_order(dominant, streams)
         for order, penalty in enumerate(PENALTIES):
             predicted = np.empty(len(labels), dtype=np.int64)
             for g in np.unique(groups):
                 train, held = groups != g, groups == g
-                head = fit_head(mode, streams, {s: inputs[s][train] for s in streams}, labels[train], num_classes,
+                head = fit_head(mode, ordered, {s: inputs[s][train] for s in ordered}, labels[train], num_classes,
                                 penalty, balanced)
-                predicted[held] = head_logits(head, {s: inputs[s][held] for s in streams}).argmax(axis=1)
+                predicted[held] = head_logits(head, {s: inputs[s][held] for s in ordered}).argmax(axis=1)
             ua = float(balanced_accuracy_score(labels, predicted))
             scores[f"{dominant} {penalty:g}"] = ua
             rank = (round(ua, 9), dominant == PAPER_DOMINANT, -order)

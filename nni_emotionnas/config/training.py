@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Literal, Optional, Union
 
@@ -71,7 +72,7 @@ class TrainConfig:
     class_weights: Union[Literal["none", "balanced"], list[float]] = "none"
     num_workers: int = 0
     seed: int = 0
-    accelerator: str = "auto"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = "auto"  # Lightning's names
     precision: Literal[32, "32", "16-mixed", "bf16-mixed"] = "32"
     checkpoint_cells: bool = False
     limit_train_batches: Optional[int] = None
@@ -89,6 +90,12 @@ class TrainConfig:
     stream_lr: dict[Literal["spectrogram", "deep"], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        rates = {"lr": self.lr, "lr_min": self.lr_min, "weight_decay": self.weight_decay, "momentum": self.momentum,
+                 "fusion_head_lr": self.fusion_head_lr, "fusion_finetune_lr": self.fusion_finetune_lr,
+                 **{f"stream_lr.{stream}": lr for stream, lr in self.stream_lr.items()}}
+        for name, value in rates.items():  # NaN passes every comparison below, inf trains every network at chance
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if self.patience < 0 or self.fusion_head_epochs < 0 or self.fusion_finetune_epochs < 0:
             raise ValueError("patience, fusion_head_epochs and fusion_finetune_epochs must not be negative")
         if not (self.fusion_head_epochs or self.fusion_finetune_epochs):

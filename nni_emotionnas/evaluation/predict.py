@@ -9,6 +9,7 @@ from typing import Any
 from nni_emotionnas.config.experiment import ExperimentConfig, experiment_from_dict
 from nni_emotionnas.errors import ConfigError, RunFolderError
 
+REWRITE_HINT = "rerun `emotionnas run` with --out {run_dir}: it writes the statistics again and keeps trained models"
 RETRAIN_HINT = "delete that fold's {variant}/ folder and rerun `emotionnas run` with --out {run_dir} to retrain it"
 
 
@@ -104,7 +105,8 @@ def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = Fa
         load_weights(fold_dir / main / "model.pt", model, run_dir, main)
         fold_inputs = inputs
         if (fold_dir / "standardization.npz").is_file():  # the fold's training-speaker statistics
-            fold_inputs = Standardization.load(fold_dir / "standardization.npz").apply(inputs)
+            statistics = Standardization.load(fold_dir / "standardization.npz", REWRITE_HINT.format(run_dir=run_dir))
+            fold_inputs = statistics.apply(inputs)
         fold_batch = fold_inputs["spectrogram"] if branch == "spectrogram" else fold_inputs
         with torch.no_grad():
             probabilities.append(torch.softmax(model.eval()(fold_batch), dim=1).numpy())

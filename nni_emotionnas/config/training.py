@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Literal, Optional, Union
 
@@ -24,6 +25,13 @@ class AugmentConfig:
         for name in ("masks", "freq_width", "time_width", "time_shift"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+
+
+def require_finite(rates: dict[str, Optional[float]]) -> None:
+    """NaN passes every comparison, and an infinite rate trains every network at chance: both are refused."""
+    for name, value in rates.items():
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
 
 
 @dataclass
@@ -52,7 +60,7 @@ class SearchConfig:
     class_weights: Union[Literal["none", "balanced"], list[float]] = "none"
     num_workers: int = 0
     seed: int = 0
-    accelerator: str = "auto"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = "auto"  # Lightning's names
     precision: Literal[32, "32", "16-mixed", "bf16-mixed"] = "32"
     checkpoint_cells: bool = False
     limit_train_batches: Optional[int] = None
@@ -60,6 +68,8 @@ class SearchConfig:
     threads: Optional[int] = None
 
     def __post_init__(self) -> None:
+        require_finite({"lr": self.lr, "lr_min": self.lr_min, "weight_decay": self.weight_decay,
+                        "momentum": self.momentum})
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -109,6 +119,8 @@ class TrainConfig(SearchConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require_finite({"fusion_head_lr": self.fusion_head_lr, "fusion_finetune_lr": self.fusion_finetune_lr,
+                        **{f"stream_lr.{stream}": lr for stream, lr in self.stream_lr.items()}})
         if self.patience < 0 or self.fusion_head_epochs < 0 or self.fusion_finetune_epochs < 0:
             raise ValueError("patience, fusion_head_epochs and fusion_finetune_epochs must not be negative")
         if not (self.fusion_head_epochs or self.fusion_finetune_epochs):

@@ -118,7 +118,9 @@ class CrossValidation:
         if fold.name not in self._dominance:
             record = self.folder.dominance(fold.name)
             if record.is_file():
-                self._dominance[fold.name] = json.loads(record.read_text())
+                from nni_emotionnas.evaluation.dominance import load_dominance
+
+                self._dominance[fold.name] = load_dominance(record, SINGLE_STREAMS)
             else:
                 from nni_emotionnas.evaluation.dominance import probe_dominance
 
@@ -298,8 +300,8 @@ class CrossValidation:
 
         seed = self.seeds[0] if seed is None else seed
         out = self.variant_dir(fold, variant, seed)
-        if (out / "result.json").is_file():
-            return FoldResult.load(out / "result.json")
+        if (finished := FoldResult.load_finished(out / "result.json")) is not None:
+            return finished
         shutil.rmtree(out, ignore_errors=True)
         if variant in BASELINES:
             fit = self.baseline_fit(fold, variant, seed)

@@ -10,6 +10,7 @@ from nni_emotionnas.config.experiment import ExperimentConfig, experiment_from_d
 from nni_emotionnas.errors import ConfigError, RunFolderError
 from nni_emotionnas.evaluation.run_folder import RunFolder
 
+REWRITE_HINT = "rerun `emotionnas run` with --out {run_dir}: it writes the statistics again and keeps trained models"
 RETRAIN_HINT = "delete that fold's {variant}/ folder and rerun `emotionnas run` with --out {run_dir} to retrain it"
 
 
@@ -126,7 +127,7 @@ def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = Fa
         fold_inputs = inputs
         statistics = builder.folder.standardization(fold.name)
         if statistics.is_file():  # the fold's training-speaker statistics
-            fold_inputs = Standardization.load(statistics).apply(inputs)
+            fold_inputs = Standardization.load(statistics, REWRITE_HINT.format(run_dir=run_dir)).apply(inputs)
         fold_batch = fold_inputs["spectrogram"] if branch == "spectrogram" else fold_inputs
         with torch.no_grad():
             probabilities.append(torch.softmax(model.eval()(fold_batch), dim=1).numpy())

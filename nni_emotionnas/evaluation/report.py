@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,10 +14,14 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from nni_emotionnas.config.experiment import BASELINES, FUSION_VARIANTS, PROBE_FUSION, ExperimentConfig, RunConfig
+from nni_emotionnas.config.parse import clip
+from nni_emotionnas.errors import RunFolderError
 from nni_emotionnas.features.store import atomic_write_bytes
 
 if TYPE_CHECKING:
     from nni_emotionnas.features.prepared import PreparedCorpus
+
+_logger = logging.getLogger(__name__)
 
 STREAM_VARIANTS = ("spectrogram", "deep", "ism")
 # Paper (IEMOCAP improvised, leave-one-session-out) figures, for orientation beside ours.
@@ -53,7 +58,23 @@ class FoldResult:
 
     @classmethod
     def load(cls, path: Path) -> FoldResult:
-        return cls(**json.loads(Path(path).read_text()))
+        """A saved result; a damaged one (cut short by a crash or a full disk, edited) is a `RunFolderError`."""
+        try:
+            return cls(**json.loads(Path(path).read_bytes()))
+        except (ValueError, TypeError) as exc:  # bad bytes, bad JSON, not this record's keys
+            raise RunFolderError(f"{path}: damaged, not a saved result ({clip(str(exc), 120)})") from exc
+
+    @classmethod
+    def load_finished(cls, path: Path) -> Optional[FoldResult]:
+        """The result a resumed run keeps, None when the step must run (again): no file, or a damaged one,
+        which a warning names before the step is redone."""
+        if not Path(path).is_file():
+            return None
+        try:
+            return cls.load(path)
+        except RunFolderError as exc:
+            _logger.warning("%s; training this variant again", exc)
+            return None
 
 
 def write_text(path: Path, text: str) -> None:

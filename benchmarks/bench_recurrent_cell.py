@@ -2,7 +2,7 @@
 (the catalog LSTM written as a cell, and a typical DARTS-derived cell, both with the space's default
 `state_bound` as the product trains them) against `torch.nn.LSTM` of the
 same sizes, and one DARTS supernet step (forward, backward, optimizer step) of the recurrent space, both with
-the product's mixture step (`spaces.recurrent_mixture`) and with NNI's mixtures called op by op (the reference).
+the product's mixture step (`spaces.kernels.recurrent_mixture`) and with NNI's mixtures called op by op (the reference).
 Every row is the best of `--repeats` runs after a warm-up, the reference's and the supernet steps' alike,
 with the memory its forward holds for backward (distinct tensors autograd saved, as in
 `bench_spectrogram_search.py`); the product's supernet row also gives the buffers it keeps between steps.
@@ -25,7 +25,7 @@ from nni_emotionnas.spaces import recurrent as R
 from nni_emotionnas.spaces.cells.catalog import lstm
 from nni_emotionnas.spaces.cells.fixed import FixedCellLayer
 from nni_emotionnas.spaces.cells.spec import Node, make_cell
-from nni_emotionnas.spaces.recurrent_sequence import step_buffers
+from nni_emotionnas.spaces.kernels.recurrent_sequence import step_buffers
 
 Step = Callable[[Optional[SavedBytes]], None]  # one timed step; given a SavedBytes, it counts what its forward saves
 

@@ -6,7 +6,7 @@ step (forward + backward on a weight batch, clip 5, optimizer step), as NNI's `D
 Variants, each run in its own child process (so peak RSS is its own), in this one run:
 - `plain` (the reference): the supernet (same ops and cell wiring, same number of weights) written in plain
   PyTorch, every edge running every candidate, with a hand-written loop;
-- `fast`: NNI's DARTS supernet of our space with the fast cell (`supernet: fast`, `spaces.fast_cell`), driven
+- `fast`: NNI's DARTS supernet of our space with the fast cell (`supernet: fast`, `spaces.kernels.fast_cell`), driven
   by the same hand-written loop, whose architecture step computes the alphas' gradients only, as
   `emotionnas search`'s DARTS does (`search.darts_strategies`; the reference computes the weights' gradients
   too and discards them, as NNI's and the public DARTS code do); `fast-ckpt`: the same with
@@ -161,7 +161,7 @@ def run_plain(config: Any, args: argparse.Namespace) -> dict[str, Any]:
         alphas = list(net.alphas.parameters())
     else:
         net, alphas = nni_supernet(config)
-        from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
+        from nni_emotionnas.spaces.kernels.cell_checkpoint import enable_cell_checkpointing
 
         enable_cell_checkpointing(net, args.variant.startswith("fast-ckpt"), "benchmark")  # as `emotionnas search`
     alpha_ids = {id(p) for p in alphas}

@@ -20,7 +20,7 @@ from torch.utils.data import TensorDataset
 
 from nni_emotionnas.search.run import run_search
 from nni_emotionnas.spaces import spectrogram as S
-from nni_emotionnas.spaces.fast_cell import FastMixedCell
+from nni_emotionnas.spaces.kernels.fast_cell import FastMixedCell
 from nni_emotionnas.spaces.oneshot_cell import WeightedSumMixedCell
 from nni_emotionnas.training.evaluator import TrainConfig
 
@@ -144,7 +144,7 @@ def test_search_with_accelerator_auto_and_bf16_mixed_precision_on_cpu(tmp_path: 
 def test_checkpoint_cells_on_a_network_without_cells_is_a_config_error() -> None:
     from nni_emotionnas.errors import ConfigError
     from nni_emotionnas.spaces import recurrent as R
-    from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
+    from nni_emotionnas.spaces.kernels.cell_checkpoint import enable_cell_checkpointing
 
     deep = R.build_space(R.RecurrentSpaceConfig(input_dim=4, hidden_size=4, nodes=2), 2)
     with pytest.raises(ConfigError, match="train.checkpoint_cells: RecurrentSpace has no cells to checkpoint"):
@@ -155,7 +155,7 @@ def test_checkpoint_cells_on_a_network_without_cells_is_a_config_error() -> None
 FREED_MEMORY_PROBE = """
 import resource, torch
 from nni_emotionnas.spaces import spectrogram as S
-from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
+from nni_emotionnas.spaces.kernels.cell_checkpoint import enable_cell_checkpointing
 
 def rss_mb():
     with open("/proc/self/statm") as handle:

@@ -341,11 +341,11 @@ def test_catalog_strategy_picks_the_cell_with_lowest_validation_loss(tmp_path):
 )
 @pytest.mark.parametrize("threads", [1, 2])
 def test_fast_darts_mixture_gives_the_call_by_call_logits_and_gradients(ops, state_bound, threads):
-    """The supernet layer's one-matmul-per-mixture step (spaces.recurrent_mixture) is NNI's mixture, with and
+    """The supernet layer's one-matmul-per-mixture step (spaces.kernels.recurrent_mixture) is NNI's mixture, with and
     without a linear op (whose weight gradient is summed over time after the loop) and a state bound, in one
     block of rows and split over two threads (weight gradients summed over the blocks)."""
 
-    from nni_emotionnas.spaces.recurrent_sequence import row_blocks
+    from nni_emotionnas.spaces.kernels.recurrent_sequence import row_blocks
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -391,7 +391,7 @@ def test_fast_mixture_reuses_its_buffers_and_a_retained_graph_keeps_its_own():
 
     from nni.nas.strategy import DARTS
 
-    from nni_emotionnas.spaces.recurrent_sequence import step_buffers
+    from nni_emotionnas.spaces.kernels.recurrent_sequence import step_buffers
 
     config = R.RecurrentSpaceConfig(input_dim=6, hidden_size=5, nodes=4, dropout=0.0, attention_dim=4)
     torch.manual_seed(0)

@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Optional
 
 import numpy as np
@@ -25,9 +24,10 @@ from nni_emotionnas.nni_compat import DifferentiableMixedCell, arch_alphas
 from nni_emotionnas.search.result import SearchResult
 from nni_emotionnas.search.strategies import SPLITS_TRAINING_DATA, build_strategy
 from nni_emotionnas.search.strategy_builders import MULTI_TRIAL
-from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
+from nni_emotionnas.spaces import SearchSpace
 from nni_emotionnas.spaces.darts_ops import NONE
 from nni_emotionnas.spaces.genotype import make_record, write_genotype
+from nni_emotionnas.spaces.kernels.cell_checkpoint import enable_cell_checkpointing
 from nni_emotionnas.training.evaluator import TrainConfig, build_evaluator, dataset_labels, predict_logits
 from nni_emotionnas.training.metrics import score
 
@@ -92,7 +92,7 @@ def _experiment(space: Any, evaluator: Any, strategy: Any, run_dir: Path) -> Any
 
 def run_search(
     *,
-    space_mod: ModuleType,
+    space_mod: SearchSpace,
     space_config: Any,
     train_dataset: Dataset,
     num_classes: int,
@@ -133,7 +133,7 @@ def run_search(
         evaluator = build_evaluator(
             train_dataset, val_dataset, num_classes, search_config, default_root_dir=str(run_dir), callbacks=callbacks
         )
-    space = getattr(space_mod, "build_oneshot_space", space_mod.build_space)(space_config, num_classes)
+    space = space_mod.build_oneshot_space(space_config, num_classes)
     enable_cell_checkpointing(space, search_config.checkpoint_cells, "search.checkpoint_cells")
     strategy = build_strategy(strategy_name, strategy_args)
     experiment = _experiment(space, evaluator, strategy, run_dir)
@@ -146,8 +146,7 @@ def run_search(
         experiment.stop()
     oneshot = strategy.oneshot_module if isinstance(strategy, _one_shot_base()) else None
     weights = edge_weights(oneshot) if oneshot is not None else {}
-    derive = getattr(space_mod, "derive_architecture", None)
-    architecture = derive(exported, weights, space_config) if derive else dict(exported)
+    architecture = space_mod.derive_architecture(exported, weights, space_config)
     check_no_none(architecture)
     metrics: dict[str, Any] = {"seconds": round(seconds, 2), "epochs": search_config.epochs}
     callback = evaluator.trainer.callback_metrics  # one-shot strategies reuse the evaluator's trainer

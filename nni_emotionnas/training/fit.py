@@ -23,7 +23,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import Dataset
 
-from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
+from nni_emotionnas.spaces.kernels.cell_checkpoint import enable_cell_checkpointing
 from nni_emotionnas.training.evaluator import TrainConfig, build_evaluator, predict_logits
 from nni_emotionnas.training.metrics import SERScores, score
 

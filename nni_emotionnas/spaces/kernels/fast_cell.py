@@ -11,7 +11,7 @@ What the naive mixture (every edge runs every candidate on its input) does twice
 - an edge weight times a batch norm's output is the batch norm with affine weight w*gamma and bias w*beta,
   so weighting a candidate keeps no extra tensor; the batch norms of all edges from j are one call;
 - everything is channels-last (the layout oneDNN's convs and pools are fast in); the batch norms take their
-  sums from matrix products (`spaces.batch_norm`: PyTorch's channels-last kernel is slow at a DARTS cell's
+  sums from matrix products (`spaces.kernels.batch_norm`: PyTorch's channels-last kernel is slow at a DARTS cell's
   few channels);
 - the cell's input blocks (`CellInputs`) go through the same conv and batch-norm paths as the edges;
 - with `checkpoint_cells`, the edges from each state are recomputed in backward one state at a time.
@@ -26,13 +26,12 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from nni.nas.nn.pytorch.cell import preprocess_cell_inputs
 from torch import nn
 
-from nni_emotionnas.nni_compat import DifferentiableMixedCell, arch_alphas, arch_softmax
-from nni_emotionnas.spaces.batch_norm import batch_norm
-from nni_emotionnas.spaces.cell_checkpoint import recomputed
+from nni_emotionnas.nni_compat import DifferentiableMixedCell, arch_alphas, arch_softmax, preprocess_cell_inputs
 from nni_emotionnas.spaces.darts_ops import CellInputs, DilConv, FactorizedReduce, ReLUConvBN, SepConv
+from nni_emotionnas.spaces.kernels.batch_norm import batch_norm
+from nni_emotionnas.spaces.kernels.cell_checkpoint import recomputed
 
 CHANNELS_LAST = torch.channels_last
 
@@ -140,7 +139,7 @@ def mix_shared(outputs: list[torch.Tensor], scales: list[torch.Tensor]) -> list[
 
 class FastMixedCell(DifferentiableMixedCell):
     """NNI's DARTS cell mixture (softmaxed alphas per edge, implicit `none`) with the state-by-state forward
-    described in the module docstring. Plugged in by `spaces.oneshot_cell.differentiable_cell_hooks`."""
+    described in the module docstring. Plugged in by `SpectrogramSpace.extra_oneshot_hooks`."""
 
     def _prepare(self, inputs: tuple) -> tuple[list, list[torch.Tensor], dict[tuple[int, int], torch.Tensor]]:
         """Channels-last cell inputs, the preprocessed input states and every edge's normalised weights, taken in

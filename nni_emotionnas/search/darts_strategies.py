@@ -12,7 +12,7 @@ Alphas and weights evolve exactly as with NNI's classes: only discarded work is 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from nni.nas.strategy import DARTS as NniDARTS
@@ -39,7 +39,7 @@ class ArchitectureAdam(torch.optim.Adam):
         for weight in self._frozen:
             weight.requires_grad_(False)
 
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+    def step(self, closure: Any = None) -> Any:  # as Adam's: None, or a closure whose loss it returns
         self._thaw()
         return super().step(closure)
 

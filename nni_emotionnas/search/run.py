@@ -73,7 +73,7 @@ def check_no_none(architecture: dict[str, Any]) -> None:
         raise RuntimeError(f"derived architecture keeps 'none' at {chosen}: DARTS derivation must exclude it")
 
 
-def _one_shot_base() -> type:
+def _one_shot_base() -> Any:
     from nni.nas.oneshot.pytorch.strategy import OneShotStrategy
 
     return OneShotStrategy
@@ -122,6 +122,8 @@ def run_search(
             strategy_args=strategy_args, run_dir=run_dir, branch=branch, classes=classes, fold=fold,
         )
     pl.seed_everything(search_config.seed, workers=True, verbose=False)
+    weight_data: Dataset
+    arch_data: Optional[Dataset]
     if strategy_name in SPLITS_TRAINING_DATA:
         weight_data, arch_data = split_for_search(train_dataset, search_config.seed)
         evaluator = build_evaluator(

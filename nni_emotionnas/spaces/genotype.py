@@ -48,7 +48,7 @@ def make_record(
         "architecture": architecture,
         "genotype": module.readable_genotype(architecture, edge_weights or {}),
         "edge_weights": edge_weights or {},
-        "space_config": dataclasses.asdict(space_config) if dataclasses.is_dataclass(space_config) else space_config,
+        "space_config": space_config if isinstance(space_config, dict) else dataclasses.asdict(space_config),
         "num_classes": num_classes,
         "classes": classes,
         "fold": fold,

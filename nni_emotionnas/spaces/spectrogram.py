@@ -151,7 +151,7 @@ def _cell_op(node: int, op_index: int, input_index: Optional[int], *, op: str, c
     """Op factory for `Cell`: stride 2 on the cell inputs of a reduction cell (input unknown -> 2 as well)."""
     stride = 2 if reduction and (input_index is None or input_index < NUM_PREDECESSORS) else 1
     module = build_op(op, channels, stride)
-    module.darts_op = op  # lets `fixed_genotype` read back what a frozen cell really contains
+    module.darts_op = op  # type: ignore[assignment]  # lets `fixed_genotype` read back what a frozen cell really contains
     return module
 
 

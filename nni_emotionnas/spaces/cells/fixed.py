@@ -178,8 +178,8 @@ class FixedCellLayer(nn.Module):
             h2 = values_seq[self.cell.outputs["h2"]][:, -1] if "h2" in self.cell.outputs else state[1]
             return h1_seq, (h1_seq[:, -1], h2)
         # x-only values read by non-linear ops inside the loop (linear nodes get theirs hoisted)
-        seq_names = {i for n in self.dynamic if n.op != LINEAR for i in n.inputs if i in values_seq}
-        seq_names = sorted(seq_names | {name for name in self.cell.outputs.values() if name in values_seq})
+        read = {i for n in self.dynamic if n.op != LINEAR for i in n.inputs if i in values_seq}
+        seq_names = sorted(read | {name for name in self.cell.outputs.values() if name in values_seq})
         steps_hoisted = hoisted.unbind(1) if hoisted is not None else None
         steps_values = {name: values_seq[name].unbind(1) for name in seq_names}
         h1, h2 = state
@@ -204,9 +204,9 @@ class FixedCellLayer(nn.Module):
 
     def _run_block(self, block: _Block, env: dict, projections: dict, hoisted: Optional[torch.Tensor]) -> None:
         H = self.hidden_size
-        parts = [_columns(hoisted, block.hoisted)] if block.hoisted else []
+        parts = [_columns(hoisted, block.hoisted)] if block.hoisted and hoisted is not None else []
         parts += [_columns(projections[s], span) for s, span in block.states.items()]
-        total = parts[0] if parts else None
+        total: Optional[torch.Tensor] = parts[0] if parts else None
         for p in parts[1:]:
             total = total + p
         # one split (a single backward node) rather than a slice per node

@@ -56,7 +56,7 @@ class CellSpec:
 
     def reads_of(self, state: str) -> set[str]:
         """The cell inputs (x, h1, h2) that the node giving `state` (h1 or h2) depends on within one step."""
-        needed, read = {self.outputs[state]}, set()
+        needed, read = {self.outputs[state]}, set[str]()
         for node in reversed(self.nodes):
             if node.name in needed:
                 needed.update(node.inputs)

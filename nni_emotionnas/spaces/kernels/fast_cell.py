@@ -49,13 +49,14 @@ class ChannelsLastGrad(torch.autograd.Function):
         return grad.contiguous(memory_format=CHANNELS_LAST)
 
 
-def fused_batch_norm(x: torch.Tensor, norms: Sequence[nn.BatchNorm2d], scales: Optional[torch.Tensor]) -> torch.Tensor:
+def fused_batch_norm(x: torch.Tensor, norms: Sequence[Any], scales: Optional[torch.Tensor]) -> torch.Tensor:
     """`cat_m(scales[m] * norms[m](x_m))` where x = cat_m(x_m) along channels, in one batch-norm call.
 
     Running statistics are gathered from the modules and written back, so each module ends up as if it had
     normalised its own slice."""
     first = norms[0]
     channels = first.num_features
+    weight: Optional[torch.Tensor]
     if first.affine:
         weight = torch.stack([bn.weight for bn in norms])
         bias = torch.stack([bn.bias for bn in norms])
@@ -114,7 +115,7 @@ def cell_input(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """One of `CellInputs`' blocks with the edges' conv and batch norm: their 1x1 convs and batch norms at a
     cell's few channels cost as much as the edges' convs through the modules' own forward."""
     if isinstance(block, ReLUConvBN):
-        conv = block[1]
+        conv: Any = block[1]
         out = F.conv2d(F.relu(x), conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
         return fused_batch_norm(out, [block[2]], None)
     if isinstance(block, FactorizedReduce):
@@ -141,7 +142,7 @@ class FastMixedCell(DifferentiableMixedCell):
     """NNI's DARTS cell mixture (softmaxed alphas per edge, implicit `none`) with the state-by-state forward
     described in the module docstring. Plugged in by `SpectrogramSpace.extra_oneshot_hooks`."""
 
-    def _prepare(self, inputs: tuple) -> tuple[list, list[torch.Tensor], dict[tuple[int, int], torch.Tensor]]:
+    def _prepare(self, inputs: Sequence[Any]) -> tuple[list, list[torch.Tensor], dict[tuple[int, int], torch.Tensor]]:
         """Channels-last cell inputs, the preprocessed input states and every edge's normalised weights, taken in
         NNI's order (node by node), so GumbelDARTS draws the same noise as with the naive cell."""
         processed = [

@@ -11,7 +11,7 @@ sequence is one autograd function with a hand-written backward (`recurrent_seque
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -31,7 +31,7 @@ class Mixture:
     op_names: list[str]
 
 
-def layer_mixture(layer: torch.nn.Module) -> Optional[Mixture]:
+def layer_mixture(layer: Any) -> Optional[Mixture]:
     """The layer's weights when all its choices are DARTS mixtures (None otherwise: sampled or Gumbel)."""
     choices = [[node.op, *(node.operands[s if s in node.slots else "a"] for s in SLOTS)] for node in layer.nodes]
     weights = [[mixture_weights(choice) for choice in node] for node in choices]
@@ -46,7 +46,7 @@ def layer_mixture(layer: torch.nn.Module) -> Optional[Mixture]:
     )
 
 
-def run_mixture(layer: torch.nn.Module, projected: torch.Tensor, mixture: Mixture, leaky_slope: float) -> torch.Tensor:
+def run_mixture(layer: Any, projected: torch.Tensor, mixture: Mixture, leaky_slope: float) -> torch.Tensor:
     """The layer's h1 sequence (batch, time, hidden) over the projected inputs (batch, time, hidden)."""
     linear = []
     if LINEAR in mixture.op_names:

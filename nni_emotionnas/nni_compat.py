@@ -37,6 +37,7 @@ from nni.nas.experiment import NasExperiment  # noqa: E402
 from nni.nas.nn.pytorch.cell import preprocess_cell_inputs  # noqa: E402
 from nni.nas.nn.pytorch.choice import ChosenInputs  # noqa: E402
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule, GumbelDartsLightningModule  # noqa: E402
+from nni.nas.oneshot.pytorch.strategy import OneShotStrategy  # noqa: E402
 from nni.nas.oneshot.pytorch.supermodule.differentiable import (  # noqa: E402
     DifferentiableMixedCell,
     DifferentiableMixedInput,
@@ -46,16 +47,18 @@ from nni.runtime.env_vars import trial_env_vars  # noqa: E402
 from nni.runtime.trial_command_channel import get_default_trial_command_channel  # noqa: E402
 
 __all__ = [
-    "ChosenInputs", "DartsLightningModule", "DifferentiableMixedCell", "GumbelDartsLightningModule",
-    "ReadableNasExperiment", "RunOverride", "SerializableObject", "arch_alphas", "arch_softmax", "claim_model_index",
-    "current_trial_record", "final_metric_rows", "mixture_weights", "preprocess_cell_inputs", "raise_rest_timeout",
-    "registered_log_dir", "reclass_darts_module", "send_trial_metric", "skip_model_index", "strategy_lock",
-    "trial_channel", "trial_log_paths", "view_stopped_experiment",
+    "arch_alphas", "arch_softmax", "ChosenInputs", "claim_model_index", "current_trial_record",
+    "DartsLightningModule", "DifferentiableMixedCell", "final_metric_rows", "GumbelDartsLightningModule",
+    "mixture_weights", "OneShotStrategy", "preprocess_cell_inputs", "raise_rest_timeout", "ReadableNasExperiment",
+    "reclass_darts_module", "registered_log_dir", "RunOverride", "send_trial_metric", "SerializableObject",
+    "skip_model_index", "strategy_lock", "trial_channel", "trial_log_paths", "view_stopped_experiment",
 ]
 # `preprocess_cell_inputs` (nni.nas.nn.pytorch.cell, not exported): how NNI's `Cell.forward` turns its arguments
 # (a list of predecessors or separate tensors) into the predecessor list; our DARTS cell forwards take the same.
 # `ChosenInputs` (nni.nas.nn.pytorch.choice, not exported): what a frozen `Cell` holds in place of each input
 # choice; `spectrogram.fixed_genotype` reads the chosen predecessors from it.
+# `OneShotStrategy` (nni.nas.oneshot.pytorch.strategy, not exported): the base of NNI's one-shot strategies, whose
+# `oneshot_module` holds the trained supernet a search reads its edge weights and UA from (`search.run`).
 
 
 # --- one-shot supernets -------------------------------------------------------------------------------------

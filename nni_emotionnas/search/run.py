@@ -20,7 +20,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, Subset
 
-from nni_emotionnas.nni_compat import DifferentiableMixedCell, arch_alphas
+from nni_emotionnas.nni_compat import DifferentiableMixedCell, OneShotStrategy, arch_alphas
 from nni_emotionnas.search.result import SearchResult
 from nni_emotionnas.search.strategies import SPLITS_TRAINING_DATA, build_strategy
 from nni_emotionnas.search.strategy_builders import MULTI_TRIAL
@@ -71,12 +71,6 @@ def check_no_none(architecture: dict[str, Any]) -> None:
     chosen = [label for label, value in architecture.items() if value == NONE]
     if chosen:
         raise RuntimeError(f"derived architecture keeps 'none' at {chosen}: DARTS derivation must exclude it")
-
-
-def _one_shot_base() -> Any:
-    from nni.nas.oneshot.pytorch.strategy import OneShotStrategy
-
-    return OneShotStrategy
 
 
 def _experiment(space: Any, evaluator: Any, strategy: Any, run_dir: Path) -> Any:
@@ -146,7 +140,7 @@ def run_search(
         exported = experiment.export_top_models(formatter="dict")[0]
     finally:
         experiment.stop()
-    oneshot = strategy.oneshot_module if isinstance(strategy, _one_shot_base()) else None
+    oneshot = strategy.oneshot_module if isinstance(strategy, OneShotStrategy) else None
     weights = edge_weights(oneshot) if oneshot is not None else {}
     architecture = space_mod.derive_architecture(exported, weights, space_config)
     check_no_none(architecture)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nni_emotionnas.spaces import batch_norm as B
+from nni_emotionnas.spaces.kernels import batch_norm as B
 
 CL = torch.channels_last
 

@@ -19,26 +19,17 @@ Probs = dict[str, dict[str, float]]  # softmaxed edge weights, {label: {choice: 
 class SearchSpace(Protocol):
     """What `search.run`, `search.space_json`, `spaces.genotype` and the CLI call on a space module."""
 
-    @property
-    def CONFIG_CLASS(self) -> type[Any]:
-        """The dataclass its YAML file (`search_spaces/<name>.yml`) parses into (`parse_space_config`)."""
-
-    @property
-    def DEFAULT_CONFIG_FILE(self) -> str:
-        """The packaged YAML's file name."""
+    CONFIG_CLASS: type[Any]  # the dataclass its YAML file (`search_spaces/<name>.yml`) parses into
+    DEFAULT_CONFIG_FILE: str  # the packaged YAML's file name
 
     def build_space(self, space_config: Any, num_classes: int) -> Any:
-        """A fresh NNI `ModelSpace`: `forward(inputs)` takes the batch as the data layer gives it (tensor or dict)
-        and returns logits, `embed(inputs)` the pooled embedding, `embedding_dim` is an int; `freeze(arch)` gives
-        the fixed network."""
+        """An NNI `ModelSpace`: `forward(batch)` gives logits, `embed(batch)` the embedding (`embedding_dim` wide)."""
 
     def build_oneshot_space(self, space_config: Any, num_classes: int) -> Any:
-        """The space for one-shot strategies, without the space's `Constraint`s (NNI's differentiable strategies
-        accept choices only); `derive_architecture` then fixes their export."""
+        """The space without its `Constraint`s, which NNI's one-shot strategies refuse (`derive_architecture`)."""
 
     def derive_architecture(self, arch: dict[str, Any], probs: Probs, space_config: Any) -> dict[str, Any]:
-        """The final architecture dict from the strategy's export and `probs` (`{}` for strategies without
-        architecture weights), enforcing the space's conventions (e.g. DARTS never keeps `none`)."""
+        """The strategy's export made to follow the space's rules (e.g. DARTS never keeps `none`)."""
 
     def readable_genotype(self, arch: dict[str, Any], probs: Optional[Probs] = None) -> dict[str, Any]:
         """JSON-ready human view of `arch` (e.g. DARTS cells as `{"normal": [[op, input], ...], ...}`)."""
@@ -47,16 +38,13 @@ class SearchSpace(Protocol):
         """A PNG picture of the readable genotype (matplotlib only)."""
 
     def input_names(self, label: str, count: int) -> Optional[list[str]]:
-        """What an input choice's values 0..count-1 stand for, so search-space JSON, trial parameters and the
-        web UI show `n1/operand_a: h1`, not an index; None for other labels."""
+        """What an input choice's values 0..count-1 stand for (the web UI shows `n1/operand_a: h1`), or None."""
 
     def upgrade_architecture(self, architecture: dict[str, Any]) -> dict[str, Any]:
         """An older genotype file's architecture dict in today's labels."""
 
     def upgrade_config(self, data: dict[str, Any], where: str, recorded: bool) -> dict[str, Any]:
-        """An older space config without its removed keys (CHANGELOG.md), before it is parsed: a removed key with
-        a value that no longer holds is a one-line error naming it and what replaced it, unless the mapping is
-        a genotype's record of its search (`recorded`), which only warns."""
+        """An older space file (or genotype record, `recorded`) without its removed keys (CHANGELOG.md)."""
 
 
 if TYPE_CHECKING:  # mypy checks that every space module implements the protocol

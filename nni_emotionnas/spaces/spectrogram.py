@@ -214,10 +214,8 @@ class SpectrogramSpace(ModelSpace):
         self.classifier = nn.Linear(self.embedding_dim, num_classes)
 
     def extra_oneshot_hooks(self, strategy: Any) -> list:
-        """NNI asks the space for extra one-shot mutation hooks: under DARTS and GumbelDARTS (and the project's
-        subclasses of them, `search.darts_strategies`), NNI's cell mixture computed by `kernels.fast_cell` (the
-        same function) or PC-DARTS' (`partial_channels` > 1); other one-shot strategies (ENAS, RandomOneShot,
-        Proxyless) keep NNI's own cell handling, which has no partial channels."""
+        """NNI's hook for one-shot mutations: under DARTS and GumbelDARTS, NNI's cell mixture computed by
+        `kernels.fast_cell` (the same function) or PC-DARTS' cell; other strategies keep NNI's own."""
         from nni.nas.strategy import DARTS, Proxyless
 
         from nni_emotionnas.spaces.kernels.fast_cell import FastMixedCell

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch import Tensor as T  # short, for the fused ops' signatures
 
 from nni_emotionnas.errors import ConfigError
 
@@ -28,89 +29,76 @@ LINEAR = "linear"
 class FusedOp(nn.Module):
     """An op inside the fused DARTS step (compiled by TorchScript with the step). `forward` writes op(a, b, z)
     into `out` (nothing recorded for autograd); `grad` adds `w` times the gradient of <g, op(a, b, z)> with
-    respect to a, b, z into `g_operands` (3 x batch x hidden), `out` being what `forward` wrote. `weight`,
+    respect to a, b, z into `g_abz` (3 x batch x hidden), `out` being what `forward` wrote. `weight`,
     `bias` are the node's linear map, read by the linear op only."""
 
-    def forward(self, out: Tensor, a: Tensor, b: Tensor, z: Tensor, weight: Tensor, bias: Tensor, slope: float) -> None:
+    def forward(self, out: T, a: T, b: T, z: T, weight: T, bias: T, slope: float) -> None:
         raise NotImplementedError
 
-    def grad(self, g_operands: Tensor, g: Tensor, w: float, a: Tensor, b: Tensor, z: Tensor, out: Tensor,
-             weight: Tensor, slope: float) -> None:
+    def grad(self, g_abz: T, g: T, w: float, a: T, b: T, z: T, out: T, weight: T, slope: float) -> None:
         raise NotImplementedError
 
 
 class FusedLinear(FusedOp):
-    def forward(self, out: Tensor, a: Tensor, b: Tensor, z: Tensor, weight: Tensor, bias: Tensor, slope: float) -> None:
+    def forward(self, out: T, a: T, b: T, z: T, weight: T, bias: T, slope: float) -> None:
         torch.addmm(bias, a, weight.t(), out=out)
 
     @torch.jit.export
-    def grad(self, g_operands: Tensor, g: Tensor, w: float, a: Tensor, b: Tensor, z: Tensor, out: Tensor,
-             weight: Tensor, slope: float) -> None:
-        g_operands[0].addmm_(g, weight, alpha=w)
+    def grad(self, g_abz: T, g: T, w: float, a: T, b: T, z: T, out: T, weight: T, slope: float) -> None:
+        g_abz[0].addmm_(g, weight, alpha=w)
 
 
 class FusedBlend(FusedOp):  # b + z (a - b)
-    def forward(self, out: Tensor, a: Tensor, b: Tensor, z: Tensor, weight: Tensor, bias: Tensor, slope: float) -> None:
-        torch.lerp(b, a, z, out=out)
+    def forward(self, out: T, a: T, b: T, z: T, weight: T, bias: T, slope: float) -> None: torch.lerp(b, a, z, out=out)
 
     @torch.jit.export
-    def grad(self, g_operands: Tensor, g: Tensor, w: float, a: Tensor, b: Tensor, z: Tensor, out: Tensor,
-             weight: Tensor, slope: float) -> None:
-        g_operands[0].addcmul_(g, z, value=w)
-        g_operands[1].add_(g, alpha=w).addcmul_(g, z, value=-w)
-        g_operands[2].addcmul_(g, a, value=w).addcmul_(g, b, value=-w)
+    def grad(self, g_abz: T, g: T, w: float, a: T, b: T, z: T, out: T, weight: T, slope: float) -> None:
+        g_abz[0].addcmul_(g, z, value=w)
+        g_abz[1].add_(g, alpha=w).addcmul_(g, z, value=-w)
+        g_abz[2].addcmul_(g, a, value=w).addcmul_(g, b, value=-w)
 
 
 class FusedProduct(FusedOp):
-    def forward(self, out: Tensor, a: Tensor, b: Tensor, z: Tensor, weight: Tensor, bias: Tensor, slope: float) -> None:
-        torch.mul(a, b, out=out)
+    def forward(self, out: T, a: T, b: T, z: T, weight: T, bias: T, slope: float) -> None: torch.mul(a, b, out=out)
 
     @torch.jit.export
-    def grad(self, g_operands: Tensor, g: Tensor, w: float, a: Tensor, b: Tensor, z: Tensor, out: Tensor,
-             weight: Tensor, slope: float) -> None:
-        g_operands[0].addcmul_(g, b, value=w)
-        g_operands[1].addcmul_(g, a, value=w)
+    def grad(self, g_abz: T, g: T, w: float, a: T, b: T, z: T, out: T, weight: T, slope: float) -> None:
+        g_abz[0].addcmul_(g, b, value=w)
+        g_abz[1].addcmul_(g, a, value=w)
 
 
 class FusedSum(FusedOp):
-    def forward(self, out: Tensor, a: Tensor, b: Tensor, z: Tensor, weight: Tensor, bias: Tensor, slope: float) -> None:
-        torch.add(a, b, out=out)
+    def forward(self, out: T, a: T, b: T, z: T, weight: T, bias: T, slope: float) -> None: torch.add(a, b, out=out)
 
     @torch.jit.export
-    def grad(self, g_operands: Tensor, g: Tensor, w: float, a: Tensor, b: Tensor, z: Tensor, out: Tensor,
-             weight: Tensor, slope: float) -> None:
-        g_operands[0].add_(g, alpha=w)
-        g_operands[1].add_(g, alpha=w)
+    def grad(self, g_abz: T, g: T, w: float, a: T, b: T, z: T, out: T, weight: T, slope: float) -> None:
+        g_abz[0].add_(g, alpha=w)
+        g_abz[1].add_(g, alpha=w)
 
 
 class FusedTanh(FusedOp):
-    def forward(self, out: Tensor, a: Tensor, b: Tensor, z: Tensor, weight: Tensor, bias: Tensor, slope: float) -> None:
-        torch.tanh(a, out=out)
+    def forward(self, out: T, a: T, b: T, z: T, weight: T, bias: T, slope: float) -> None: torch.tanh(a, out=out)
 
     @torch.jit.export
-    def grad(self, g_operands: Tensor, g: Tensor, w: float, a: Tensor, b: Tensor, z: Tensor, out: Tensor,
-             weight: Tensor, slope: float) -> None:
-        g_operands[0].add_(torch.ops.aten.tanh_backward(g, out), alpha=w)
+    def grad(self, g_abz: T, g: T, w: float, a: T, b: T, z: T, out: T, weight: T, slope: float) -> None:
+        g_abz[0].add_(torch.ops.aten.tanh_backward(g, out), alpha=w)
 
 
 class FusedSigmoid(FusedOp):
-    def forward(self, out: Tensor, a: Tensor, b: Tensor, z: Tensor, weight: Tensor, bias: Tensor, slope: float) -> None:
-        torch.sigmoid(a, out=out)
+    def forward(self, out: T, a: T, b: T, z: T, weight: T, bias: T, slope: float) -> None: torch.sigmoid(a, out=out)
 
     @torch.jit.export
-    def grad(self, g_operands: Tensor, g: Tensor, w: float, a: Tensor, b: Tensor, z: Tensor, out: Tensor,
-             weight: Tensor, slope: float) -> None:
-        g_operands[0].add_(torch.ops.aten.sigmoid_backward(g, out), alpha=w)
+    def grad(self, g_abz: T, g: T, w: float, a: T, b: T, z: T, out: T, weight: T, slope: float) -> None:
+        g_abz[0].add_(torch.ops.aten.sigmoid_backward(g, out), alpha=w)
 
 
 class FusedLeakyReLU(FusedOp):
-    def forward(self, out: Tensor, a: Tensor, b: Tensor, z: Tensor, weight: Tensor, bias: Tensor, slope: float) -> None:
+    def forward(self, out: T, a: T, b: T, z: T, weight: T, bias: T, slope: float) -> None:
         torch._C._nn.leaky_relu(a, slope, out=out)
 
     @torch.jit.export
-    def grad(self, g_operands: Tensor, g: Tensor, w: float, a: Tensor, b: Tensor, z: Tensor, out: Tensor,
-             weight: Tensor, slope: float) -> None:
-        g_operands[0].add_(torch.ops.aten.leaky_relu_backward(g, a, slope, False), alpha=w)
+    def grad(self, g_abz: T, g: T, w: float, a: T, b: T, z: T, out: T, weight: T, slope: float) -> None:
+        g_abz[0].add_(torch.ops.aten.leaky_relu_backward(g, a, slope, False), alpha=w)
 
 
 def _weighted(inputs: Sequence[Tensor], slope: float) -> Tensor:

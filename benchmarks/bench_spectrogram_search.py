@@ -6,7 +6,7 @@ step (forward + backward on a weight batch, clip 5, optimizer step), as NNI's `D
 Variants, each run in its own child process (so peak RSS is its own), in this one run:
 - `plain` (the reference): the supernet (same ops and cell wiring, same number of weights) written in plain
   PyTorch, every edge running every candidate, with a hand-written loop;
-- `fast`: NNI's DARTS supernet of our space with the fast cell (`supernet: fast`, `spaces.fast_cell`), driven
+- `fast`: NNI's DARTS supernet of our space with the fast cell (`supernet: fast`, `spaces.kernels.fast_cell`), driven
   by the same hand-written loop, whose architecture step computes the alphas' gradients only, as
   `emotionnas search`'s DARTS does (`search.darts_strategies`; the reference computes the weights' gradients
   too and discards them, as NNI's and the public DARTS code do); `fast-ckpt`: the same with
@@ -17,7 +17,7 @@ Variants, each run in its own child process (so peak RSS is its own), in this on
 - `*-bf16` (`fast-bf16`, `fast-ckpt-bf16`, `nni-bf16`): the same under bfloat16 autocast, what
   `search.precision: bf16-mixed` does (convs in bfloat16, on CPUs with AMX/AVX512-BF16 units); not the same
   float32 arithmetic, so a row of its own beside the float32 targets;
-- opt-in: `lean` / `nni-stock` (NNI's supernet with the edge-by-edge cell / NNI's stock cell, hand loop).
+- opt-in: `nni-stock` (NNI's supernet with NNI's stock cell, the fast cell's reference, hand loop).
 
 Usage: python benchmarks/bench_spectrogram_search.py [--batch 32] [--size 140] [--steps 3] [--live-memory]
 Prints seconds per step (median after one warm-up step), peak RSS, the memory held for backward at the end of
@@ -122,13 +122,16 @@ class PlainSupernet(nn.Module):
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
 
 
-def nni_supernet(config: Any) -> tuple[nn.Module, list[nn.Parameter]]:
+def nni_supernet(config: Any, stock: bool = False) -> tuple[nn.Module, list[nn.Parameter]]:
     """NNI's DARTS supernet of our space (no Lightning), with its architecture parameters."""
     from nni.nas.strategy import DARTS
 
     from nni_emotionnas.spaces.spectrogram import build_space
 
-    net = DARTS().mutate_model(build_space(config, 4))
+    space = build_space(config, 4)
+    if stock:  # without the space's one-shot hook NNI's DARTS keeps its own cell mixture (the reference)
+        space.extra_oneshot_hooks = lambda strategy: []
+    net = DARTS().mutate_model(space)
     return net, [p for name, p in net.named_parameters() if "_arch_alpha" in name]
 
 
@@ -160,8 +163,8 @@ def run_plain(config: Any, args: argparse.Namespace) -> dict[str, Any]:
         net = PlainSupernet(config, 4)
         alphas = list(net.alphas.parameters())
     else:
-        net, alphas = nni_supernet(config)
-        from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
+        net, alphas = nni_supernet(config, stock=args.variant == "nni-stock")
+        from nni_emotionnas.spaces.kernels.cell_checkpoint import enable_cell_checkpointing
 
         enable_cell_checkpointing(net, args.variant.startswith("fast-ckpt"), "benchmark")  # as `emotionnas search`
     alpha_ids = {id(p) for p in alphas}
@@ -241,9 +244,7 @@ def child(args: argparse.Namespace) -> None:
     from nni_emotionnas.spaces.spectrogram import SpectrogramSpaceConfig
 
     torch.set_num_threads(args.threads)
-    supernet = {"lean": "lean", "nni-stock": "nni"}.get(args.variant, "fast")
-    config = SpectrogramSpaceConfig(supernet=supernet,
-                                    partial_channels=args.partial_channels if args.variant == "pc-darts" else 1)
+    config = SpectrogramSpaceConfig(partial_channels=args.partial_channels if args.variant == "pc-darts" else 1)
     result = run_nni(config, args) if args.variant in ("nni", "nni-bf16") else run_plain(config, args)
     print("RESULT " + json.dumps(result))
 
@@ -256,7 +257,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--variants", nargs="+", default=["plain", "fast", "fast-ckpt", "pc-darts", "nni"],
                         choices=["plain", "fast", "fast-ckpt", "pc-darts", "nni", "fast-bf16", "fast-ckpt-bf16",
-                                 "nni-bf16", "lean", "nni-stock"])
+                                 "nni-bf16", "nni-stock"])
     parser.add_argument("--partial-channels", type=int, default=2,
                         help="K of the pc-darts variant (K=4 does not divide the paper's C=6)")
     parser.add_argument("--repeats", type=int, default=1,

@@ -237,13 +237,19 @@ def test_search_space_of_another_space_is_refused_naming_the_choice(
      r"Hyperband is not an NNI Tuner \(advisors"),
     ({"tuner": "no_such.Tuner"}, r"tuner.classArgs.tuner: cannot load 'no_such.Tuner'"),
     ({"tuner": "Random", "branch": "audio"}, r"tuner.classArgs.branch: 'audio' is not a branch"),
-    ({"tuner": "Random", "experiment": "missing.yml"}, r"tuner.classArgs.experiment: .*missing.yml is not a file"),
     ({"tuner": "Random", "max_refusals": -1}, r"tuner.classArgs.max_refusals: must be a whole number >= 0"),
 ])
 def test_bad_class_args_name_the_key(experiment: Path, kwargs: dict[str, Any], message: str) -> None:
     args = {"experiment": str(experiment), "branch": "deep", **kwargs}
     with pytest.raises(ConfigError, match=message):
         ValidSampleTuner(**args)
+
+
+def test_the_experiment_is_read_when_the_search_space_comes(tmp_path: Path) -> None:
+    """The constructor stays light (NNI's manager waits 10 s for a tuner to connect); the space is built later."""
+    tuner = ValidSampleTuner("Random", str(tmp_path / "missing.yml"), "deep")
+    with pytest.raises(ConfigError, match=r"tuner.classArgs.experiment: .*missing.yml is not a file"):
+        tuner.update_search_space({})
 
 
 def test_a_tuner_class_by_module_path_is_wrapped(experiment: Path, search_space: dict[str, Any]) -> None:

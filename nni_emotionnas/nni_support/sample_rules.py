@@ -24,8 +24,6 @@ class SampleRules:
         from nni_emotionnas.models.networks import space_config_for
         from nni_emotionnas.search.space_json import build_space, choices, legacy_space
 
-        if branch not in ("spectrogram", "deep"):
-            raise ConfigError(f"{where}.branch: {branch!r} is not a branch (spectrogram, deep)")
         if not Path(experiment).is_file():
             raise ConfigError(f"{where}.experiment: {experiment} is not a file (the experiment the trials run)")
         loaded = load_experiment(Path(experiment))

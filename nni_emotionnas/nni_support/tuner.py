@@ -34,7 +34,6 @@ import nni
 from nni.tuner import Tuner
 
 from nni_emotionnas.errors import ConfigError
-from nni_emotionnas.nni_compat import dispatcher_tuner_config
 from nni_emotionnas.nni_support.sample_rules import SampleRules
 
 _logger = logging.getLogger(__name__)
@@ -44,6 +43,8 @@ WHERE = "tuner.classArgs"
 def code_directory() -> Path:
     """Where relative classArgs paths start: the tuner's `codeDirectory` inside an NNI experiment, else the cwd
     (NNI starts tuners in the experiment's log folder, so the cwd there means nothing to the user)."""
+    from nni_emotionnas.nni_compat import dispatcher_tuner_config
+
     config = dispatcher_tuner_config()
     directory = config.get("codeDirectory") if config else None
     return Path(directory) if directory else Path.cwd()
@@ -128,8 +129,10 @@ class ValidSampleTuner(Tuner):
     ) -> None:
         if not isinstance(max_refusals, int) or isinstance(max_refusals, bool) or max_refusals < 0:
             raise ConfigError(f"{WHERE}.max_refusals: must be a whole number >= 0, got {max_refusals!r}")
-        base = code_directory()
-        self.rules = SampleRules(_resolve(experiment, base), branch, _resolve(space, base), where=WHERE)
+        if branch not in ("spectrogram", "deep"):
+            raise ConfigError(f"{WHERE}.branch: {branch!r} is not a branch (spectrogram, deep)")
+        self._space_args = (experiment, branch, space)
+        self._rules: Optional[SampleRules] = None
         self.name = tuner
         self.inner = build_inner_tuner(tuner, tuner_args or {})
         self.refused_score = float(refused_score) if refused_score is not None else worst_score(self.inner)
@@ -142,6 +145,16 @@ class ValidSampleTuner(Tuner):
         self._offers: deque[tuple[int, Any]] = deque()  # late samples of the inner tuner, not checked yet
         self._draining = False
         self._send: Optional[Callable[[Any, Any], None]] = None
+
+    @property
+    def rules(self) -> SampleRules:
+        """The model space, built on first use: NNI gives a tuner 10 s from its start to connect to the manager,
+        and importing torch and building the space can take longer on a busy machine."""
+        if self._rules is None:
+            experiment, branch, space = self._space_args
+            base = code_directory()
+            self._rules = SampleRules(_resolve(experiment, base), branch, _resolve(space, base), where=WHERE)
+        return self._rules
 
     # --- what NNI's dispatcher calls --------------------------------------------------------------------------
     def update_search_space(self, search_space: dict[str, Any]) -> None:

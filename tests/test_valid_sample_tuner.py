@@ -238,6 +238,7 @@ def test_search_space_of_another_space_is_refused_naming_the_choice(
     ({"tuner": "no_such.Tuner"}, r"tuner.classArgs.tuner: cannot load 'no_such.Tuner'"),
     ({"tuner": "Random", "branch": "audio"}, r"tuner.classArgs.branch: 'audio' is not a branch"),
     ({"tuner": "Random", "max_refusals": -1}, r"tuner.classArgs.max_refusals: must be a whole number >= 0"),
+    ({"tuner": "Random", "refused_score": "low"}, r"tuner.classArgs.refused_score: must be a number"),
 ])
 def test_bad_class_args_name_the_key(experiment: Path, kwargs: dict[str, Any], message: str) -> None:
     args = {"experiment": str(experiment), "branch": "deep", **kwargs}

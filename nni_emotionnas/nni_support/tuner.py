@@ -135,6 +135,10 @@ class ValidSampleTuner(Tuner):
         self._rules: Optional[SampleRules] = None
         self.name = tuner
         self.inner = build_inner_tuner(tuner, tuner_args or {})
+        number = isinstance(refused_score, (int, float)) and not isinstance(refused_score, bool)
+        if refused_score is not None and not number:
+            raise ConfigError(f"{WHERE}.refused_score: must be a number (the metric a refused sample scored), got "
+                              f"{refused_score!r}")
         self.refused_score = float(refused_score) if refused_score is not None else worst_score(self.inner)
         self.max_refusals = max_refusals
         self.refused = 0  # samples refused so far

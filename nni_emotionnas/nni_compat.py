@@ -48,10 +48,11 @@ from nni.runtime.trial_command_channel import get_default_trial_command_channel 
 
 __all__ = [
     "arch_alphas", "arch_softmax", "ChosenInputs", "claim_model_index", "current_trial_record",
-    "DartsLightningModule", "DifferentiableMixedCell", "final_metric_rows", "GumbelDartsLightningModule",
-    "mixture_weights", "OneShotStrategy", "preprocess_cell_inputs", "raise_rest_timeout", "ReadableNasExperiment",
-    "reclass_darts_module", "registered_log_dir", "RunOverride", "send_trial_metric", "SerializableObject",
-    "skip_model_index", "strategy_lock", "trial_channel", "trial_log_paths", "view_stopped_experiment",
+    "DartsLightningModule", "DifferentiableMixedCell", "dispatcher_tuner_config", "final_metric_rows",
+    "GumbelDartsLightningModule", "mixture_weights", "OneShotStrategy", "preprocess_cell_inputs", "raise_rest_timeout",
+    "ReadableNasExperiment", "reclass_darts_module", "registered_log_dir", "RunOverride", "send_trial_metric",
+    "SerializableObject", "skip_model_index", "strategy_lock", "trial_channel", "trial_log_paths",
+    "view_stopped_experiment",
 ]
 # `preprocess_cell_inputs` (nni.nas.nn.pytorch.cell, not exported): how NNI's `Cell.forward` turns its arguments
 # (a list of predecessors or separate tensors) into the predecessor list; our DARTS cell forwards take the same.
@@ -119,6 +120,30 @@ def send_trial_metric(channel: Any, parameter_id: Any, kind: str, sequence: int,
         parameter_id=parameter_id, trial_job_id=trial_env_vars.NNI_TRIAL_JOB_ID, type=kind, sequence=sequence,
         value=value,
     )
+
+
+# --- tuners -------------------------------------------------------------------------------------------------
+def dispatcher_tuner_config(argv: Optional[list[str]] = None) -> Optional[dict[str, Any]]:
+    """The `tuner` section of the experiment config the NNI manager started this tuner process with (None outside
+    one). NNI 3.0 runs tuners as `python -m nni --exp_params <base64 JSON of the whole config>` in the
+    experiment's log folder and gives a custom tuner nothing else: its `codeDirectory` (absolute, resolved
+    against the config file's folder by nnictl) is only found here."""
+    import argparse
+    import base64
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--exp_params")
+    known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if not known.exp_params:
+        return None
+    try:
+        params = json.loads(base64.b64decode(known.exp_params).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    tuner = params.get("tuner") if isinstance(params, dict) else None
+    return tuner if isinstance(tuner, dict) else None
 
 
 # --- strategies ---------------------------------------------------------------------------------------------

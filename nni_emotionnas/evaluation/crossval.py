@@ -377,7 +377,7 @@ def describe_streams(corpus: PreparedCorpus, experiment: ExperimentConfig) -> li
     options = ", ".join(f"{k}={v}" for k, v in deep.items()) or "defaults"
     spec = experiment.features.spectrogram
     return [
-        f"- corpus: {experiment.corpus.reader}, {len(corpus.utterances)} utterances, classes {corpus.classes}, "
+        f"- corpus: {corpus_names(experiment)}, {len(corpus.utterances)} utterances, classes {corpus.classes}, "
         f"{len(corpus.folds)} folds ({experiment.protocol.kind})",
         f"- spectrogram stream: {spec.duration:g} s, {spec.window_ms:g} ms {spec.window} window, "
         f"{spec.overlap_ms:g} ms overlap, {spec.scale} scale, pooled to {spec.size[0]}x{spec.size[1]}; "
@@ -389,6 +389,11 @@ def describe_streams(corpus: PreparedCorpus, experiment: ExperimentConfig) -> li
         f"- standardisation: {STANDARDIZATION[experiment.features.standardize]}",
         *describe_baselines(experiment.run),
     ] + ([f"- skipped audio: {len(corpus.skipped)} files (see results.json)"] if corpus.skipped else [])
+
+
+def corpus_names(experiment: ExperimentConfig) -> str:
+    """`emodb`, or `emodb + urdu` with several corpora."""
+    return " + ".join(c.name or c.reader for c in experiment.corpus_blocks)
 
 
 STANDARDIZATION = {

@@ -177,14 +177,15 @@ def csv_table(summary: dict[str, dict]) -> str:
 
 def write_report(
     results: Sequence[FoldResult], classes: Sequence[str], run_dir: Path, notes: Sequence[str] = (),
-    extra: Optional[dict] = None,
+    extra: Optional[dict] = None, sections: str = "",
 ) -> dict[str, Path]:
-    """Writes results.md/.csv/.json and one confusion-matrix PNG per variant; returns their paths."""
+    """Writes results.md/.csv/.json and one confusion-matrix PNG per variant; returns their paths.
+    `sections`: Markdown appended to results.md (the per-corpus tables of a several-corpora run)."""
     from nni_emotionnas.evaluation.plots import plot_confusion
 
     summary = summarize(results, classes)
     paths = {"markdown": run_dir / "results.md", "csv": run_dir / "results.csv", "json": run_dir / "results.json"}
-    write_text(paths["markdown"], markdown_tables(summary, classes, notes))
+    write_text(paths["markdown"], markdown_tables(summary, classes, notes) + sections)
     write_text(paths["csv"], csv_table(summary))
     payload = {"classes": list(classes), "notes": list(notes), "models": summary, **(extra or {})}
     write_text(paths["json"], json.dumps(payload, indent=1))

@@ -151,14 +151,15 @@ def held_out_speakers(
     utterances: Sequence[Utterance], corpus: str, classes: Sequence[str], count: int
 ) -> list[str]:
     """Speakers of one training corpus who validate: at least `count`, and more until the validation
-    speakers show every class the corpus has, taking first whoever adds the most missing classes, then the
-    fewest utterances (so training keeps most of the corpus). A speaker whose leaving would take a class out
-    of the corpus' training speakers is never taken."""
+    speakers show every class the corpus has, taking first whoever adds the most missing classes, then a
+    typical speaker (utterance count nearest the corpus' mean: neither a handful of clips nor half the
+    corpus). A speaker whose leaving would take a class out of the corpus' training speakers is never taken."""
     own = [u for u in utterances if u.corpus == corpus]
     by_speaker: dict[str, list[str]] = defaultdict(list)
     for u in own:
         by_speaker[u.speaker].append(u.label)
     present = [c for c in classes if any(u.label == c for u in own)]
+    typical = len(own) / max(1, len(by_speaker))
     chosen: list[str] = []
 
     def keeps_training_complete(speaker: str) -> bool:
@@ -176,7 +177,7 @@ def held_out_speakers(
             candidates = [s for s in candidates if gains[s] > 0]
         if not candidates:
             return chosen
-        chosen.append(min(candidates, key=lambda s: (-gains[s], len(by_speaker[s]), s)))
+        chosen.append(min(candidates, key=lambda s: (-gains[s], abs(len(by_speaker[s]) - typical), s)))
 
 
 def corpus_fold(utterances: Sequence[Utterance], classes: Sequence[str], train: Sequence[str], test: str,

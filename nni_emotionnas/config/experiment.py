@@ -52,6 +52,10 @@ class LabelConfig:
 
 @dataclass
 class CorpusConfig:
+    """Where the corpus is and how to read it: `reader` picks the layout, `path` is its folder (or the manifest
+    CSV), `options` go to the reader (`subset` for iemocap, `speech_only` for ravdess, `speaker_pattern` for
+    folders). `on_bad_audio: skip` leaves out unusable or missing files and lists them in the run's report."""
+
     reader: Literal["iemocap", "emodb", "ravdess", "cremad", "manifest", "folders", "synthetic"]
     path: Optional[str] = None
     options: dict[str, Any] = field(default_factory=dict)

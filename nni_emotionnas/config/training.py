@@ -58,8 +58,7 @@ class TrainConfig:
 
     `stream_lr` gives a stream network its own learning rate (its fit and refit) where it should differ from
     `lr`: started as its probe, a network fine-tunes from a fitted classifier, and how far a step may carry it
-    from there depends on the stream (on EmoDB the deep stream scored higher at 0.001, the spectrogram stream
-    at 0.003; README "The rate a probe start is fine-tuned at").
+    from there depends on the stream (measurements: docs/experiments.md).
     """
 
     epochs: int = 50

@@ -115,7 +115,9 @@ def _nested(hint: Any) -> list[type]:
     """Dataclasses a field holds directly or as an optional value."""
     if dataclasses.is_dataclass(hint):
         return [hint]
-    return [a for a in get_args(hint) if dataclasses.is_dataclass(a)] if get_origin(hint) in (Union, types.UnionType) else []
+    if get_origin(hint) not in (Union, types.UnionType):
+        return []
+    return [a for a in get_args(hint) if dataclasses.is_dataclass(a)]
 
 
 def _sections(root: type) -> list[tuple[str, type]]:

@@ -202,6 +202,6 @@ def test_checkpointing_keeps_freed_memory_for_the_recomputation() -> None:
 
     returned_on, faults_on = probe()
     assert returned_on < 20 and faults_on < 5_000
-    # a user who capped RSS with glibc's own variable (README) keeps it: every freed block is returned
+    # a user who capped RSS with glibc's own variable (docs/search-cost.md) keeps it: every freed block is returned
     returned_capped, faults_capped = probe(MALLOC_MMAP_THRESHOLD_="131072")
     assert returned_capped > 250 and faults_capped > 60_000  # 320 MB = 81920 pages of 4 KB

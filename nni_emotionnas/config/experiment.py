@@ -63,8 +63,11 @@ CORPUS_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # prefixes speakers (`emodb/03`) 
 
 @dataclass
 class CorpusConfig:
-    """One corpus. `name` (required in `corpora:`) prefixes its speakers, sessions and utterance ids
-    (`emodb/03`): a speaker id is only unique within its corpus."""
+    """Where a corpus is and how to read it: `reader` picks the layout, `path` is its folder (or the manifest
+    CSV), `options` go to the reader (`subset` for iemocap, `speech_only` for ravdess, `speaker_pattern` for
+    folders). `on_bad_audio: skip` leaves out unusable or missing files and lists them in the run's report.
+    `name` (required in `corpora:`) prefixes its speakers, sessions and utterance ids (`emodb/03`): a speaker
+    id is only unique within its corpus."""
 
     reader: Literal["iemocap", "emodb", "ravdess", "cremad", "manifest", "folders", "synthetic"]
     name: Optional[str] = None

@@ -1,8 +1,8 @@
 """`run.dominant: auto`: which stream a fusion keeps intact, judged on every speaker a fold does not test.
 
-A fold validates on one speaker; which stream scores higher there is mostly that speaker (on EmoDB fold test09
-the spectrogram network won validation 82.1 to 81.1 UA and then tested at 28.9 against the deep stream's 73.5,
-and ISM, keeping it, fell to 52.1). Here each stream's probe (`evaluation.probe`) is scored leave-one-speaker-out
+A fold validates on one speaker; which stream scores higher there is mostly that speaker, and a fusion that keeps
+the stream one speaker preferred can fall far under the other (measured: docs/experiments.md, "Baselines in every
+report"). Here each stream's probe (`evaluation.probe`) is scored leave-one-speaker-out
 over the fold's training and validation speakers, so the choice rests on all of them; test speakers are never read.
 """
 

@@ -90,7 +90,7 @@ def batch_norm(
     vs 19 ms; (32, 96, 35, 35): 5.5 vs 11.6 ms) and this one below (6-24 channels at 140x140: 18-78 vs 79-131
     ms); inside a supernet step both run several times slower than alone (PyTorch's backward at (32, 48, 70, 70)
     took ~140 ms per call in a profile; fresh output pages faulting in, we think), and the step measured in
-    the README uses this path at every channel count."""
+    docs/search-cost.md uses this path at every channel count."""
     if not (
         training
         and x.device.type == "cpu"

@@ -47,7 +47,8 @@ from nni.runtime.env_vars import trial_env_vars  # noqa: E402
 from nni.runtime.trial_command_channel import get_default_trial_command_channel  # noqa: E402
 
 __all__ = [
-    "arch_alphas", "arch_softmax", "ChosenInputs", "claim_model_index", "current_trial_record",
+    "arch_alphas", "arch_softmax", "builtin_tuner", "builtin_tuner_names", "ChosenInputs", "claim_model_index",
+    "current_trial_record",
     "DartsLightningModule", "DifferentiableMixedCell", "dispatcher_tuner_config", "final_metric_rows",
     "GumbelDartsLightningModule", "mixture_weights", "OneShotStrategy", "preprocess_cell_inputs", "raise_rest_timeout",
     "ReadableNasExperiment", "reclass_darts_module", "registered_log_dir", "RunOverride", "send_trial_metric",
@@ -271,3 +272,26 @@ def trial_log_paths(folder: Path, trial_id: str) -> list[str]:
             "select logPath from TrialJobEvent where trialJobId = ? and logPath is not null", (trial_id,)
         ).fetchall()
     return [path for (path,) in rows]
+
+
+# --- builtin tuners (ValidSampleTuner) --------------------------------------------------------------------------
+# NNI's registry of builtin algorithms (`nni.tools.package_utils`, not exported) is what nnictl resolves a
+# `tuner: {name: ...}` through: the names, the class each names, its preset classArgs and its classArgs validator.
+
+
+def builtin_tuner_names() -> list[str]:
+    """Names and aliases of NNI's builtin tuners, as nnictl accepts them."""
+    from nni.tools.package_utils import config_manager
+
+    metas = [meta for meta in config_manager.get_all_algo_meta() if meta.algo_type == "tuner"]
+    return sorted([meta.name for meta in metas] + [meta.alias for meta in metas if meta.alias])
+
+
+def builtin_tuner(name: str) -> tuple[str, str, dict[str, Any], Any]:
+    """(module, class name, preset classArgs, classArgs validator or None) of the builtin tuner `name`."""
+    from nni.tools.package_utils import config_manager
+    from nni.tools.package_utils.tuner_factory import create_validator_instance, get_builtin_module_class_name
+
+    module, cls_name = get_builtin_module_class_name("tuners", name)
+    meta = config_manager.get_algo_meta(name)  # e.g. Anneal = the hyperopt tuner with algorithm_name: anneal
+    return module, cls_name, dict(meta.class_args or {}), create_validator_instance("tuners", name)

@@ -86,8 +86,8 @@ def test_stages_import_only_earlier_stages(module: str) -> None:
 
 
 # NNI's documented public API; anything else of NNI (and any `_name`) is reached only through nni_compat.py
-NNI_PUBLIC = {"nni", "nni.mutable", "nni.nas.nn.pytorch", "nni.nas.space", "nni.nas.strategy", "nni.nas.experiment",
-              "nni.nas.evaluator", "nni.nas.evaluator.pytorch"}
+NNI_PUBLIC = {"nni", "nni.tuner", "nni.mutable", "nni.nas.nn.pytorch", "nni.nas.space", "nni.nas.strategy",
+              "nni.nas.experiment", "nni.nas.evaluator", "nni.nas.evaluator.pytorch"}
 NNI_DOOR = "nni_emotionnas.nni_compat"
 
 

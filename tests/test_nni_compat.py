@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -153,3 +154,12 @@ def test_darts_architecture_step_calls_zero_grad_then_backward_then_step() -> No
         module = strategy.configure_oneshot_module(R.build_oneshot_space(config, 2))  # as NNI builds it
         assert nni_compat.reclass_darts_module(module, DartsModule, GumbelDartsModule) is module
         assert type(module) is expected and isinstance(module, base)
+
+
+def test_builtin_tuner_registry_names_and_builds_evolution() -> None:
+    names = nni_compat.builtin_tuner_names()
+    assert {"TPE", "Evolution", "Random", "GridSearch"} <= set(names)
+    module, cls_name, preset, validator = nni_compat.builtin_tuner("Evolution")
+    cls = getattr(importlib.import_module(module), cls_name)
+    assert cls.__name__ == "EvolutionTuner" and isinstance(preset, dict)
+    validator.validate_class_args(optimize_mode="maximize", population_size=4)

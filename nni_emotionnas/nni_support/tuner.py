@@ -57,13 +57,6 @@ def _resolve(path: Optional[str], base: Path) -> Optional[Path]:
     return p if p.is_absolute() else base / p
 
 
-def builtin_tuner_names() -> list[str]:
-    from nni.tools.package_utils import config_manager
-
-    metas = [meta for meta in config_manager.get_all_algo_meta() if meta.algo_type == "tuner"]
-    return sorted([meta.name for meta in metas] + [meta.alias for meta in metas if meta.alias])
-
-
 def build_inner_tuner(name: str, args: dict[str, Any]) -> Tuner:
     """NNI's builtin tuner `name` (its arguments checked by NNI's own validator, as nnictl does), or the class
     `module.Class` of any NNI Tuner."""
@@ -85,8 +78,7 @@ def build_inner_tuner(name: str, args: dict[str, Any]) -> Tuner:
 
 def _tuner_class(name: str) -> tuple[Any, dict[str, Any], Any]:
     """(class, classArgs NNI's registry presets, NNI's class-args validator or None) of a tuner name."""
-    from nni.tools.package_utils import config_manager
-    from nni.tools.package_utils.tuner_factory import create_validator_instance, get_builtin_module_class_name
+    from nni_emotionnas.nni_compat import builtin_tuner, builtin_tuner_names
 
     if "." in name:
         module, _, cls_name = name.rpartition(".")
@@ -98,14 +90,12 @@ def _tuner_class(name: str) -> tuple[Any, dict[str, Any], Any]:
     if name.lower() not in known:
         raise ConfigError(f"{WHERE}.tuner: {name!r} is no NNI builtin tuner (known: {', '.join(known.values())}; "
                           "or give module.Class)")
-    builtin = known[name.lower()]
-    module, cls_name = get_builtin_module_class_name("tuners", builtin)
     try:
+        module, cls_name, preset, validator = builtin_tuner(known[name.lower()])  # the validator imports it too
         cls = getattr(importlib.import_module(module), cls_name)
     except ImportError as exc:  # Anneal needs hyperopt, PPO gym, SMAC smac
         raise ConfigError(f"{WHERE}.tuner: NNI's {name} tuner cannot load: {exc}") from exc
-    meta = config_manager.get_algo_meta(builtin)  # e.g. Anneal = the hyperopt tuner with algorithm_name: anneal
-    return cls, dict(meta.class_args or {}), create_validator_instance("tuners", builtin)
+    return cls, preset, validator
 
 
 def worst_score(tuner: Any) -> float:

@@ -61,8 +61,9 @@ def mechanisms(cv: CrossValidation, fold, seed: int, classes: int) -> dict[str, 
     out: dict[str, float] = {s: ua(test_labels, tests[s]) for s in held}
 
     def stacked(name: str, candidates: tuple[str, ...], extra: list[str], train_rows: dict, penalty=None) -> None:
-        choice = choose_head("ism", candidates, extra, train_rows, labels, groups, classes)
-        order = stream_order(choice.dominant, candidates, extra)
+        streams = [*STREAMS, *extra]
+        choice = choose_head("ism", candidates, streams, train_rows, labels, groups, classes)
+        order = stream_order(choice.dominant, streams)
         head = fit_head("ism", order, train_rows, labels, classes, choice.penalty if penalty is None else penalty)
         out[name] = ua(test_labels, head_logits(head, tests))
         if penalty is None:
@@ -70,7 +71,7 @@ def mechanisms(cv: CrossValidation, fold, seed: int, classes: int) -> dict[str, 
 
     stacked("ISM 2 streams", STREAMS, [], rows)
     stacked("ISM 3 streams (+classic)", STREAMS, ["classic"], rows)
-    stacked("ISM 3 streams, deep dominant", ("deep",), ["spectrogram", "classic"], rows)
+    stacked("ISM 3 streams, deep dominant", ("deep",), ["classic"], rows)
     for penalty in (1.0, 0.01):
         stacked(f"ISM 3 streams, fixed penalty {penalty:g}", STREAMS, ["classic"], rows, penalty)
     own = {s: in_sample_outputs(cv, fold, s, seed, learn) for s in STREAMS}

@@ -14,7 +14,7 @@ from conftest import SMALL_CORPUS, SMALL_FEATURES
 
 from nni_emotionnas.config.experiment import load_experiment
 from nni_emotionnas.evaluation.heldout import HeldOutOutputs, speaker_groups
-from nni_emotionnas.evaluation.stacking import choose_head, fit_head, head_logits
+from nni_emotionnas.evaluation.stacking import choose_head, fit_head, head_logits, stream_order
 from nni_emotionnas.models.output_fusion import OutputFusionHead
 
 CLASSES = 4
@@ -63,10 +63,9 @@ def test_ism_beats_both_streams_when_each_knows_only_half_the_classes():
     train, train_labels = complementary_streams(rng, 240)
     test, test_labels = complementary_streams(rng, 400)
     groups = (np.arange(240) // 7) % 4  # speaker-like groups holding every class
-    choice = choose_head("ism", ["a", "b"], [], train, train_labels, groups, CLASSES)
+    choice = choose_head("ism", ["a", "b"], ["a", "b"], train, train_labels, groups, CLASSES)
     assert choice.left_start  # the start (one stream alone) loses to fusing in the cross-validation
-    head = fit_head("ism", [choice.dominant, *({"a", "b"} - {choice.dominant})], train, train_labels, CLASSES,
-                    choice.penalty)
+    head = fit_head("ism", stream_order(choice.dominant, ["a", "b"]), train, train_labels, CLASSES, choice.penalty)
     fused = balanced_accuracy(test_labels, head_logits(head, test))
     alone = {name: balanced_accuracy(test_labels, test[name]) for name in test}
     assert max(alone.values()) < 0.8  # each stream alone: two classes right, two at a coin flip (0.75)
@@ -78,10 +77,26 @@ def test_the_start_is_kept_when_the_other_stream_is_noise():
     labels = np.arange(200) % CLASSES
     good = log_probs(np.eye(CLASSES)[labels] * 2.0 + rng.normal(scale=0.5, size=(200, CLASSES)))
     noise = log_probs(rng.normal(size=(200, CLASSES)))
-    choice = choose_head("ism", ["deep", "spectrogram"], [], {"deep": good, "spectrogram": noise}, labels,
+    streams = ["deep", "spectrogram"]
+    choice = choose_head("ism", streams, streams, {"deep": good, "spectrogram": noise}, labels,
                          (np.arange(200) // 9) % 5, CLASSES)
     assert choice.dominant == "deep"
     assert choice.cv_ua[f"deep {math.inf:g}"] >= choice.cv_ua["spectrogram inf"]
+
+
+def test_a_fixed_dominant_stream_still_fuses_every_other_stream():
+    from nni_emotionnas.evaluation.stacked_fit import fit_stacked
+
+    rng = np.random.default_rng(3)
+    labels = np.arange(120) % CLASSES
+    groups = (np.arange(120) // 5) % 3
+    held = {name: HeldOutOutputs(np.arange(120), groups, log_probs(rng.normal(size=(120, CLASSES))),
+                                 log_probs(rng.normal(size=(8, CLASSES))), [])
+            for name in ("spectrogram", "deep", "classic")}
+    head, choice, probs = fit_stacked("ism", held, ("spectrogram",), labels, CLASSES, balanced=True)
+    assert head.streams == ["spectrogram", "deep", "classic"] and choice.dominant == "spectrogram"
+    assert set(choice.cv_ua) == {f"spectrogram {p:g}" for p in (math.inf, 10, 1, 0.1, 0.01)}
+    assert probs.shape == (8, CLASSES) and np.allclose(probs.sum(axis=1), 1)
 
 
 def test_speaker_groups_never_split_a_speaker():

@@ -17,7 +17,7 @@ def fixed(head: FusionHead) -> FusionHead:
 
 
 def test_ism_matches_paper_formula():
-    head = fixed(FusionHead("ism", spectrogram_dim=3, deep_dim=4, num_classes=2))
+    head = fixed(FusionHead("ism", spectrogram_dim=3, deep_dim=4, num_classes=2, gate="paper"))
     x1, x2 = torch.randn(5, 3), torch.randn(5, 4)
     w1, b1 = head.project_other.weight, head.project_other.bias
     w2, b2 = head.project_dominant.weight, head.project_dominant.bias
@@ -43,7 +43,7 @@ def test_concat_fusion():
 
 
 def test_dominant_stream_switch_keeps_spectrogram_intact():
-    head = fixed(FusionHead("ism", spectrogram_dim=3, deep_dim=4, num_classes=2, dominant="spectrogram"))
+    head = fixed(FusionHead("ism", spectrogram_dim=3, deep_dim=4, num_classes=2, dominant="spectrogram", gate="paper"))
     x1, x2 = torch.randn(5, 3), torch.randn(5, 4)
     assert head.project_other.in_features == 4 and head.project_other.out_features == 3
     h2 = head.project_other(x2)

@@ -376,7 +376,8 @@ def test_stream_lr_trains_that_stream_at_its_own_rate(corpus, tmp_path):
 def test_refit_retrains_streams_and_fusion_for_the_chosen_epochs(corpus, tmp_path):
     """Streams and ISM are refitted for the epochs chosen on validation; the fusion's own choice starts from
     the streams as chosen on validation (`selected.pt`), never from streams that trained on those speakers."""
-    cv = refit_run(corpus, tmp_path, {"epochs": 2, "lr": 0.01, "fusion_head_epochs": 1, "fusion_finetune_epochs": 1},
+    cv = refit_run(corpus, tmp_path, {"epochs": 2, "lr": 0.01, "fusion_init": "streams", "fusion_head_epochs": 1,
+                                      "fusion_finetune_epochs": 1},
                    ["ism"])
     fold = corpus.folds[0]
     for stream in ("spectrogram", "deep"):

@@ -78,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from nni_emotionnas.nni_support.trial import add_arguments as trial_arguments
 
     space = subparsers.add_parser("space-json", help="write an NNI search-space JSON derived from a model space")
-    space.add_argument("--branch", required=True, choices=["spectrogram", "deep"])
+    space.add_argument("--stream", "--branch", dest="branch", required=True, choices=["spectrogram", "deep"])
     space.add_argument("--space", help="space config YAML (default: the packaged one of the branch)")
     space.add_argument("--out", help="output file (default: search_spaces/<branch>.json)")
     space.add_argument("--hyperparameters", action="store_true", help="add lr and batch_size to the space")

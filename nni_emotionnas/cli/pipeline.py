@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nni_emotionnas.config.experiment import load_experiment, with_jobs, with_seed
 from nni_emotionnas.evaluation.run import default_run_dir, run_experiment
+from nni_emotionnas.evaluation.run_folder import RunFolder
 
 DEMO_EXPERIMENT = "demo/experiment.yml"
 RESTART_HELP = "discard the results already in the run folder (other experiment or changed corpus) and redo the run"
@@ -17,13 +18,14 @@ RESTART_HELP = "discard the results already in the run folder (other experiment 
 def print_summary(run_dir: Path, paths: dict[str, Path]) -> None:
     print()
     print(paths["markdown"].read_text())
-    main = json.loads((run_dir / "run.json").read_text())["main"]
+    folder = RunFolder(run_dir)
+    main = json.loads(folder.manifest.read_text())["main"]
     print("written:")
     print(f"  results      {paths['markdown']}  {paths['csv'].name}  {paths['json'].name}")
     print(f"  confusion    {paths.get(f'confusion_{main}', next(p for k, p in paths.items() if k.startswith('conf')))}")
-    for genotype in sorted(run_dir.glob("folds/*/search/*/genotype.json"))[:2]:
+    for genotype in sorted(folder.folds.glob("*/search/*/genotype.json"))[:2]:
         print(f"  genotype     {genotype}  (cells: {genotype.with_name('cells.png').name})")
-    models = sorted(run_dir.glob(f"folds/*/{main}/model.pt"))
+    models = sorted(folder.folds.glob(f"*/{main}/model.pt"))
     if models:
         print(f"  model ({main}) {models[0]}  (+{len(models) - 1} more folds)")
     print(f"  predict with: emotionnas predict {run_dir} FILE.wav ...")

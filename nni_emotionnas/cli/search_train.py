@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -53,33 +54,17 @@ def search_summary(metrics: dict[str, Any]) -> str:
 
 
 def run_search_command(args: argparse.Namespace) -> int:
-    from nni_emotionnas.config.resources import default_file
+    from nni_emotionnas.evaluation.search_request import SearchRequest
     from nni_emotionnas.features.prepared import prepare
-    from nni_emotionnas.models.networks import space_config_for
-    from nni_emotionnas.search.run import run_search
     from nni_emotionnas.search.strategies import load_strategy_spec
 
     experiment = with_seed(load_experiment(Path(args.experiment)), args.seed)
-    strategy_file = args.strategy or (experiment.resolve(experiment.strategy) if experiment.strategy else None)
-    name, strategy_args = load_strategy_spec(strategy_file or default_file("strategies", "darts.yml"))
+    request = SearchRequest(experiment, args.branch, "", Path(), args.strategy and Path(args.strategy), args.space)
+    load_strategy_spec(request.strategy())  # a bad strategy file is refused before the corpus is read
     corpus = prepare(experiment, branches=[args.branch])
-    module, space_config = space_config_for(experiment, args.branch, args.space, corpus.deep_dim)
     fold = _fold_name(corpus, args.fold)
     run_dir = _run_dir(experiment, args.out, "search", args.branch, fold)
-    result = run_search(
-        space_mod=module,
-        space_config=space_config,
-        train_dataset=corpus.dataset(fold, "train", args.branch),
-        val_dataset=corpus.dataset(fold, "val", args.branch),
-        num_classes=len(corpus.classes),
-        search_config=experiment.search,
-        strategy_name=name,
-        strategy_args=strategy_args,
-        run_dir=run_dir,
-        branch=args.branch,
-        classes=list(corpus.classes),
-        fold=fold,
-    )
+    result = dataclasses.replace(request, fold=fold, run_dir=run_dir).run(corpus)
     print(json.dumps(result.record["genotype"], indent=1))
     print(f"search: {search_summary(result.record['search_metrics'])}")
     print(f"genotype: {result.genotype_path}")
@@ -140,7 +125,7 @@ def run_train_command(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     search = subparsers.add_parser("search", help="search one stream's architecture with NNI; writes genotype.json")
     search.add_argument("experiment", help="experiment YAML")
-    search.add_argument("--branch", choices=BRANCHES, required=True)
+    search.add_argument("--stream", "--branch", dest="branch", choices=BRANCHES, required=True)
     search.add_argument("--fold", help="fold whose training speakers are searched on (default: the first)")
     search.add_argument("--strategy", help="strategy YAML (default: the experiment's, else strategies/darts.yml)")
     search.add_argument("--space", help="search-space YAML (default: the experiment's, else the packaged one)")
@@ -149,7 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.set_defaults(handler=run_search_command)
     train = subparsers.add_parser("train", help="train a fixed network from scratch; reports val/test UA and WA")
     train.add_argument("experiment", help="experiment YAML")
-    train.add_argument("--branch", choices=BRANCHES, required=True)
+    train.add_argument("--stream", "--branch", dest="branch", choices=BRANCHES, required=True)
     train.add_argument("--genotype", help="genotype.json from `emotionnas search` (not needed for baselines)")
     train.add_argument("--fold", help="fold to train and evaluate (default: the first)")
     train.add_argument("--out", help="run folder (default: <output_dir>/<name>/train/<branch>-<fold>-<time>)")

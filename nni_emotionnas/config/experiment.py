@@ -6,11 +6,19 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from nni_emotionnas.config.parse import load_yaml, parse
-from nni_emotionnas.config.training import ModelConfig, TrainConfig
+from nni_emotionnas.config.training import ModelConfig, SearchConfig, TrainConfig
 from nni_emotionnas.errors import ConfigError
+
+SEED_RANGE = (0, 2**32 - 1)  # what numpy's, torch's and Python's seeding all accept
+
+
+def check_seed(seed: int, key: str) -> None:
+    """A seed every library seeds with, else a ValueError naming `key` (`seed`, `seeds`, ...)."""
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ValueError(f"{key}: a seed must be between {SEED_RANGE[0]} and 2**32 - 1, got {seed}")
 
 
 def default_cache_dir() -> Path:
@@ -85,12 +93,24 @@ class ProtocolConfig:
     require_all_classes: bool = False
 
     def __post_init__(self) -> None:
+        check_seed(self.seed, "seed")
         if self.k < 2:
             raise ValueError(f"k must be at least 2 (one group tests, another validates), got {self.k}")
         if self.validation_speakers < 1:
             raise ValueError(f"validation_speakers must be at least 1, got {self.validation_speakers}")
         if self.folds is not None and not self.folds:
             raise ValueError("folds: an empty list runs nothing; leave it out to run every fold")
+
+
+def scipy_window_works(window: Union[str, tuple]) -> bool:
+    """Whether scipy (and so librosa) builds `window`: a name, or (name, parameter...)."""
+    from scipy.signal import get_window
+
+    try:
+        get_window(window, 8)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 @dataclass
@@ -105,13 +125,15 @@ class SpectrogramConfig:
     `padding`: how an utterance shorter than `duration` is filled: `zeros` (the paper's fixed length: silence
     after the speech) or `repeat` (the utterance looped until `duration`, a common SER choice: every column is
     speech, so per-row statistics are the utterance's own whatever its length). Longer ones are cut.
+    `window`: a scipy window name, or for a window with parameters scipy's (name, parameter...) form as a list,
+    e.g. `[kaiser, 8.0]`.
     """
 
     sample_rate: int = 16000
     duration: float = 8.0
     window_ms: float = 25.0
     overlap_ms: float = 14.0
-    window: str = "hamming"
+    window: Union[str, list[Union[str, float]]] = "hamming"
     size: list[int] = field(default_factory=lambda: [140, 140])
     scale: Literal["log", "db", "magnitude"] = "log"
     eps: float = 1e-5
@@ -119,8 +141,6 @@ class SpectrogramConfig:
     padding: Literal["zeros", "repeat"] = "zeros"
 
     def __post_init__(self) -> None:
-        from scipy.signal import get_window
-
         if self.sample_rate != 16000:
             raise ValueError(f"sample_rate must be 16000 (audio is loaded as 16 kHz mono), got {self.sample_rate}")
         for name in ("duration", "window_ms", "eps"):
@@ -139,10 +159,17 @@ class SpectrogramConfig:
             raise ValueError(
                 f"mel_bands must be between 1 and the window's {window // 2 + 1} frequency bins, got {self.mel_bands}"
             )
-        try:
-            get_window(self.window, 8)
-        except ValueError as exc:
-            raise ValueError(f"window: {self.window!r} is not a scipy window name (e.g. hamming, hann)") from exc
+        if not scipy_window_works(self.scipy_window):
+            if isinstance(self.window, str) and any(scipy_window_works((self.window, *[1.0] * n)) for n in (1, 2)):
+                raise ValueError(f"window: {self.window!r} needs a parameter: give it as a list, e.g. "
+                                 f"[{self.window}, 8.0] (scipy's (name, parameter) form)")
+            raise ValueError(f"window: {self.window!r} is not a scipy window name (e.g. hamming, hann) nor "
+                             "[name, parameter...] (e.g. [kaiser, 8.0])")
+
+    @property
+    def scipy_window(self) -> Union[str, tuple]:
+        """`window` as scipy and librosa take it: a name, or a (name, parameter...) tuple."""
+        return tuple(self.window) if isinstance(self.window, list) else self.window
 
 
 @dataclass
@@ -249,6 +276,8 @@ class RunConfig:
             raise ValueError("supplementary: 'classic' needs run.classic settings (it is null)")
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"seeds: needs at least one seed and no repeats, got {self.seeds}")
+        for seed in self.seeds or ():
+            check_seed(seed, "seeds")
         if self.ablations:
             self.variants = list(dict.fromkeys([*self.variants, *FUSION_VARIANTS]))
         if self.probes:
@@ -287,13 +316,14 @@ class ExperimentConfig:
     spectrogram_space: Optional[str] = None
     deep_space: Optional[str] = None
     strategy: Optional[str] = None
-    search: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     run: RunConfig = field(default_factory=RunConfig)
     base_dir: Path = field(default_factory=Path.cwd)
 
     def __post_init__(self) -> None:
+        check_seed(self.seed, "seed")
         self.search = dataclasses.replace(self.search, seed=self.seed)
         self.train = dataclasses.replace(self.train, seed=self.seed)
 
@@ -323,7 +353,13 @@ def load_experiment(path: Path) -> ExperimentConfig:
 
 def with_seed(experiment: ExperimentConfig, seed: Optional[int]) -> ExperimentConfig:
     """The experiment with `--seed` applied (None keeps the file's seed)."""
-    return experiment if seed is None else dataclasses.replace(experiment, seed=seed)
+    if seed is None:
+        return experiment
+    try:
+        check_seed(seed, "--seed")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    return dataclasses.replace(experiment, seed=seed)
 
 
 def with_jobs(experiment: ExperimentConfig, jobs: Optional[int]) -> ExperimentConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Literal, Optional, Union
 
@@ -26,9 +27,17 @@ class AugmentConfig:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
 
 
+def require_finite(rates: dict[str, Optional[float]]) -> None:
+    """NaN passes every comparison, and an infinite rate trains every network at chance: both are refused."""
+    for name, value in rates.items():
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+
+
 @dataclass
-class TrainConfig:
-    """How a network is trained (search supernet, trial or final model); a section of the experiment file.
+class SearchConfig:
+    """How a network is trained while it is searched (supernet or trial): the `search` section, and the part
+    of `train` that both share.
 
     `class_weights`: `none`, `balanced` (inverse class frequency of the training labels) or one weight per
     class. `scheduler`: `cosine` anneals the weights' learning rate to `lr_min` over `epochs` (DARTS'
@@ -38,27 +47,6 @@ class TrainConfig:
     `precision` (`32`, `16-mixed`, `bf16-mixed`) go to Lightning's Trainer: `auto` trains on a GPU when there
     is one. `checkpoint_cells` (spectrogram networks only) recomputes each cell's activations in backward:
     a fraction of the memory a step holds, for one more forward per step.
-
-    `augment` perturbs training batches only (never validation or test). `patience` stops a fit after that
-    many epochs without a better validation UA (0: run every epoch); the best-validation-UA weights are kept
-    either way. The stream networks named in `probe_start` (which need the input-statistics skip) start as
-    their own linear probe (`nni_emotionnas.evaluation.probe_start`), the start kept as a candidate; the
-    others train from their random initial weights. `refit` (in `run`) trains every network a second time,
-    from the same start, on the training and validation speakers together for the epochs the first fit chose
-    on the validation speakers (what the probes learn from; reported validation scores stay the first
-    fit's). The `fusion_*` keys say how fusion variants train (see
-    `nni_emotionnas.evaluation.fusion_fit`):
-    `fusion_init: crossfit` trains the fusion head alone on held-out outputs of the fold's streams
-    (`nni_emotionnas.evaluation.heldout`, `run.crossfit_folds` speaker groups) and tests it on the fold's
-    streams; `fusion_init: streams` starts them from the fold's trained stream networks, first the head alone with the
-    streams frozen for `fusion_head_epochs` at `fusion_head_lr` (null: `lr`; ISM's zero gate and its small
-    supply term move slowly at a network's rate, as a linear head on frozen features usually wants more), then
-    everything at `fusion_finetune_lr` for
-    `fusion_finetune_epochs`; `scratch` trains the whole two-stream model jointly from random weights.
-
-    `stream_lr` gives a stream network its own learning rate (its fit and refit) where it should differ from
-    `lr`: started as its probe, a network fine-tunes from a fitted classifier, and how far a step may carry it
-    from there depends on the stream (measurements: docs/experiments.md).
     """
 
     epochs: int = 50
@@ -72,12 +60,52 @@ class TrainConfig:
     class_weights: Union[Literal["none", "balanced"], list[float]] = "none"
     num_workers: int = 0
     seed: int = 0
-    accelerator: str = "auto"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = "auto"  # Lightning's names
     precision: Literal[32, "32", "16-mixed", "bf16-mixed"] = "32"
     checkpoint_cells: bool = False
     limit_train_batches: Optional[int] = None
     progress_bar: bool = False
     threads: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        require_finite({"lr": self.lr, "lr_min": self.lr_min, "weight_decay": self.weight_decay,
+                        "momentum": self.momentum})
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1 (or null for torch's default), got {self.threads}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.lr_min < self.lr:
+            raise ValueError(f"lr_min must be at least 0 and below lr ({self.lr}), got {self.lr_min}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must not be negative, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+
+
+@dataclass
+class TrainConfig(SearchConfig):
+    """How a fixed network is trained (the `train` section): the search's keys and these.
+
+    `augment` perturbs training batches only (never validation or test). `patience` stops a fit after that
+    many epochs without a better validation UA (0: run every epoch); the best-validation-UA weights are kept
+    either way. The stream networks named in `probe_start` (which need the input-statistics skip) start as
+    their own linear probe (`nni_emotionnas.evaluation.probe_start`), the start kept as a candidate; the
+    others train from their random initial weights. `refit` (in `run`) trains every network a second time,
+    from the same start, on the training and validation speakers together for the epochs the first fit chose
+    on the validation speakers (what the probes learn from; reported validation scores stay the first
+    fit's). `fusion_init` says how fusion variants train: `crossfit` trains the fusion head alone on
+    held-out outputs of the fold's streams (`nni_emotionnas.evaluation.heldout`, `run.crossfit_folds`
+    speaker groups) and tests it on the fold's streams; `streams` starts them from the fold's trained stream
+    networks, first the head alone with the streams frozen for `fusion_head_epochs` at `fusion_head_lr`
+    (null: `lr`), then everything at `fusion_finetune_lr` for `fusion_finetune_epochs`
+    (`nni_emotionnas.evaluation.fusion_fit`); `scratch` trains the whole two-stream model jointly from
+    random weights. `stream_lr` gives a stream network its own learning rate (its fit and refit) where it
+    should differ from `lr` (a network started as its probe fine-tunes from a fitted classifier).
+    """
+
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig())
     patience: int = 0
     probe_start: list[Literal["spectrogram", "deep"]] = field(default_factory=list)
@@ -90,6 +118,9 @@ class TrainConfig:
     stream_lr: dict[Literal["spectrogram", "deep"], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        require_finite({"fusion_head_lr": self.fusion_head_lr, "fusion_finetune_lr": self.fusion_finetune_lr,
+                        **{f"stream_lr.{stream}": lr for stream, lr in self.stream_lr.items()}})
         if self.patience < 0 or self.fusion_head_epochs < 0 or self.fusion_finetune_epochs < 0:
             raise ValueError("patience, fusion_head_epochs and fusion_finetune_epochs must not be negative")
         if not (self.fusion_head_epochs or self.fusion_finetune_epochs):
@@ -98,22 +129,9 @@ class TrainConfig:
             raise ValueError(f"fusion_finetune_lr must be positive, got {self.fusion_finetune_lr}")
         if self.fusion_head_lr is not None and self.fusion_head_lr <= 0:
             raise ValueError(f"fusion_head_lr must be positive (or null: lr), got {self.fusion_head_lr}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be at least 1 (or null for torch's default), got {self.threads}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.lr_min < self.lr:
-            raise ValueError(f"lr_min must be at least 0 and below lr ({self.lr}), got {self.lr_min}")
         for stream, lr in self.stream_lr.items():
             if not self.lr_min < lr:
                 raise ValueError(f"stream_lr.{stream} must be positive and above lr_min ({self.lr_min}), got {lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must not be negative, got {self.weight_decay}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
 
     def for_stream(self, stream: str) -> TrainConfig:
         """These settings with `stream`'s own learning rate (`stream_lr`), for that stream network's fits."""

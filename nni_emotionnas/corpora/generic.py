@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import re
 from pathlib import Path
 
+from nni_emotionnas.config.parse import read_text
 from nni_emotionnas.corpora.records import Utterance
-from nni_emotionnas.errors import CorpusError
+from nni_emotionnas.errors import ConfigError, CorpusError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif"}
 
@@ -21,7 +23,7 @@ def read_manifest(path: Path) -> list[Utterance]:
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"{path}: manifest not found")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(read_text(path, "manifest"), newline="") as handle:
         reader = csv.DictReader(handle)
         reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
         missing = {"path", "label", "speaker"} - set(reader.fieldnames)
@@ -56,7 +58,11 @@ def read_folders(root: Path, speaker_pattern: str = r"^([^_\-]+)") -> list[Utter
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"{root}: corpus folder not found")
-    pattern = re.compile(speaker_pattern)
+    try:
+        pattern = re.compile(speaker_pattern)
+    except (re.error, TypeError) as exc:
+        raise ConfigError(f"corpus.options.speaker_pattern: {speaker_pattern!r} is not a regular expression "
+                          f"({exc})") from exc
     records = []
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for audio in sorted(f for f in label_dir.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES):

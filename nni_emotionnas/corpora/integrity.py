@@ -24,6 +24,15 @@ def content_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def resolved(path: Path) -> Path:
+    """`path` with its symlinks resolved; a symlink loop stays as it is (unreadable audio, which the feature
+    stage refuses or skips as `corpus.on_bad_audio` says)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a loop
+        return path.absolute()
+
+
 def same_audio_groups(utterances: Sequence[Utterance]) -> list[list[int]]:
     """Indices of utterances that are one audio: the same resolved path, or the same bytes.
 
@@ -31,11 +40,11 @@ def same_audio_groups(utterances: Sequence[Utterance]) -> list[list[int]]:
     """
     by_path: dict[Path, list[int]] = defaultdict(list)
     for i, u in enumerate(utterances):
-        by_path[Path(u.path).resolve()].append(i)
+        by_path[resolved(Path(u.path))].append(i)
     by_size: dict[int, list[Path]] = defaultdict(list)
     groups = []
     for path, indices in by_path.items():
-        if path.is_file():
+        if path.is_file() and path.stat().st_size > 0:  # empty files are bad audio, not one audio listed twice
             by_size[path.stat().st_size].append(path)
         elif len(indices) > 1:
             groups.append(indices)

@@ -1,16 +1,7 @@
-"""The whole EmotionNAS protocol over every fold: search both streams, train each variant, test, report.
+"""The whole EmotionNAS protocol over every fold: search both streams, train each variant, test.
 
-Run folder layout (everything a fold needs is redone only if its final file is missing, so an interrupted
-run resumes where it stopped):
-
-    <run>/folds/<fold>/search/<branch>/genotype.json   searched cells of a stream (per fold, or once)
-    <run>/folds/<fold>/<variant>/result.json            test scores of a trained variant (written last)
-    <run>/folds/<fold>/<variant>/model.pt               its best-validation-UA weights (with `train.refit`:
-                                                        refitted on training + validation speakers)
-    <run>/folds/<fold>/<variant>/selected.pt            with `train.refit`: the weights chosen on validation
-    <run>/folds/<fold>/seed<s>/<variant>/...            the same for the second and later `run.seeds`
-    <run>/folds/<fold>/standardization.npz              input statistics of the fold's training speakers
-    <run>/results.{md,csv,json}, confusion_<variant>.png
+Everything a fold needs is redone only if its final file is missing (`evaluation.run_folder` has the layout),
+so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -39,11 +30,12 @@ from nni_emotionnas.config.experiment import (
 from nni_emotionnas.corpora.folds import Fold
 from nni_emotionnas.evaluation.baseline_fit import BaselineFit
 from nni_emotionnas.evaluation.report import FoldResult, write_text
+from nni_emotionnas.evaluation.run_folder import RunFolder
 from nni_emotionnas.features.prepared import PreparedCorpus
 from nni_emotionnas.models.fusion import FusionHead, TwoStreamModel
 from nni_emotionnas.training.metrics import SERScores
 
-SELECTED_WEIGHTS = "selected.pt"  # under `train.refit`: a network's weights before its refit
+SELECTED_WEIGHTS = "selected.pt"  # under `train.refit`: a network's weights before its refit (in a variant folder)
 
 
 def branch_of(variant: str) -> str:
@@ -58,9 +50,6 @@ def streams_of(variant: str) -> tuple[str, ...]:
     return (branch_of(variant),) if branch_of(variant) != "both" else SINGLE_STREAMS
 
 
-DOMINANCE_RECORD = "dominance.json"  # per fold: each stream's probe UA over the non-test speakers
-
-
 class CrossValidation:
     """Runs (or resumes) every fold of an experiment in `run_dir`."""
 
@@ -70,6 +59,7 @@ class CrossValidation:
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.config: RunConfig = experiment.run
+        self.folder = RunFolder(self.run_dir, self.seeds[0])
         self._baselines: dict[tuple[str, str, int], BaselineFit] = {}  # (fold, variant, seed) -> probabilities
         self._classic_features: Optional[np.ndarray] = None
         self._dominance: dict[str, dict[str, float]] = {}  # fold -> each stream's probe UA over its speakers
@@ -85,40 +75,23 @@ class CrossValidation:
         model = self.experiment.model
         return (model.spectrogram == "darts") if stream == "spectrogram" else (model.deep == "searched")
 
+    def search_owner(self, fold: Fold) -> Fold:
+        """The fold whose training speakers a stream's cells are searched on (`run.search`)."""
+        return fold if self.config.search == "per_fold" else self.corpus.folds[0]
+
     def genotype_path(self, fold: Fold, stream: str) -> Path:
-        owner = fold if self.config.search == "per_fold" else self.corpus.folds[0]
-        return self.fold_dir(owner) / "search" / stream / "genotype.json"
+        return self.folder.search(self.search_owner(fold).name, stream) / "genotype.json"
 
     def search(self, fold: Fold, stream: str) -> Path:
         """Searches a stream's cells unless a finished genotype is there; a half-done search is redone."""
-        from nni_emotionnas.config.resources import default_file
-        from nni_emotionnas.models.networks import space_config_for
-        from nni_emotionnas.search.run import run_search
-        from nni_emotionnas.search.strategies import load_strategy_spec
+        from nni_emotionnas.evaluation.search_request import SearchRequest
 
         target = self.genotype_path(fold, stream)
         if target.is_file():
             return target
-        owner = target.parent.parent.parent.name
         partial = target.parent.with_name(f".{stream}.partial")
         shutil.rmtree(partial, ignore_errors=True)
-        module, space_config = space_config_for(self.experiment, stream, None, self.corpus.deep_dim)
-        strategy = self.experiment.resolve(self.experiment.strategy) or default_file("strategies", "darts.yml")
-        name, args = load_strategy_spec(strategy)
-        run_search(
-            space_mod=module,
-            space_config=space_config,
-            train_dataset=self.corpus.dataset(owner, "train", stream),
-            val_dataset=self.corpus.dataset(owner, "val", stream),
-            num_classes=len(self.corpus.classes),
-            search_config=self.experiment.search,
-            strategy_name=name,
-            strategy_args=args,
-            run_dir=partial,
-            branch=stream,
-            classes=list(self.corpus.classes),
-            fold=owner,
-        )
+        SearchRequest(self.experiment, stream, self.search_owner(fold).name, partial).run(self.corpus)
         partial.rename(target.parent)
         return target
 
@@ -126,14 +99,8 @@ class CrossValidation:
     def seeds(self) -> list[int]:
         return list(self.config.seeds or [self.experiment.seed])
 
-    def fold_dir(self, fold: Fold) -> Path:
-        return self.run_dir / "folds" / fold.name
-
     def variant_dir(self, fold: Fold, variant: str, seed: int) -> Path:
-        """`folds/<fold>/<variant>` for the first seed (what `predict` reads), `folds/<fold>/seed<s>/<variant>`
-        for the others."""
-        base = self.fold_dir(fold)
-        return base / variant if seed == self.seeds[0] else base / f"seed{seed}" / variant
+        return self.folder.variant(fold.name, variant, seed)
 
     def stream_model(self, fold: Fold, stream: str) -> torch.nn.Module:
         from nni_emotionnas.models.networks import build_model
@@ -149,9 +116,11 @@ class CrossValidation:
         if self.config.dominant != "auto":
             return self.config.dominant
         if fold.name not in self._dominance:
-            record = self.fold_dir(fold) / DOMINANCE_RECORD
+            record = self.folder.dominance(fold.name)
             if record.is_file():
-                self._dominance[fold.name] = json.loads(record.read_text())
+                from nni_emotionnas.evaluation.dominance import load_dominance
+
+                self._dominance[fold.name] = load_dominance(record, SINGLE_STREAMS)
             else:
                 from nni_emotionnas.evaluation.dominance import probe_dominance
 
@@ -188,10 +157,9 @@ class CrossValidation:
         from nni_emotionnas.evaluation.stacking import stream_order
         from nni_emotionnas.models.output_fusion import LinearStream, OutputFusionHead, StackedFusion
 
-        dominant = FoldResult.load(self.variant_dir(fold, variant, seed) / "result.json").dominant
-        candidates = SINGLE_STREAMS if self.config.dominant == "auto" else (self.config.dominant,)
+        dominant = FoldResult.load(self.folder.result(fold.name, variant, seed)).dominant
         classes = len(self.corpus.classes)
-        head = OutputFusionHead(variant, stream_order(dominant, candidates, self.config.supplementary), classes)
+        head = OutputFusionHead(variant, stream_order(dominant, [*SINGLE_STREAMS, *self.config.supplementary]), classes)
         networks = {stream: self.stream_model(fold, stream) for stream in SINGLE_STREAMS}
         return StackedFusion(networks, {name: LinearStream(0, classes) for name in self.config.supplementary}, head)
 
@@ -215,9 +183,39 @@ class CrossValidation:
         if (fold.name, name) not in self._supplementary:
             if self._classic_features is None:
                 self._classic_features = classic_features(self.corpus, self.config.classic, self.progress)
-            make = lambda: classic_classifier(self.config.classic)  # noqa: E731
-            self._supplementary[fold.name, name] = baseline_held_out(self, fold, make, self._classic_features)
+            speakers = [u.speaker for u in self.corpus.utterances]
+            self._supplementary[fold.name, name] = baseline_held_out(
+                fold, speakers, self.corpus.labels, len(self.corpus.classes), self.config.crossfit_folds,
+                lambda: classic_classifier(self.config.classic), self._classic_features,
+            )
         return self._supplementary[fold.name, name]
+
+    def train_stacked(self, fold: Fold, variant: str, seed: int, config: Any) -> tuple[torch.nn.Module, FoldResult]:
+        """A `crossfit` fusion: its head chosen and trained on the fold's held-out stream outputs, tested on the
+        fold's streams; the model (streams, linear streams, head) and its result."""
+        from nni_emotionnas.evaluation.heldout import HeldOutOutputs
+        from nni_emotionnas.evaluation.stacked_fit import HELD_OUT, fit_stacked, stacked_model
+        from nni_emotionnas.spaces.genotype import parameter_count
+
+        held = {s: HeldOutOutputs.load(self.variant_dir(fold, s, seed) / HELD_OUT) for s in SINGLE_STREAMS}
+        linear = {name: self.supplementary_held_out(fold, name) for name in self.config.supplementary}
+        held.update({name: outputs for name, (outputs, _) in linear.items()})
+        candidates = SINGLE_STREAMS if self.config.dominant == "auto" else (self.config.dominant,)
+        classes = len(self.corpus.classes)
+        head, choice, probs = fit_stacked(variant, held, candidates, self.corpus.labels, classes,
+                                          config.class_weights == "balanced")
+        networks = {}
+        for stream in SINGLE_STREAMS:
+            networks[stream] = self.stream_model(fold, stream)
+            weights = self.folder.model(fold.name, stream, seed)
+            networks[stream].load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        model = stacked_model(networks, {name: fitted for name, (_, fitted) in linear.items()}, head, classes)
+        result = self.fold_result(
+            fold, variant, seed, None, probs, self.corpus.labels[list(fold.test)], -1, parameter_count(head),
+            dominant=choice.dominant, best_step=f"penalty {choice.penalty:g}" if choice.left_start else "start",
+            left_start=choice.left_start, head_cv_ua=max(choice.cv_ua.values()),
+        )
+        return model, result
 
     def stream_held_out(self, fold: Fold, stream: str, seed: int, config: Any, epochs: int, test_logits: np.ndarray,
                         out: Path) -> None:
@@ -302,8 +300,8 @@ class CrossValidation:
 
         seed = self.seeds[0] if seed is None else seed
         out = self.variant_dir(fold, variant, seed)
-        if (out / "result.json").is_file():
-            return FoldResult.load(out / "result.json")
+        if (finished := FoldResult.load_finished(out / "result.json")) is not None:
+            return finished
         shutil.rmtree(out, ignore_errors=True)
         if variant in BASELINES:
             fit = self.baseline_fit(fold, variant, seed)
@@ -330,18 +328,9 @@ class CrossValidation:
                 extra["refit_epochs"] = best_epoch + 1
                 fit_epochs(model, everyone, train_config, best_epoch + 1, out / "refit", classes)
         elif train_config.fusion_init == "crossfit":
-            from nni_emotionnas.evaluation.stacked_fit import fit_stacked
-
-            stacked = fit_stacked(self, fold, variant, seed, train_config)
+            model, result = self.train_stacked(fold, variant, seed, train_config)
             out.mkdir(parents=True, exist_ok=True)
-            torch.save(stacked.model.state_dict(), out / "model.pt")
-            choice = stacked.choice
-            result = self.fold_result(
-                fold, variant, seed, None, stacked.test_probs, stacked.test_labels, -1,
-                parameter_count(stacked.model.head), dominant=choice.dominant,
-                best_step="start" if not choice.left_start else f"penalty {choice.penalty:g}",
-                left_start=choice.left_start, head_cv_ua=max(choice.cv_ua.values()),
-            )
+            torch.save(model.state_dict(), out / "model.pt")
             result.save(out / "result.json")
             return result
         else:
@@ -391,7 +380,7 @@ class CrossValidation:
         fold = self.corpus.fold(fold_name)
         standardization = self.corpus.standardization(fold.name)
         if standardization is not None:
-            standardization.save(self.fold_dir(fold) / "standardization.npz")
+            standardization.save(self.folder.standardization(fold.name))
         for stream in self.searched_streams(variant):
             self.search(fold, stream)
         return self.train_variant(fold, variant, seed)
@@ -443,48 +432,3 @@ def step_text(step: tuple[str, str, int]) -> str:
 def pick_dominant(ua: dict[str, float]) -> str:
     """The stream with the higher UA; deep on a tie (the paper's dominant stream)."""
     return "spectrogram" if ua["spectrogram"] > ua["deep"] else "deep"
-
-
-def describe_streams(corpus: PreparedCorpus, experiment: ExperimentConfig) -> list[str]:
-    """Lines for the report saying which features and models each stream used."""
-    deep: dict[str, Any] = dict(corpus.deep_backend or {})
-    backend = deep.pop("backend", "?")
-    options = ", ".join(f"{k}={v}" for k, v in deep.items()) or "defaults"
-    spec = experiment.features.spectrogram
-    return [
-        f"- corpus: {experiment.corpus.reader}, {len(corpus.utterances)} utterances, classes {corpus.classes}, "
-        f"{len(corpus.folds)} folds ({experiment.protocol.kind})",
-        f"- spectrogram stream: {spec.duration:g} s, {spec.window_ms:g} ms {spec.window} window, "
-        f"{spec.overlap_ms:g} ms overlap, {spec.scale} scale, pooled to {spec.size[0]}x{spec.size[1]}; "
-        f"model {experiment.model.spectrogram}",
-        f"- deep stream: backend `{backend}` ({options}), {experiment.features.sequence.target_frames} frames; "
-        f"model {experiment.model.deep}",
-        f"- search: {experiment.run.search}, {experiment.search.epochs} epochs; "
-        f"training: {experiment.train.epochs} epochs, best validation UA checkpoint tested",
-        f"- standardisation: {STANDARDIZATION[experiment.features.standardize]}",
-        *describe_baselines(experiment.run),
-    ] + ([f"- skipped audio: {len(corpus.skipped)} files (see results.json)"] if corpus.skipped else [])
-
-
-STANDARDIZATION = {
-    "train_speakers": "`train_speakers` (statistics of each fold's training speakers)",
-    "speaker": "`speaker` (each speaker's own statistics, test speakers' from their unlabelled test utterances: "
-    "transductive)",
-    "none": "`none` (raw features; the linear baselines still standardise on the speakers they learn from)",
-}
-
-
-def describe_baselines(run: RunConfig) -> list[str]:
-    """Report lines saying what the baseline rows are."""
-    lines = []
-    if run.classic is not None:
-        c = run.classic
-        lines.append(
-            f"- classic (baseline): openSMILE {c.feature_set} functionals, logistic regression C={c.C:g}"
-            + (", balanced class weights" if c.class_weight == "balanced" else "")
-        )
-    if PROBE_FUSION in run.variants:
-        lines.append(f"- probe_fusion (baseline): mean of the class probabilities of {', '.join(run.fused_baselines)}")
-    if any(v in BASELINES for v in run.variants):
-        lines.append("- baselines learn from every speaker a fold does not test (training and validation speakers)")
-    return lines

@@ -8,11 +8,16 @@ over the fold's training and validation speakers, so the choice rests on all of 
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import numpy as np
 from sklearn.model_selection import LeaveOneGroupOut, cross_val_score
 
+from nni_emotionnas.config.experiment import FUSION_VARIANTS
 from nni_emotionnas.corpora.folds import Fold
-from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.errors import ConfigError, RunFolderError
 from nni_emotionnas.features.prepared import PreparedCorpus
 
 
@@ -34,3 +39,21 @@ def probe_dominance(corpus: PreparedCorpus, fold: Fold, streams: tuple[str, ...]
         return float(scores.mean())
 
     return {stream: score(stream) for stream in streams}
+
+
+def load_dominance(path: Path, streams: tuple[str, ...]) -> dict[str, float]:
+    """A fold's saved probe scores (`probe_dominance`); a damaged file is a `RunFolderError` naming it. The fold's
+    fusions were built on it, so the remedy is to redo them: the record is written again with them."""
+    try:
+        scores = json.loads(Path(path).read_bytes())
+        usable = isinstance(scores, dict) and all(
+            isinstance(scores.get(s), (int, float)) and math.isfinite(scores[s]) for s in streams
+        )
+    except ValueError:  # bad bytes or cut-short JSON
+        usable = False
+    if not usable:
+        fusions = ", ".join(f"{v}/" for v in FUSION_VARIANTS)
+        raise RunFolderError(f"{path}: damaged (expected each of {', '.join(streams)} with its probe UA); delete it "
+                             f"and the fusion folders beside it ({fusions}), then rerun `emotionnas run` with the "
+                             "same --out: the fusions are trained again and the record is written again")
+    return {s: float(scores[s]) for s in streams}

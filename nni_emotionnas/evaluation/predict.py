@@ -8,18 +8,21 @@ from typing import Any
 
 from nni_emotionnas.config.experiment import ExperimentConfig, experiment_from_dict
 from nni_emotionnas.errors import ConfigError, RunFolderError
+from nni_emotionnas.evaluation.run_folder import RunFolder
 
+REWRITE_HINT = "rerun `emotionnas run` with --out {run_dir}: it writes the statistics again and keeps trained models"
 RETRAIN_HINT = "delete that fold's {variant}/ folder and rerun `emotionnas run` with --out {run_dir} to retrain it"
 
 
 def load_run(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
     run_dir = Path(run_dir)
-    for name in ("experiment.json", "run.json"):
-        if not (run_dir / name).is_file():
-            raise ConfigError(f"{run_dir / name}: missing; is {run_dir} a finished `emotionnas run` folder?")
+    folder = RunFolder(run_dir)
+    for path in (folder.experiment, folder.manifest):
+        if not path.is_file():
+            raise ConfigError(f"{path}: missing; is {run_dir} a finished `emotionnas run` folder?")
     try:
-        snapshot = json.loads((run_dir / "experiment.json").read_text())
-        manifest = json.loads((run_dir / "run.json").read_text())
+        snapshot = json.loads(folder.experiment.read_text())
+        manifest = json.loads(folder.manifest.read_text())
     except ValueError as exc:
         raise RunFolderError(f"{run_dir}: experiment.json or run.json is damaged ({exc})") from exc
     base_dir = Path(snapshot.pop("base_dir"))
@@ -120,11 +123,11 @@ def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = Fa
     probabilities = []
     for fold in corpus.folds:
         model = builder.build(fold, main)
-        fold_dir = Path(run_dir) / "folds" / fold.name
-        load_weights(fold_dir / main / "model.pt", model, run_dir, main)
+        load_weights(builder.folder.model(fold.name, main, builder.seeds[0]), model, run_dir, main)
         fold_inputs = inputs
-        if (fold_dir / "standardization.npz").is_file():  # the fold's training-speaker statistics
-            fold_inputs = Standardization.load(fold_dir / "standardization.npz").apply(inputs)
+        statistics = builder.folder.standardization(fold.name)
+        if statistics.is_file():  # the fold's training-speaker statistics
+            fold_inputs = Standardization.load(statistics, REWRITE_HINT.format(run_dir=run_dir)).apply(inputs)
         fold_batch = fold_inputs["spectrogram"] if branch == "spectrogram" else fold_inputs
         with torch.no_grad():
             probabilities.append(torch.softmax(model.eval()(fold_batch), dim=1).numpy())

@@ -5,15 +5,23 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from nni_emotionnas.config.experiment import BASELINES, FUSION_VARIANTS
+from nni_emotionnas.config.experiment import BASELINES, FUSION_VARIANTS, PROBE_FUSION, ExperimentConfig, RunConfig
+from nni_emotionnas.config.parse import clip
+from nni_emotionnas.errors import RunFolderError
 from nni_emotionnas.features.store import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from nni_emotionnas.features.prepared import PreparedCorpus
+
+_logger = logging.getLogger(__name__)
 
 STREAM_VARIANTS = ("spectrogram", "deep", "ism")
 # Paper (IEMOCAP improvised, leave-one-session-out) figures, for orientation beside ours.
@@ -50,7 +58,23 @@ class FoldResult:
 
     @classmethod
     def load(cls, path: Path) -> FoldResult:
-        return cls(**json.loads(Path(path).read_text()))
+        """A saved result; a damaged one (cut short by a crash or a full disk, edited) is a `RunFolderError`."""
+        try:
+            return cls(**json.loads(Path(path).read_bytes()))
+        except (ValueError, TypeError) as exc:  # bad bytes, bad JSON, not this record's keys
+            raise RunFolderError(f"{path}: damaged, not a saved result ({clip(str(exc), 120)})") from exc
+
+    @classmethod
+    def load_finished(cls, path: Path) -> Optional[FoldResult]:
+        """The result a resumed run keeps, None when the step must run (again): no file, or a damaged one,
+        which a warning names before the step is redone."""
+        if not Path(path).is_file():
+            return None
+        try:
+            return cls.load(path)
+        except RunFolderError as exc:
+            _logger.warning("%s; training this variant again", exc)
+            return None
 
 
 def write_text(path: Path, text: str) -> None:
@@ -205,7 +229,9 @@ def write_report(
     from nni_emotionnas.evaluation.plots import plot_confusion
 
     summary = summarize(results, classes)
-    paths = {"markdown": run_dir / "results.md", "csv": run_dir / "results.csv", "json": run_dir / "results.json"}
+    from nni_emotionnas.evaluation.run_folder import RunFolder
+
+    paths = RunFolder(run_dir).report_paths()
     write_text(paths["markdown"], markdown_tables(summary, classes, notes))
     write_text(paths["csv"], csv_table(summary))
     payload = {"classes": list(classes), "notes": list(notes), "models": summary, **(extra or {})}
@@ -215,3 +241,63 @@ def write_report(
         png = paths[f"confusion_{variant}"]
         plot_confusion(np.array(s["confusion"]), list(classes), png, title=f"{variant} (all folds)")
     return paths
+
+
+def describe_streams(corpus: PreparedCorpus, experiment: ExperimentConfig) -> list[str]:
+    """Lines for the report saying which features and models each stream used."""
+    deep: dict[str, Any] = dict(corpus.deep_backend or {})
+    backend = deep.pop("backend", "?")
+    options = ", ".join(f"{k}={v}" for k, v in deep.items()) or "defaults"
+    spec = experiment.features.spectrogram
+    return [
+        f"- corpus: {experiment.corpus.reader}, {len(corpus.utterances)} utterances, classes {corpus.classes}, "
+        f"{len(corpus.folds)} folds ({experiment.protocol.kind})",
+        f"- spectrogram stream: {spec.duration:g} s, {spec.window_ms:g} ms {spec.window} window, "
+        f"{spec.overlap_ms:g} ms overlap, {spec.scale} scale, pooled to {spec.size[0]}x{spec.size[1]}; "
+        f"model {experiment.model.spectrogram}",
+        f"- deep stream: backend `{backend}` ({options}), {experiment.features.sequence.target_frames} frames; "
+        f"model {experiment.model.deep}",
+        f"- search: {experiment.run.search}, {experiment.search.epochs} epochs; "
+        f"training: {experiment.train.epochs} epochs, best validation UA checkpoint tested",
+        f"- standardisation: {STANDARDIZATION[experiment.features.standardize]}",
+        *describe_fusion(experiment),
+        *describe_baselines(experiment.run),
+        f"- models: {', '.join(experiment.run.variants)} (`run.variants` with what `ablations`, `probes` and "
+        "`classic` add)",
+    ] + ([f"- skipped audio: {len(corpus.skipped)} files (see results.json)"] if corpus.skipped else [])
+
+
+STANDARDIZATION = {
+    "train_speakers": "`train_speakers` (statistics of each fold's training speakers)",
+    "speaker": "`speaker` (each speaker's own statistics, test speakers' from their unlabelled test utterances: "
+    "transductive)",
+    "none": "`none` (raw features; the linear baselines still standardise on the speakers they learn from)",
+}
+
+
+def describe_fusion(experiment: ExperimentConfig) -> list[str]:
+    """A report line saying how the fusion heads learnt."""
+    run = experiment.run
+    if not any(v in FUSION_VARIANTS for v in run.variants):
+        return []
+    if experiment.train.fusion_init != "crossfit":
+        return [f"- fusion: `{experiment.train.fusion_init}`, dominant stream `{run.dominant}`"]
+    extra = f", plus {', '.join(run.supplementary)} as supplementary streams" if run.supplementary else ""
+    return [f"- fusion: heads learn from held-out outputs of the streams ({run.crossfit_folds} speaker groups of each "
+            f"fold's non-test speakers){extra}; dominant stream `{run.dominant}`"]
+
+
+def describe_baselines(run: RunConfig) -> list[str]:
+    """Report lines saying what the baseline rows are."""
+    lines = []
+    if run.classic is not None:
+        c = run.classic
+        lines.append(
+            f"- classic (baseline): openSMILE {c.feature_set} functionals, logistic regression C={c.C:g}"
+            + (", balanced class weights" if c.class_weight == "balanced" else "")
+        )
+    if PROBE_FUSION in run.variants:
+        lines.append(f"- probe_fusion (baseline): mean of the class probabilities of {', '.join(run.fused_baselines)}")
+    if any(v in BASELINES for v in run.variants):
+        lines.append("- baselines learn from every speaker a fold does not test (training and validation speakers)")
+    return lines

@@ -13,11 +13,8 @@ from typing import Any
 
 from nni_emotionnas.config.experiment import ExperimentConfig
 from nni_emotionnas.errors import RunFolderError, storage_error, storage_errors
+from nni_emotionnas.evaluation.run_folder import LOCK_FILE, REPORT_FILES, RunFolder
 from nni_emotionnas.locks import FolderLock, describe_holder
-
-LOCK_FILE = ".emotionnas.lock"
-CORPUS_RECORD = "corpus.json"  # the corpus fingerprint the folder's results were computed on
-REPORT_FILES = ("results.md", "results.csv", "results.json")
 
 
 def experiment_snapshot(experiment: ExperimentConfig) -> dict[str, Any]:
@@ -37,28 +34,24 @@ def snapshot_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
-def finished_work(run_dir: Path) -> list[Path]:
-    """Results a rerun would keep: trained variants and finished searches."""
-    return sorted(run_dir.glob("folds/*/*/result.json")) + sorted(run_dir.glob("folds/*/search/*/genotype.json"))
-
-
 def discard_results(run_dir: Path) -> None:
     """Removes what a run wrote into its folder (and nothing else the user put there)."""
-    shutil.rmtree(run_dir / "folds", ignore_errors=True)
-    for name in (*REPORT_FILES, "run.json", CORPUS_RECORD):
-        (run_dir / name).unlink(missing_ok=True)
+    folder = RunFolder(run_dir)
+    shutil.rmtree(folder.folds, ignore_errors=True)
+    for path in (*map(folder.report, REPORT_FILES), folder.manifest, folder.corpus):
+        path.unlink(missing_ok=True)
     for png in run_dir.glob("confusion_*.png"):
         png.unlink()
 
 
 def is_finished(run_dir: Path, snapshot: dict[str, Any]) -> bool:
     """The folder holds this experiment's completed run (its report and run.json are written last)."""
-    marker = run_dir / "experiment.json"
+    folder = RunFolder(run_dir)
     try:
-        same = marker.is_file() and json.loads(marker.read_text()) == snapshot
+        same = folder.experiment.is_file() and json.loads(folder.experiment.read_text()) == snapshot
     except (OSError, ValueError):
         return False
-    return same and (run_dir / "run.json").is_file() and all((run_dir / n).is_file() for n in REPORT_FILES)
+    return same and folder.manifest.is_file() and all(folder.report(n).is_file() for n in REPORT_FILES)
 
 
 def _read_json(path: Path) -> Any:
@@ -72,7 +65,7 @@ def _check_experiment(run_dir: Path, snapshot: dict[str, Any], restart: bool) ->
     """Records the experiment in a new or reusable folder; True when resuming the same experiment."""
     from nni_emotionnas.evaluation.report import write_text
 
-    marker = run_dir / "experiment.json"
+    marker = RunFolder(run_dir).experiment
     for tmp in run_dir.rglob(".*.tmp"):  # half-written files of a killed run (we hold the lock)
         tmp.unlink(missing_ok=True)
     if marker.is_file():
@@ -83,7 +76,7 @@ def _check_experiment(run_dir: Path, snapshot: dict[str, Any], restart: bool) ->
             previous = _read_json(marker)
             if previous == snapshot:
                 return True
-            if finished_work(run_dir):
+            if RunFolder(run_dir).finished_work():
                 differing = ", ".join(snapshot_differences(previous, snapshot)[:5])
                 raise RunFolderError(
                     f"{run_dir}: holds a run of a different experiment ({differing} differ); pass another --out, "
@@ -110,7 +103,7 @@ def claim_run_dir(run_dir: Path, snapshot: dict[str, Any], restart: bool = False
         raise RunFolderError(f"{run_dir}: is a file, not a folder; pass --out a folder path (created if missing)")
     with storage_errors("creating the run folder, --out", run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
-    lock = FolderLock(run_dir / LOCK_FILE)
+    lock = FolderLock(RunFolder(run_dir).lock)
     try:
         stale = lock.acquire()
     except OSError as exc:
@@ -139,10 +132,11 @@ def check_corpus(run_dir: Path, fingerprint: dict[str, Any], read_only: bool = F
     from nni_emotionnas.corpora.fingerprint import describe_changes
     from nni_emotionnas.evaluation.report import write_text
 
-    record = run_dir / CORPUS_RECORD
+    folder = RunFolder(run_dir)
+    record = folder.corpus
     if record.is_file():
         changes = describe_changes(_read_json(record), fingerprint)
-        if changes and (read_only or finished_work(run_dir)):
+        if changes and (read_only or folder.finished_work()):
             todo = "pass another --out (this one is read-only)" if read_only else (
                 "pass --restart to redo the run here, or another --out")
             raise RunFolderError(
@@ -150,8 +144,8 @@ def check_corpus(run_dir: Path, fingerprint: dict[str, Any], read_only: bool = F
                 f"{todo[0].upper()}{todo[1:]} (nothing was overwritten)"
             )
         if changes:
-            shutil.rmtree(run_dir / "folds", ignore_errors=True)
-    elif finished_work(run_dir):
+            shutil.rmtree(folder.folds, ignore_errors=True)
+    elif folder.finished_work():
         print(f"{run_dir}: no corpus record (an older version made this folder); its results are kept unchecked")
     if not read_only:
         write_text(record, json.dumps(fingerprint))
@@ -159,8 +153,7 @@ def check_corpus(run_dir: Path, fingerprint: dict[str, Any], read_only: bool = F
 
 def existing_report(run_dir: Path) -> dict[str, Path]:
     """The report files of a finished run, keyed like `write_report`'s result."""
-    paths = {"markdown": run_dir / "results.md", "csv": run_dir / "results.csv", "json": run_dir / "results.json"}
-    return {**paths, **{p.stem: p for p in sorted(run_dir.glob("confusion_*.png"))}}
+    return {**RunFolder(run_dir).report_paths(), **{p.stem: p for p in sorted(run_dir.glob("confusion_*.png"))}}
 
 
 def run_experiment(
@@ -177,8 +170,8 @@ def run_experiment(
 
 def _run(experiment: ExperimentConfig, run_dir: Path, progress: bool, read_only: bool) -> dict[str, Path]:
     from nni_emotionnas.corpora.fingerprint import corpus_fingerprint
-    from nni_emotionnas.evaluation.crossval import CrossValidation, describe_streams, streams_of
-    from nni_emotionnas.evaluation.report import write_report, write_text
+    from nni_emotionnas.evaluation.crossval import CrossValidation, streams_of
+    from nni_emotionnas.evaluation.report import describe_streams, write_report, write_text
     from nni_emotionnas.features.prepared import prepare
 
     started = time.perf_counter()
@@ -202,7 +195,7 @@ def _run(experiment: ExperimentConfig, run_dir: Path, progress: bool, read_only:
         "folds": [f.name for f in corpus.folds],
         "seconds": round(time.perf_counter() - started, 1),
     }
-    write_text(run_dir / "run.json", json.dumps(manifest, indent=1))
+    write_text(RunFolder(run_dir).manifest, json.dumps(manifest, indent=1))
     return paths
 
 

@@ -9,33 +9,19 @@ tested on the outputs of the fold's own streams; its `model.pt` holds the stream
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from sklearn.pipeline import Pipeline
+from torch import nn
 
-from nni_emotionnas.config.experiment import SINGLE_STREAMS
-from nni_emotionnas.config.training import TrainConfig
 from nni_emotionnas.corpora.folds import Fold
 from nni_emotionnas.evaluation.heldout import HeldOutOutputs, held_out_outputs
 from nni_emotionnas.evaluation.stacking import HeadChoice, choose_head, fit_head, head_logits, stream_order
-from nni_emotionnas.models.output_fusion import LinearStream, StackedFusion
-
-if TYPE_CHECKING:
-    from nni_emotionnas.evaluation.crossval import CrossValidation
+from nni_emotionnas.models.output_fusion import LinearStream, OutputFusionHead, StackedFusion
 
 HELD_OUT = "heldout.npz"  # in a stream's variant folder: its held-out outputs over the fold's non-test speakers
-
-
-@dataclass
-class StackedFit:
-    model: StackedFusion
-    choice: HeadChoice
-    test_probs: np.ndarray
-    test_labels: np.ndarray
 
 
 def class_logits(classifier: Pipeline, features: np.ndarray, num_classes: int) -> np.ndarray:
@@ -65,50 +51,46 @@ def linear_stream(classifier: Pipeline, num_classes: int) -> LinearStream:
 
 
 def baseline_held_out(
-    cv: CrossValidation, fold: Fold, make: Callable[[], Pipeline], features: np.ndarray,
+    fold: Fold, speakers: Sequence[str], labels: np.ndarray, num_classes: int, groups: int,
+    make: Callable[[], Pipeline], features: np.ndarray,
 ) -> tuple[HeldOutOutputs, Pipeline]:
     """Held-out outputs of a linear baseline, and the baseline fitted on all the fold's non-test speakers."""
     from threadpoolctl import threadpool_limits
 
-    labels, classes = cv.corpus.labels, len(cv.corpus.classes)
-    speakers = [u.speaker for u in cv.corpus.utterances]
     learn = list(fold.split("train+val"))
 
     def fit_and_predict(train: np.ndarray, held: np.ndarray) -> np.ndarray:
-        return class_logits(make().fit(features[train], labels[train]), features[held], classes)
+        return class_logits(make().fit(features[train], labels[train]), features[held], num_classes)
 
     with threadpool_limits(limits=1, user_api="blas"):
         full = make().fit(features[learn], labels[learn])
-        test = class_logits(full, features[list(fold.test)], classes)
-        outputs = held_out_outputs(fold, speakers, labels, cv.config.crossfit_folds, fit_and_predict, test)
+        test = class_logits(full, features[list(fold.test)], num_classes)
+        outputs = held_out_outputs(fold, speakers, labels, groups, fit_and_predict, test)
     return outputs, full
 
 
-def fit_stacked(cv: CrossValidation, fold: Fold, variant: str, seed: int, config: TrainConfig) -> StackedFit:
-    """Chooses and trains `variant`'s head on the fold's held-out outputs; tests it on the fold's streams."""
-    streams = {s: HeldOutOutputs.load(cv.variant_dir(fold, s, seed) / HELD_OUT) for s in SINGLE_STREAMS}
-    linear = {name: cv.supplementary_held_out(fold, name) for name in cv.config.supplementary}
-    held = {**streams, **{name: outputs for name, (outputs, _) in linear.items()}}
-    reference = streams[SINGLE_STREAMS[0]]
+def fit_stacked(
+    mode: str, held: dict[str, HeldOutOutputs], candidates: Sequence[str], labels: np.ndarray, num_classes: int,
+    balanced: bool,
+) -> tuple[OutputFusionHead, HeadChoice, np.ndarray]:
+    """Chooses and trains a `mode` head on the held-out outputs of `held` (streams by name; `candidates` may
+    dominate, the others supplement); returns it, the choice and its test class probabilities."""
+    reference = next(iter(held.values()))
     for name, outputs in held.items():
         if not np.array_equal(outputs.learn, reference.learn) or not np.array_equal(outputs.groups, reference.groups):
-            raise RuntimeError(f"held-out outputs of {name} on fold {fold.name} use other speaker groups")
-    labels, classes = cv.corpus.labels[reference.learn], len(cv.corpus.classes)
-    candidates = SINGLE_STREAMS if cv.config.dominant == "auto" else (cv.config.dominant,)
-    supplementary = list(cv.config.supplementary)
+            raise RuntimeError(f"held-out outputs of {name} use other utterances or speaker groups")
     rows = {name: outputs.outputs for name, outputs in held.items()}
-    balanced = config.class_weights == "balanced"
-    choice = choose_head(variant, candidates, supplementary, rows, labels, reference.groups, classes, balanced)
-    order = stream_order(choice.dominant, candidates, supplementary)
-    head = fit_head(variant, order, rows, labels, classes, choice.penalty, balanced)
+    learn_labels = labels[reference.learn]
+    choice = choose_head(mode, candidates, list(held), rows, learn_labels, reference.groups, num_classes, balanced)
+    head = fit_head(mode, stream_order(choice.dominant, list(held)), rows, learn_labels, num_classes, choice.penalty,
+                    balanced)
     test_logits = head_logits(head, {name: outputs.test for name, outputs in held.items()})
-    networks = {}
-    for stream in SINGLE_STREAMS:
-        net = cv.stream_model(fold, stream)
-        net.load_state_dict(torch.load(cv.variant_dir(fold, stream, seed) / "model.pt", map_location="cpu",
-                                       weights_only=True))
-        networks[stream] = net
-    model = StackedFusion(networks, {name: linear_stream(fitted, classes) for name, (_, fitted) in linear.items()},
-                          head.float())
-    probs = torch.softmax(torch.from_numpy(test_logits), dim=1).numpy()
-    return StackedFit(model, choice, probs, cv.corpus.labels[list(fold.test)])
+    return head, choice, torch.softmax(torch.from_numpy(test_logits), dim=1).numpy()
+
+
+def stacked_model(
+    networks: dict[str, nn.Module], linear: dict[str, Pipeline], head: OutputFusionHead, num_classes: int,
+) -> StackedFusion:
+    """The fold's trained streams, its fitted linear streams and the head, as one model for `model.pt`."""
+    return StackedFusion(networks, {name: linear_stream(fitted, num_classes) for name, fitted in linear.items()},
+                         head.float())

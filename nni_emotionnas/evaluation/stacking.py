@@ -10,6 +10,7 @@ dominant stream (deep) and to the stronger penalty.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,15 +37,15 @@ class HeadChoice:
         return math.isfinite(self.penalty)
 
 
-def fit_head(
+def fit_path(
     mode: str, streams: Sequence[str], inputs: dict[str, np.ndarray], labels: np.ndarray, num_classes: int,
-    penalty: float, balanced: bool = True,
-) -> OutputFusionHead:
-    """A head over `streams` (dominant first) trained on `inputs` (stream -> rows x classes log-probabilities)."""
+    penalties: Sequence[float], balanced: bool = True,
+) -> list[OutputFusionHead]:
+    """Heads over `streams` (dominant first) trained on `inputs` (stream -> rows x classes log-probabilities),
+    one per penalty (strongest first, `inf` the start itself), each started from the one before: the path is
+    cheap, and the head for a penalty is the same whether it was reached for cross-validation or at the end."""
     torch.manual_seed(0)
     head = OutputFusionHead(mode, streams, num_classes).double()
-    if not math.isfinite(penalty):
-        return head.eval()
     start = [p.detach().clone() for p in head.parameters()]
     x = [torch.from_numpy(inputs[s]).double() for s in streams]
     y = torch.from_numpy(labels).long()
@@ -53,22 +54,36 @@ def fit_head(
     if balanced:
         weights[present] = compute_class_weight("balanced", classes=present, y=labels)
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.from_numpy(weights).double())
-    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
+    heads = []
+    for penalty in penalties:
+        if math.isfinite(penalty):
+            optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=20, tolerance_grad=1e-5,
+                                          tolerance_change=1e-8, line_search_fn="strong_wolfe")
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        distance = sum(((p - p0) ** 2).sum() for p, p0 in zip(head.parameters(), start))
-        loss = loss_fn(head(x), y) + penalty * distance / len(y)
-        loss.backward()
-        return loss
+            def closure(optimizer: torch.optim.LBFGS = optimizer, penalty: float = penalty) -> torch.Tensor:
+                optimizer.zero_grad()
+                distance = sum(((p - p0) ** 2).sum() for p, p0 in zip(head.parameters(), start))
+                loss = loss_fn(head(x), y) + penalty * distance / len(y)
+                loss.backward()
+                return loss
 
-    optimizer.step(closure)
-    return head.eval()
+            optimizer.step(closure)
+        heads.append(copy.deepcopy(head).eval())
+    return heads
 
 
-def stream_order(dominant: str, candidates: Sequence[str], supplementary: Sequence[str]) -> list[str]:
-    """The head's streams: the dominant one first, then the other candidates, then the supplementary ones."""
-    return [dominant, *[s for s in (*candidates, *supplementary) if s != dominant]]
+def fit_head(
+    mode: str, streams: Sequence[str], inputs: dict[str, np.ndarray], labels: np.ndarray, num_classes: int,
+    penalty: float, balanced: bool = True,
+) -> OutputFusionHead:
+    """The head of `fit_path` for `penalty` (one of `PENALTIES`), reached along the same path."""
+    path = PENALTIES[:PENALTIES.index(penalty) + 1]
+    return fit_path(mode, streams, inputs, labels, num_classes, path, balanced)[-1]
+
+
+def stream_order(dominant: str, streams: Sequence[str]) -> list[str]:
+    """The head's streams: the dominant one first, then the others in their order."""
+    return [dominant, *[s for s in streams if s != dominant]]
 
 
 @torch.no_grad()
@@ -77,22 +92,24 @@ def head_logits(head: OutputFusionHead, inputs: dict[str, np.ndarray]) -> np.nda
 
 
 def choose_head(
-    mode: str, candidates: Sequence[str], supplementary: Sequence[str], inputs: dict[str, np.ndarray],
+    mode: str, candidates: Sequence[str], streams: Sequence[str], inputs: dict[str, np.ndarray],
     labels: np.ndarray, groups: np.ndarray, num_classes: int, balanced: bool = True,
 ) -> HeadChoice:
-    """The dominant stream (one of `candidates`) and penalty with the best grouped cross-validated UA."""
+    """The dominant stream (one of `candidates`, all of them in `streams`) and penalty with the best grouped
+    cross-validated UA."""
     scores: dict[str, float] = {}
     best: tuple[tuple, str, float] | None = None
     for dominant in candidates:
-        streams = stream_order(dominant, candidates, supplementary)
+        ordered = stream_order(dominant, streams)
+        predicted = np.empty((len(PENALTIES), len(labels)), dtype=np.int64)
+        for g in np.unique(groups):
+            train, held = groups != g, groups == g
+            heads = fit_path(mode, ordered, {s: inputs[s][train] for s in ordered}, labels[train], num_classes,
+                             PENALTIES, balanced)
+            for i, head in enumerate(heads):
+                predicted[i, held] = head_logits(head, {s: inputs[s][held] for s in ordered}).argmax(axis=1)
         for order, penalty in enumerate(PENALTIES):
-            predicted = np.empty(len(labels), dtype=np.int64)
-            for g in np.unique(groups):
-                train, held = groups != g, groups == g
-                head = fit_head(mode, streams, {s: inputs[s][train] for s in streams}, labels[train], num_classes,
-                                penalty, balanced)
-                predicted[held] = head_logits(head, {s: inputs[s][held] for s in streams}).argmax(axis=1)
-            ua = float(balanced_accuracy_score(labels, predicted))
+            ua = float(balanced_accuracy_score(labels, predicted[order]))
             scores[f"{dominant} {penalty:g}"] = ua
             rank = (round(ua, 9), dominant == PAPER_DOMINANT, -order)
             if best is None or rank > best[0]:

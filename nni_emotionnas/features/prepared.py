@@ -14,7 +14,7 @@ from nni_emotionnas.config.experiment import ExperimentConfig
 from nni_emotionnas.corpora.folds import Fold, make_folds
 from nni_emotionnas.corpora.load import read_corpus
 from nni_emotionnas.corpora.records import Utterance
-from nni_emotionnas.errors import FoldError
+from nni_emotionnas.errors import CorpusError, FoldError
 from nni_emotionnas.features.registry import build_deep_extractor
 from nni_emotionnas.features.sequence import unify_length
 from nni_emotionnas.features.speaker_norm import check_speaker_coverage
@@ -139,6 +139,9 @@ def prepare(
     skipped = [(u, bad[id(u)]) for u in utterances if id(u) in bad]
     for name, report in reports.items():
         reports[name] = ExtractionReport([report.files[i] for i in keep], report.skipped, report.hits, report.misses)
+    if skipped and not keep:  # else the folds would be refused for lacking speakers, never saying why
+        raise CorpusError(f"corpus: every one of its {len(skipped)} audio files was skipped as unusable "
+                          f"(corpus.on_bad_audio: skip), e.g. {skipped[0][1]}")
     utterances = [utterances[i] for i in keep]
     if features.standardize == "speaker":
         check_speaker_coverage(utterances, classes, features.standardize_force)

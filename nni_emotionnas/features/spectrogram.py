@@ -58,7 +58,7 @@ class SpectrogramExtractor:
                 n_fft=self.win_length,
                 hop_length=self.hop_length,
                 win_length=self.win_length,
-                window=self.settings.window,
+                window=self.settings.scipy_window,
             )
         )
         if self.mel_filters is not None:

@@ -8,14 +8,16 @@ the fold's models so `predict` applies the same transform.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
+from nni_emotionnas.errors import RunFolderError
 from nni_emotionnas.features.store import atomic_write_bytes
 
 EPS = 1e-5
@@ -58,9 +60,35 @@ class Standardization:
         atomic_write_bytes(Path(path), lambda handle: np.savez(handle, **arrays))
 
     @classmethod
-    def load(cls, path: Path) -> Standardization:
-        with np.load(path) as data:
-            return cls(**{k: data[k] for k in data.files})
+    def load(cls, path: Path, redo: str = "") -> Standardization:
+        """Statistics `save` wrote; a damaged file (cut short, not arrays of finite numbers with positive
+        stds) is a `RunFolderError` naming it and saying `redo` (how to write it again)."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+            problem = cls.problem(arrays)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # cut short, not an .npz at all
+            problem = f"unreadable: {str(exc)[:120]}"
+        if problem is not None:
+            raise RunFolderError(f"{path}: damaged input statistics ({problem}){'; ' + redo if redo else ''}")
+        return cls(**arrays)
+
+    @staticmethod
+    def problem(arrays: dict[str, np.ndarray]) -> Optional[str]:
+        """What makes `arrays` unusable as saved statistics, None when nothing does."""
+        known = {f.name for f in fields(Standardization)}
+        for name, array in arrays.items():
+            if name not in known:
+                return f"unknown array {name!r}"
+            if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
+                return f"{name} holds {array.dtype} values, not finite numbers"
+            if name.endswith("_std") and not (array > 0).all():
+                return f"{name} is not positive"
+        for stream in ("spectrogram", "deep"):
+            mean, std = arrays.get(f"{stream}_mean"), arrays.get(f"{stream}_std")
+            if (mean is None) != (std is None) or (mean is not None and mean.shape != std.shape):
+                return f"{stream}_mean and {stream}_std do not match"
+        return None
 
 
 def fit_standardization(

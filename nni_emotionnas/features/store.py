@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import multiprocessing
 import os
 import uuid
@@ -25,6 +26,7 @@ from nni_emotionnas.locks import entry_lock, is_entry_busy
 from nni_emotionnas.workers import die_with_parent
 
 TEMP_SUFFIX = ".tmp"
+_logger = logging.getLogger(__name__)
 
 
 def atomic_write_bytes(target: Path, write) -> None:
@@ -63,6 +65,40 @@ def remove_stale_temporaries(folder: Path) -> None:
     for tmp in folder.glob(f"*/.*{TEMP_SUFFIX}"):
         if not is_entry_busy(temp_target(tmp)):
             tmp.unlink(missing_ok=True)
+
+
+def array_problem(path: Path) -> Optional[str]:
+    """What makes a cached `.npy` unusable (emptied, cut short, not an array of numbers), None if nothing does.
+
+    Reads the header only: a file's size must be its header's plus what the header's shape and dtype need.
+    """
+    try:
+        with open(path, "rb") as handle:
+            major, _ = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(handle)
+            header = handle.tell()
+    except (ValueError, EOFError, SyntaxError) as exc:  # empty, not .npy, or a header cut short
+        return f"no array header ({str(exc)[:80]})"
+    if dtype.hasobject or not (np.issubdtype(dtype, np.number) or dtype.kind == "b"):
+        return f"holds {dtype} values, not numbers"
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = Path(path).stat().st_size
+    return None if size == expected else f"{size} bytes where its header needs {expected}"
+
+
+def usable_cache_entry(target: Path) -> bool:
+    """Whether `target` is a cached array to reuse; a damaged one is deleted with a warning naming it, so the
+    caller extracts it again."""
+    if not target.exists():
+        return False
+    problem = array_problem(target)
+    if problem is None:
+        return True
+    _logger.warning("%s: damaged cached features (%s); deleted, extracting them again", target, problem)
+    with entry_lock(target):
+        target.unlink(missing_ok=True)
+    return False
 
 
 def audio_key(path: Path) -> str:
@@ -142,7 +178,7 @@ class FeatureStore:
                 continue
             key = audio_key(u.path)
             targets.append(folder / key[:2] / f"{key}.npy")
-        todo = [i for i, t in enumerate(targets) if t is not None and not t.exists()]
+        todo = [i for i, t in enumerate(targets) if t is not None and not usable_cache_entry(t)]
         bar = tqdm(total=len(todo), desc=f"{extractor.name} features", unit="utt", disable=not progress or not todo)
         with bar:
             if extractor.parallel and n_jobs > 1 and len(todo) > 1:

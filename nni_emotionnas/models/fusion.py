@@ -30,7 +30,7 @@ class FusionHead(nn.Module):
         num_classes: int,
         dominant: Literal["deep", "spectrogram"] = "deep",
         dropout: float = 0.0,
-        gate: Literal["zero", "paper"] = "paper",
+        gate: Literal["zero", "paper"] = "zero",
     ) -> None:
         super().__init__()
         if mode not in FUSION_MODES:

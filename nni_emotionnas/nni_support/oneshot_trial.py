@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nni_emotionnas.errors import ConfigError
-from nni_emotionnas.nni_support import add_trial_arguments, trial_main
+from nni_emotionnas.nni_support import add_trial_arguments, trial_main, trial_parameters
 
 
 def strategy_file(args: argparse.Namespace, parameters: dict[str, Any]) -> Path:
@@ -34,8 +34,6 @@ def strategy_file(args: argparse.Namespace, parameters: dict[str, Any]) -> Path:
 
 
 def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    import nni
-
     from nni_emotionnas.config.experiment import load_experiment, with_seed
     from nni_emotionnas.features.prepared import prepare
     from nni_emotionnas.nni_support.trial import load_train_config, space_config
@@ -46,7 +44,7 @@ def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -
     from nni_emotionnas.training.trial_run import trial_output_dir, with_hyperparameters
 
     if parameters is None:
-        parameters = json.loads(args.parameters) if args.parameters else (nni.get_next_parameter() or {})
+        parameters = trial_parameters(args.parameters)
     name, strategy_args = load_strategy_spec(strategy_file(args, parameters))
     experiment = with_seed(load_experiment(Path(args.experiment)), args.seed)
     corpus = prepare(experiment, branches=[args.branch], progress=False)

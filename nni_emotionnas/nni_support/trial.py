@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nni_emotionnas.config.parse import load_yaml, parse
-from nni_emotionnas.errors import ConfigError
-from nni_emotionnas.nni_support import add_trial_arguments, trial_main
+from nni_emotionnas.nni_support import add_trial_arguments, trial_main, trial_parameters
 
 
 def load_train_config(path: Optional[str], base: Any, overrides: dict[str, Any]) -> Any:
@@ -40,9 +39,8 @@ def space_config(experiment: Any, args: argparse.Namespace, deep_dim: int) -> An
 
 
 def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """One trial; `parameters` default to NNI's next sample (or `--parameters JSON` outside nnictl)."""
-    import nni
-
+    """One trial; `parameters` default to NNI's next sample (or `--parameters JSON` outside nnictl), checked
+    against the space before any feature is extracted."""
     from nni_emotionnas.config.experiment import load_experiment, with_seed
     from nni_emotionnas.features.prepared import prepare
     from nni_emotionnas.search.space_json import build_space, split_parameters
@@ -50,10 +48,9 @@ def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -
     from nni_emotionnas.training.trial_run import train_and_report, trial_output_dir, with_hyperparameters
 
     if parameters is None:
-        parameters = json.loads(args.parameters) if args.parameters else nni.get_next_parameter()
-    if not isinstance(parameters, dict):
-        raise ConfigError("trial parameters: no sample from NNI (run under nnictl, or pass --parameters JSON)")
+        parameters = trial_parameters(args.parameters)
     experiment = with_seed(load_experiment(Path(args.experiment)), args.seed)
+    split_parameters(build_space(args.branch, space_config(experiment, args, 0), 2), parameters)  # labels only
     corpus = prepare(experiment, branches=[args.branch], progress=False)
     fold = args.fold or corpus.folds[0].name
     space_settings = space_config(experiment, args, corpus.deep_dim)

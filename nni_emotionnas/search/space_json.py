@@ -146,9 +146,21 @@ def write_space_json(
         search_space.update(HYPERPARAMETERS)
     out = Path(out)
     text = json.dumps(search_space, indent=2) + "\n"
-    if out.is_file() and not force and out.read_text() != text:
+    if out.is_file() and existing_space(out) != text and not force:  # a file not a space is refused even so
         source = space_file or f"the packaged {branch} space"
         raise ConfigError(f"{out}: exists and holds another search space than {source}; pass --force to replace "
                           "it, or --out another file")
     atomic_write_bytes(out, lambda handle: handle.write(text.encode()))
     return search_space
+
+
+def existing_space(path: Path) -> str:
+    """The text of a search-space JSON at `path`; any other file (binary, not a JSON object) is refused even with
+    --force, which replaces search spaces only: it is a file of the user's that `--out` named by mistake."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+        if isinstance(json.loads(text), dict):
+            return text
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
+        pass
+    raise ConfigError(f"{path}: exists and is not a search-space JSON; it is left as it is: choose another --out")

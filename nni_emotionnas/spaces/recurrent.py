@@ -27,6 +27,7 @@ from nni_emotionnas.spaces.cells.spec import OPS, CellSpec, Node, cell_from_dict
 from nni_emotionnas.spaces.pooling import PooledSequenceMixin, build_pooling
 from nni_emotionnas.spaces.recurrent_mixture import layer_mixture, run_mixture
 from nni_emotionnas.spaces.recurrent_ops import OP_SLOTS, SLOTS, SlotOp
+from nni_emotionnas.spaces.size_limits import MAX_LAYERS, MAX_NODES, check_count, check_parameters
 
 _logger = logging.getLogger(__name__)
 
@@ -84,6 +85,16 @@ class RecurrentSpaceConfig:
         for name in ("input_dim", "hidden_size", "num_layers", "nodes", "attention_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        check_count("nodes", self.nodes, MAX_NODES, "nodes per cell")
+        check_count("num_layers", self.num_layers, MAX_LAYERS, "layers")
+        largest = max(("hidden_size", "input_dim", "attention_dim"), key=lambda name: getattr(self, name))
+        check_parameters(largest, getattr(self, largest), self.least_parameters())
+
+    def least_parameters(self) -> int:
+        """Weights a fixed network of this config has at least: each layer's projection of its input to H
+        (the frames' width for the first), then the attention pooling."""
+        h = self.hidden_size
+        return (self.input_dim + (self.num_layers - 1) * h) * h + h * self.attention_dim
 
 
 CONFIG_CLASS = RecurrentSpaceConfig

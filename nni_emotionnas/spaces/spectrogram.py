@@ -21,6 +21,7 @@ from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.spaces.cell_checkpoint import checkpointed
 from nni_emotionnas.spaces.darts_ops import KNOWN_OPS, NONE, PAPER_OPS, CellInputs, build_op
 from nni_emotionnas.spaces.pooling import StandardizedStatistics
+from nni_emotionnas.spaces.size_limits import MAX_LAYERS, MAX_NODES, check_count, check_parameters
 
 DEFAULT_CONFIG_FILE = "spectrogram_darts.yml"
 CELL_LABELS = ("normal", "reduce")
@@ -79,6 +80,10 @@ class SpectrogramSpaceConfig:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if self.input_rows < 0:
             raise ValueError(f"input_rows: must be at least 0, got {self.input_rows}")
+        check_count("nodes", self.nodes, MAX_NODES, "nodes per cell")
+        check_count("ops_per_node", self.ops_per_node, MAX_NODES, "inputs per node")
+        check_count("layers", self.layers, MAX_LAYERS, "cells")
+        check_parameters("channels", self.channels, self.least_parameters())
         if self.channels % 2:
             raise ValueError(f"channels: must be even (reduction halves channels twice), got {self.channels}")
         if self.partial_channels < 1 or self.channels % self.partial_channels:
@@ -88,6 +93,18 @@ class SpectrogramSpaceConfig:
         if self.partial_channels > 1 and "skip_connect" in self.ops and narrow % 2:
             raise ValueError(f"partial_channels: {self.partial_channels} leaves an odd width in the reduction cells' "
                              "skip_connect (FactorizedReduce needs an even one)")
+
+    def least_parameters(self) -> int:
+        """Weights a fixed network of this config has at least, whichever ops it chose: the stem and each cell's
+        two 1x1 convs on its inputs (channels double at each reduction cell, as in DARTS)."""
+        c = self.channels
+        c_prev_prev = c_prev = self.stem.multiplier * c
+        total = self.stem.in_channels * c_prev * self.stem.kernel_size**2
+        for layer in range(self.layers):
+            c *= 2 if layer in self.reduction_layers else 1
+            total += (c_prev_prev + c_prev) * c
+            c_prev_prev, c_prev = c_prev, self.nodes * c
+        return total
 
     @property
     def candidate_ops(self) -> list[str]:

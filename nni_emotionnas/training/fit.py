@@ -23,9 +23,25 @@ from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import Dataset
 
+from nni_emotionnas.errors import storage_error
 from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
 from nni_emotionnas.training.evaluator import TrainConfig, build_evaluator, predict_logits
 from nni_emotionnas.training.metrics import SERScores, score
+
+
+class RunFolderCheckpoint(ModelCheckpoint):
+    """Lightning's `ModelCheckpoint` whose full-disk / permission failures name the checkpoint in the run folder:
+    Lightning writes through fsspec, which stages the file in the system's temporary folder first, so the
+    OSError names a temporary file the user never asked for."""
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        try:
+            super()._save_checkpoint(trainer, filepath)
+        except OSError as exc:
+            converted = storage_error(OSError(exc.errno, exc.strerror, filepath), "saving a training checkpoint")
+            if converted is None:
+                raise
+            raise converted from exc
 
 
 @dataclass
@@ -69,7 +85,7 @@ def fit_fixed(
         initial = copy.deepcopy(model.state_dict())
         logits, labels = predict_logits(model, val_dataset, config.batch_size)
         initial_ua = score(labels, logits.argmax(axis=1), num_classes).ua
-    checkpoint = ModelCheckpoint(
+    checkpoint = RunFolderCheckpoint(
         dirpath=ckpt_dir, filename="best-{epoch}", monitor="val_ua", mode="max", save_top_k=1, save_last=True
     )
     stopping = [EarlyStopping(monitor="val_ua", mode="max", patience=config.patience)] if config.patience else []

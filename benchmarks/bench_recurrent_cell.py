@@ -2,7 +2,7 @@
 (the catalog LSTM written as a cell, and a typical DARTS-derived cell, both with the space's default
 `state_bound` as the product trains them) against `torch.nn.LSTM` of the
 same sizes, and one DARTS supernet step (forward, backward, optimizer step) of the recurrent space, both with
-the product's mixture step (`spaces.recurrent_mixture`) and with NNI's mixtures called op by op (the reference).
+the product's mixture step (`spaces.kernels.recurrent_mixture`) and with NNI's mixtures called op by op (the reference).
 Every row is the best of `--repeats` runs after a warm-up, the reference's and the supernet steps' alike,
 with the memory its forward holds for backward (distinct tensors autograd saved, as in
 `bench_spectrogram_search.py`); the product's supernet row also gives the buffers it keeps between steps.
@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import time
 from typing import Callable, Optional
+from unittest import mock
 
 import torch
 from bench_spectrogram_search import SavedBytes
@@ -25,7 +26,7 @@ from nni_emotionnas.spaces import recurrent as R
 from nni_emotionnas.spaces.cells.catalog import lstm
 from nni_emotionnas.spaces.cells.fixed import FixedCellLayer
 from nni_emotionnas.spaces.cells.spec import Node, make_cell
-from nni_emotionnas.spaces.recurrent_sequence import step_buffers
+from nni_emotionnas.spaces.kernels.recurrent_sequence import step_buffers
 
 Step = Callable[[Optional[SavedBytes]], None]  # one timed step; given a SavedBytes, it counts what its forward saves
 
@@ -75,14 +76,14 @@ def darts_supernet_step(args: argparse.Namespace, x: torch.Tensor, mask: torch.T
 
     config = R.RecurrentSpaceConfig(input_dim=args.dim, hidden_size=args.hidden, nodes=args.nodes)
     supernet = DARTS().mutate_model(R.build_oneshot_space(config, num_classes=4))
-    for layer in supernet.recurrent:
-        layer.fast_mixture = fast
     optimizer = torch.optim.SGD(supernet.parameters(), lr=0.01)
     target = torch.arange(x.shape[0]) % 4
 
     def step(held: Optional[SavedBytes]) -> None:
         optimizer.zero_grad(set_to_none=True)
-        with counting(held):
+        # the reference: without the layer's mixture step (kernels.recurrent_mixture), NNI's mixtures run call by call
+        reference = contextlib.nullcontext() if fast else mock.patch.object(R, "layer_mixture", return_value=None)
+        with counting(held), reference:
             loss = torch.nn.functional.cross_entropy(supernet({"frames": x, "mask": mask}), target)
         loss.backward()
         optimizer.step()

@@ -6,7 +6,7 @@ step (forward + backward on a weight batch, clip 5, optimizer step), as NNI's `D
 Variants, each run in its own child process (so peak RSS is its own), in this one run:
 - `plain` (the reference): the supernet (same ops and cell wiring, same number of weights) written in plain
   PyTorch, every edge running every candidate, with a hand-written loop;
-- `fast`: NNI's DARTS supernet of our space with the fast cell (`supernet: fast`, `spaces.fast_cell`), driven
+- `fast`: NNI's DARTS supernet of our space with the fast cell (`supernet: fast`, `spaces.kernels.fast_cell`), driven
   by the same hand-written loop, whose architecture step computes the alphas' gradients only, as
   `emotionnas search`'s DARTS does (`search.darts_strategies`; the reference computes the weights' gradients
   too and discards them, as NNI's and the public DARTS code do); `fast-ckpt`: the same with
@@ -17,9 +17,16 @@ Variants, each run in its own child process (so peak RSS is its own), in this on
 - `*-bf16` (`fast-bf16`, `fast-ckpt-bf16`, `nni-bf16`): the same under bfloat16 autocast, what
   `search.precision: bf16-mixed` does (convs in bfloat16, on CPUs with AMX/AVX512-BF16 units); not the same
   float32 arithmetic, so a row of its own beside the float32 targets;
-- opt-in: `lean` / `nni-stock` (NNI's supernet with the edge-by-edge cell / NNI's stock cell, hand loop).
+- opt-in: `nni-stock` (NNI's supernet with NNI's stock cell, the fast cell's reference, hand loop);
+- external reference `ptdarts`: khanrc/pt.darts' search step (`SearchCNNController` of the same C, L, N, its
+  `Architect.unrolled_backward`, DARTS' second-order architecture step and pt.darts' only one, then its weight
+  step: SGD, clip 5), what people use for DARTS in PyTorch; opt-in `ptdarts-1st`: its network with a
+  first-order architecture step (the gradient of the validation loss, as `emotionnas search`). pt.darts is not
+  shipped or installed with this project: clone khanrc/pt.darts (GitHub) yourself and pass `--ptdarts DIR` (or
+  set PTDARTS_PATH); without it these rows are skipped with a note.
 
 Usage: python benchmarks/bench_spectrogram_search.py [--batch 32] [--size 140] [--steps 3] [--live-memory]
+       [--ptdarts DIR]
 Prints seconds per step (median after one warm-up step), peak RSS, the memory held for backward at the end of
 the arch step's forward (bytes of the distinct tensors autograd saved, counted with saved-tensor hooks; with
 `checkpoint_cells` the cells' recomputed activations are held only one cell at a time during backward and are
@@ -42,7 +49,8 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -122,13 +130,16 @@ class PlainSupernet(nn.Module):
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
 
 
-def nni_supernet(config: Any) -> tuple[nn.Module, list[nn.Parameter]]:
+def nni_supernet(config: Any, stock: bool = False) -> tuple[nn.Module, list[nn.Parameter]]:
     """NNI's DARTS supernet of our space (no Lightning), with its architecture parameters."""
     from nni.nas.strategy import DARTS
 
     from nni_emotionnas.spaces.spectrogram import build_space
 
-    net = DARTS().mutate_model(build_space(config, 4))
+    space = build_space(config, 4)
+    if stock:  # without the space's one-shot hook NNI's DARTS keeps its own cell mixture (the reference)
+        space.extra_oneshot_hooks = lambda strategy: []
+    net = DARTS().mutate_model(space)
     return net, [p for name, p in net.named_parameters() if "_arch_alpha" in name]
 
 
@@ -160,8 +171,8 @@ def run_plain(config: Any, args: argparse.Namespace) -> dict[str, Any]:
         net = PlainSupernet(config, 4)
         alphas = list(net.alphas.parameters())
     else:
-        net, alphas = nni_supernet(config)
-        from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
+        net, alphas = nni_supernet(config, stock=args.variant == "nni-stock")
+        from nni_emotionnas.spaces.kernels.cell_checkpoint import enable_cell_checkpointing
 
         enable_cell_checkpointing(net, args.variant.startswith("fast-ckpt"), "benchmark")  # as `emotionnas search`
     alpha_ids = {id(p) for p in alphas}
@@ -192,6 +203,60 @@ def run_plain(config: Any, args: argparse.Namespace) -> dict[str, Any]:
         times.append(time.perf_counter() - start)
     return {"times": times, "rss_before": rss_before, "peak": peak_rss_mb(), "held": held_mb,
             "weights": sum(p.numel() for p in weights), "alphas": sum(p.numel() for p in alphas)}
+
+
+PTDARTS_FILES = ("models/search_cnn.py", "architect.py", "genotypes.py")
+
+
+def ptdarts_missing(root: Optional[str]) -> Optional[str]:
+    """Why the pt.darts rows cannot run (None when `root` looks like a clone of khanrc/pt.darts)."""
+    if not root:
+        return "no clone given (--ptdarts DIR or PTDARTS_PATH)"
+    missing = [name for name in PTDARTS_FILES if not (Path(root) / name).is_file()]
+    return f"{root} has no {missing[0]} (a clone of khanrc/pt.darts expected)" if missing else None
+
+
+def ptdarts_classes(root: str) -> tuple[Any, Any]:
+    """pt.darts' `SearchCNNController` and `Architect` from the user's clone (its modules import each other as the
+    top-level `models`, `genotypes`, so the clone goes first on sys.path of this child process)."""
+    sys.path.insert(0, str(Path(root).resolve()))
+    from architect import Architect  # type: ignore[import-not-found]
+    from models.search_cnn import SearchCNNController  # type: ignore[import-not-found]
+
+    return SearchCNNController, Architect
+
+
+def run_ptdarts(config: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """pt.darts' search step as its search.py trains: architect step on (train, val) batches, then SGD on the
+    weights with clip 5 (its defaults: w_lr 0.025, momentum 0.9, w_weight_decay 3e-4; alpha Adam 3e-4)."""
+    controller, architect_class = ptdarts_classes(args.ptdarts)
+    torch.manual_seed(0)
+    # device_ids=[0]: its forward runs the network directly (no scatter over GPUs); nothing is moved to a GPU
+    net = controller(1, config.channels, 4, config.layers, nn.CrossEntropyLoss(), n_nodes=config.nodes,
+                     stem_multiplier=config.stem.multiplier, device_ids=[0])
+    w_lr, w_momentum, w_decay = 0.025, 0.9, 3e-4
+    w_opt = torch.optim.SGD(net.weights(), w_lr, momentum=w_momentum, weight_decay=w_decay)
+    a_opt = torch.optim.Adam(net.alphas(), 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    architect = architect_class(net, w_momentum, w_decay)
+    train, val = batches(args.batch, args.size, args.steps + 1, 1), batches(args.batch, args.size, args.steps + 1, 2)
+    rss_before, times = current_rss_mb(), []
+    for (xt, yt), (xv, yv) in zip(train, val):
+        start = time.perf_counter()
+        a_opt.zero_grad()
+        if args.variant == "ptdarts":
+            architect.unrolled_backward(xt, yt, xv, yv, w_lr, w_opt)
+        else:  # first order: the alphas' gradient of the validation loss at the current weights
+            alphas = list(net.alphas())
+            for alpha, grad in zip(alphas, torch.autograd.grad(net.loss(xv, yv), alphas)):
+                alpha.grad = grad
+        a_opt.step()
+        w_opt.zero_grad()
+        net.loss(xt, yt).backward()
+        nn.utils.clip_grad_norm_(net.weights(), 5.0)
+        w_opt.step()
+        times.append(time.perf_counter() - start)
+    return {"times": times, "rss_before": rss_before, "peak": peak_rss_mb(),
+            "weights": sum(p.numel() for p in net.weights()), "alphas": sum(p.numel() for p in net.alphas())}
 
 
 def run_nni(config: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -241,10 +306,13 @@ def child(args: argparse.Namespace) -> None:
     from nni_emotionnas.spaces.spectrogram import SpectrogramSpaceConfig
 
     torch.set_num_threads(args.threads)
-    supernet = {"lean": "lean", "nni-stock": "nni"}.get(args.variant, "fast")
-    config = SpectrogramSpaceConfig(supernet=supernet,
-                                    partial_channels=args.partial_channels if args.variant == "pc-darts" else 1)
-    result = run_nni(config, args) if args.variant in ("nni", "nni-bf16") else run_plain(config, args)
+    config = SpectrogramSpaceConfig(partial_channels=args.partial_channels if args.variant == "pc-darts" else 1)
+    if args.variant.startswith("ptdarts"):
+        result = run_ptdarts(config, args)
+    elif args.variant in ("nni", "nni-bf16"):
+        result = run_nni(config, args)
+    else:
+        result = run_plain(config, args)
     print("RESULT " + json.dumps(result))
 
 
@@ -254,9 +322,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=140)
     parser.add_argument("--steps", type=int, default=3, help="measured steps (after one warm-up step)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--variants", nargs="+", default=["plain", "fast", "fast-ckpt", "pc-darts", "nni"],
+    parser.add_argument("--variants", nargs="+", default=["plain", "fast", "fast-ckpt", "pc-darts", "nni", "ptdarts"],
                         choices=["plain", "fast", "fast-ckpt", "pc-darts", "nni", "fast-bf16", "fast-ckpt-bf16",
-                                 "nni-bf16", "lean", "nni-stock"])
+                                 "nni-bf16", "nni-stock", "ptdarts", "ptdarts-1st"])
+    parser.add_argument("--ptdarts", default=os.environ.get("PTDARTS_PATH"),
+                        help="a clone of khanrc/pt.darts for the external reference rows (default: $PTDARTS_PATH)")
     parser.add_argument("--partial-channels", type=int, default=2,
                         help="K of the pc-darts variant (K=4 does not divide the paper's C=6)")
     parser.add_argument("--repeats", type=int, default=1,
@@ -271,6 +341,7 @@ def main() -> None:
     print(f"DARTS search step, C6 L3 N4, batch {args.batch} x 1x{args.size}x{args.size}, CPU, "
           f"{args.threads} threads, median of {args.steps} steps after 1 warm-up, "
           + ("live memory (MALLOC_MMAP_THRESHOLD_=131072)" if args.live_memory else "glibc malloc defaults"))
+    args.variants = available_variants(args.variants, args.ptdarts)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     if args.live_memory:
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
@@ -296,11 +367,20 @@ def main() -> None:
                   f"(range {min(peaks):.3f}-{max(peaks):.3f})")
 
 
+def available_variants(variants: list[str], ptdarts: Optional[str]) -> list[str]:
+    """The variants that can run here: the pt.darts rows need the user's clone, else a note says why not."""
+    why = ptdarts_missing(ptdarts)
+    skipped = [v for v in variants if v.startswith("ptdarts")] if why else []
+    if skipped:
+        print(f"{', '.join(skipped)}: skipped, pt.darts not found: {why}", flush=True)
+    return [v for v in variants if v not in skipped]
+
+
 def run_variant(variant: str, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     """One variant's child process; its result with the median step time, printed as a row."""
     cmd = [sys.executable, __file__, "--variant", variant, "--batch", str(args.batch), "--size",
            str(args.size), "--steps", str(args.steps), "--threads", str(args.threads), "--workdir", args.workdir,
-           "--partial-channels", str(args.partial_channels)]
+           "--partial-channels", str(args.partial_channels)] + (["--ptdarts", args.ptdarts] if args.ptdarts else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:

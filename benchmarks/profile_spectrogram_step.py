@@ -23,7 +23,7 @@ def profile(variant: str, args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config = SpectrogramSpaceConfig(supernet="fast")
+    config = SpectrogramSpaceConfig()
     net = PlainSupernet(config, 4) if variant == "plain" else nni_supernet(config)[0]
     x, y = torch.randn(args.batch, 1, args.size, args.size), torch.randint(0, 4, (args.batch,))
 

@@ -34,6 +34,10 @@ check_nni_version(getattr(nni, "__version__", "unknown"))
 # Imported here, not where used, so a moved internal fails at import with the version check above.
 from nni.common.serializer import SerializableObject  # noqa: E402
 from nni.nas.experiment import NasExperiment  # noqa: E402
+from nni.nas.nn.pytorch.cell import preprocess_cell_inputs  # noqa: E402
+from nni.nas.nn.pytorch.choice import ChosenInputs  # noqa: E402
+from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule, GumbelDartsLightningModule  # noqa: E402
+from nni.nas.oneshot.pytorch.strategy import OneShotStrategy  # noqa: E402
 from nni.nas.oneshot.pytorch.supermodule.differentiable import (  # noqa: E402
     DifferentiableMixedCell,
     DifferentiableMixedInput,
@@ -43,11 +47,19 @@ from nni.runtime.env_vars import trial_env_vars  # noqa: E402
 from nni.runtime.trial_command_channel import get_default_trial_command_channel  # noqa: E402
 
 __all__ = [
-    "DifferentiableMixedCell", "ReadableNasExperiment", "RunOverride", "SerializableObject", "arch_alphas",
-    "arch_softmax", "claim_model_index", "current_trial_record", "final_metric_rows", "mixture_weights",
-    "raise_rest_timeout", "registered_log_dir", "send_trial_metric", "skip_model_index", "strategy_lock",
-    "trial_channel", "trial_log_paths", "view_stopped_experiment",
+    "arch_alphas", "arch_softmax", "ChosenInputs", "claim_model_index", "current_trial_record",
+    "DartsLightningModule", "DifferentiableMixedCell", "dispatcher_tuner_config", "final_metric_rows",
+    "GumbelDartsLightningModule", "mixture_weights", "OneShotStrategy", "preprocess_cell_inputs", "raise_rest_timeout",
+    "ReadableNasExperiment", "reclass_darts_module", "registered_log_dir", "RunOverride", "send_trial_metric",
+    "SerializableObject", "skip_model_index", "strategy_lock", "trial_channel", "trial_log_paths",
+    "view_stopped_experiment",
 ]
+# `preprocess_cell_inputs` (nni.nas.nn.pytorch.cell, not exported): how NNI's `Cell.forward` turns its arguments
+# (a list of predecessors or separate tensors) into the predecessor list; our DARTS cell forwards take the same.
+# `ChosenInputs` (nni.nas.nn.pytorch.choice, not exported): what a frozen `Cell` holds in place of each input
+# choice; `spectrogram.fixed_genotype` reads the chosen predecessors from it.
+# `OneShotStrategy` (nni.nas.oneshot.pytorch.strategy, not exported): the base of NNI's one-shot strategies, whose
+# `oneshot_module` holds the trained supernet a search reads its edge weights and UA from (`search.run`).
 
 
 # --- one-shot supernets -------------------------------------------------------------------------------------
@@ -61,6 +73,16 @@ def arch_softmax(cell: DifferentiableMixedCell, alpha: Any) -> Any:
     """The cell's own normalisation of alphas (softmax for DARTS, Gumbel-softmax for GumbelDARTS: NNI swaps the
     private `_softmax`), so a faster cell forward keeps each strategy's semantics."""
     return cell._softmax(alpha)
+
+
+def reclass_darts_module(module: Any, darts: type, gumbel: type) -> Any:
+    """NNI's DARTS (or GumbelDARTS) Lightning module as NNI built it, its class swapped for `darts` (`gumbel`), a
+    subclass adding methods only: NNI builds it inside `configure_oneshot_module` with no hook for its class.
+    What those subclasses' architecture optimiser relies on: `DartsLightningModule.training_step` calls its
+    `zero_grad()` right before the architecture step's forward and its `step()` right after that step's
+    backward, and neither elsewhere (`search.darts_strategies`)."""
+    module.__class__ = gumbel if isinstance(module, GumbelDartsLightningModule) else darts
+    return module
 
 
 def mixture_weights(choice: Any) -> Any:
@@ -98,6 +120,30 @@ def send_trial_metric(channel: Any, parameter_id: Any, kind: str, sequence: int,
         parameter_id=parameter_id, trial_job_id=trial_env_vars.NNI_TRIAL_JOB_ID, type=kind, sequence=sequence,
         value=value,
     )
+
+
+# --- tuners -------------------------------------------------------------------------------------------------
+def dispatcher_tuner_config(argv: Optional[list[str]] = None) -> Optional[dict[str, Any]]:
+    """The `tuner` section of the experiment config the NNI manager started this tuner process with (None outside
+    one). NNI 3.0 runs tuners as `python -m nni --exp_params <base64 JSON of the whole config>` in the
+    experiment's log folder and gives a custom tuner nothing else: its `codeDirectory` (absolute, resolved
+    against the config file's folder by nnictl) is only found here."""
+    import argparse
+    import base64
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--exp_params")
+    known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if not known.exp_params:
+        return None
+    try:
+        params = json.loads(base64.b64decode(known.exp_params).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    tuner = params.get("tuner") if isinstance(params, dict) else None
+    return tuner if isinstance(tuner, dict) else None
 
 
 # --- strategies ---------------------------------------------------------------------------------------------

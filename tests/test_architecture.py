@@ -83,3 +83,34 @@ def test_stages_import_only_earlier_stages(module: str) -> None:
     assert stage(module) in STAGES, f"{module}: not in a known stage; add its package to STAGES"
     later = sorted(m for m in graph()[module] if STAGES.index(stage(m)) > STAGES.index(stage(module)))
     assert later == [], f"{module} imports a later stage: {later}"
+
+
+# NNI's documented public API; anything else of NNI (and any `_name`) is reached only through nni_compat.py
+NNI_PUBLIC = {"nni", "nni.mutable", "nni.nas.nn.pytorch", "nni.nas.space", "nni.nas.strategy", "nni.nas.experiment",
+              "nni.nas.evaluator", "nni.nas.evaluator.pytorch"}
+NNI_DOOR = "nni_emotionnas.nni_compat"
+
+
+def private_nni_imports(source: str) -> list[str]:
+    """The NNI paths and names `source` imports that are not NNI's public API (lazy imports count too)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "nni" and a.name not in NNI_PUBLIC]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "nni":
+            if node.module not in NNI_PUBLIC:
+                found.append(node.module)
+            found += [f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(set(modules()) - {NNI_DOOR}))
+def test_nni_internals_are_reached_only_through_the_nni_door(module: str) -> None:
+    assert private_nni_imports(modules()[module].read_text()) == [], f"{module}: import it from {NNI_DOOR}"
+
+
+def test_the_nni_door_rule_finds_private_paths_and_names() -> None:
+    source = ("import nni\nimport nni.trial\nfrom nni.nas.strategy import DARTS, _private\n"
+              "def lazy():\n    from nni.nas.nn.pytorch.cell import preprocess_cell_inputs\n")
+    assert private_nni_imports(source) == ["nni.trial", "nni.nas.strategy._private", "nni.nas.nn.pytorch.cell"]
+    assert private_nni_imports(modules()[NNI_DOOR].read_text())  # the door itself does reach inside

@@ -1,4 +1,4 @@
-"""The fast cell's batch norm (`spaces.batch_norm`) is `F.batch_norm`: same output, gradients and running
+"""The fast cell's batch norm (`spaces.kernels.batch_norm`) is `F.batch_norm`: same output, gradients and running
 statistics, at least as accurate (against float64), and PyTorch's own kernel wherever it does not apply."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nni_emotionnas.spaces import batch_norm as B
+from nni_emotionnas.spaces.kernels import batch_norm as B
 
 CL = torch.channels_last
 

@@ -31,6 +31,8 @@ def test_a_head_over_three_streams_starts_as_its_dominant_stream(mode):
     head = OutputFusionHead(mode, ["deep", "spectrogram", "classic"], CLASSES).double()
     assert torch.allclose(head(inputs), inputs[0])  # exactly the dominant stream's log-probabilities
     assert head.dominant == "deep"
+    head.pool()
+    assert torch.allclose(head(inputs), sum(inputs) / 3)  # or exactly the mean of all three
 
 
 def test_an_unknown_mode_or_a_single_stream_is_refused():
@@ -95,7 +97,8 @@ def test_a_fixed_dominant_stream_still_fuses_every_other_stream():
             for name in ("spectrogram", "deep", "classic")}
     head, choice, probs = fit_stacked("ism", held, ("spectrogram",), labels, CLASSES, balanced=True)
     assert head.streams == ["spectrogram", "deep", "classic"] and choice.dominant == "spectrogram"
-    assert set(choice.cv_ua) == {f"spectrogram {p:g}" for p in (math.inf, 10, 1, 0.1, 0.01)}
+    starts = ("spectrogram", "pooled")
+    assert set(choice.cv_ua) == {f"{start} {p:g}" for start in starts for p in (math.inf, 10, 1, 0.1, 0.01)}
     assert probs.shape == (8, CLASSES) and np.allclose(probs.sum(axis=1), 1)
 
 

@@ -1,5 +1,5 @@
-"""The fast DARTS supernet cell (`supernet: fast`) computes the naive mixture's function: same logits, same
-gradients for weights and alphas, same batch-norm statistics; cell checkpointing changes none of them.
+"""The fast DARTS supernet cell (`kernels.fast_cell`) computes NNI's stock cell mixture, the reference: same logits,
+same gradients for weights and alphas, same batch-norm statistics; cell checkpointing changes none of them.
 
 Tolerances are float32 rounding of a different summation order (fused convs, one batch norm per state)
 through three cells of batch norms: relative 1e-4."""
@@ -18,10 +18,10 @@ import torch
 from nni.nas.strategy import DARTS, GumbelDARTS
 from torch.utils.data import TensorDataset
 
+from nni_emotionnas.nni_compat import DifferentiableMixedCell
 from nni_emotionnas.search.run import run_search
 from nni_emotionnas.spaces import spectrogram as S
-from nni_emotionnas.spaces.fast_cell import FastMixedCell
-from nni_emotionnas.spaces.oneshot_cell import WeightedSumMixedCell
+from nni_emotionnas.spaces.kernels.fast_cell import FastMixedCell
 from nni_emotionnas.training.evaluator import TrainConfig
 
 # reduction cells at layers 1 and 2: normal and reduction cells, stride-2 edges and FactorizedReduce skips
@@ -29,52 +29,59 @@ CONFIG = S.SpectrogramSpaceConfig(channels=4, layers=3, nodes=3)
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
 
 
+def stock_space(config: S.SpectrogramSpaceConfig) -> S.SpectrogramSpace:
+    """The space without its one-shot hook: NNI's DARTS gives it NNI's own cell mixture (the reference)."""
+    space = S.build_space(config, 3)
+    space.extra_oneshot_hooks = lambda strategy: []
+    return space
+
+
 def supernets(config: S.SpectrogramSpaceConfig, strategy: type = DARTS) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(fast, lean) supernets with the same weights and strong, distinct alphas (the `none` one included)."""
+    """(fast, NNI's stock) supernets with the same weights and strong, distinct alphas (the `none` one included)."""
     torch.manual_seed(0)
-    lean = strategy().mutate_model(S.build_space(replace(config, supernet="lean"), 3))
-    fast = strategy().mutate_model(S.build_space(replace(config, supernet="fast"), 3))
+    stock = strategy().mutate_model(stock_space(config))
+    fast = strategy().mutate_model(S.build_space(config, 3))
     with torch.no_grad():
-        for name, p in lean.named_parameters():
+        for name, p in stock.named_parameters():
             p.normal_() if "_arch_alpha" in name else p.add_(torch.randn_like(p) * 0.1)
-    fast.load_state_dict(lean.state_dict())
-    return fast, lean
+    fast.load_state_dict(stock.state_dict())
+    return fast, stock
 
 
-def assert_same_step(fast: torch.nn.Module, lean: torch.nn.Module, x: torch.Tensor) -> None:
-    out_fast, out_lean = fast(x), lean(x)
-    torch.testing.assert_close(out_fast, out_lean, **TOLERANCE)
+def assert_same_step(fast: torch.nn.Module, stock: torch.nn.Module, x: torch.Tensor) -> None:
+    out_fast, out_stock = fast(x), stock(x)
+    torch.testing.assert_close(out_fast, out_stock, **TOLERANCE)
     out_fast.square().sum().backward()
-    out_lean.square().sum().backward()
-    lean_params = dict(lean.named_parameters())
+    out_stock.square().sum().backward()
+    stock_params = dict(stock.named_parameters())
     for name, p in fast.named_parameters():
-        torch.testing.assert_close(p.grad, lean_params[name].grad, **TOLERANCE, msg=name)
-    lean_buffers = dict(lean.named_buffers())
+        torch.testing.assert_close(p.grad, stock_params[name].grad, **TOLERANCE, msg=name)
+    stock_buffers = dict(stock.named_buffers())
     for name, b in fast.named_buffers():
-        torch.testing.assert_close(b, lean_buffers[name], **TOLERANCE, msg=name)
+        torch.testing.assert_close(b, stock_buffers[name], **TOLERANCE, msg=name)
 
 
 @pytest.mark.parametrize("size", [(13, 16), (16, 16)])
 def test_fast_cell_gives_the_naive_logits_gradients_and_statistics(size: tuple[int, int]) -> None:
-    fast, lean = supernets(CONFIG)
-    assert type(fast.cells[0]) is FastMixedCell and type(lean.cells[0]) is WeightedSumMixedCell
+    fast, stock = supernets(CONFIG)
+    assert type(fast.cells[0]) is FastMixedCell and type(stock.cells[0]) is DifferentiableMixedCell
     assert fast.cells[1].label == "reduce" and fast.cells[0].label == "normal"
-    assert sum(p.numel() for p in fast.parameters()) == sum(p.numel() for p in lean.parameters())
-    assert_same_step(fast, lean, torch.randn(3, 1, *size))
-    fast.eval(), lean.eval()  # running statistics now
+    assert sum(p.numel() for p in fast.parameters()) == sum(p.numel() for p in stock.parameters())
+    assert_same_step(fast, stock, torch.randn(3, 1, *size))
+    fast.eval(), stock.eval()  # running statistics now
     x = torch.randn(2, 1, *size)
     with torch.no_grad():
-        torch.testing.assert_close(fast(x), lean(x), **TOLERANCE)
+        torch.testing.assert_close(fast(x), stock(x), **TOLERANCE)
 
 
 def test_fast_cell_with_an_op_subset_and_gumbel_noise() -> None:
     config = replace(CONFIG, ops=["max_pool_3x3", "skip_connect", "sep_conv_3x3", "none"])
-    fast, lean = supernets(config, GumbelDARTS)
+    fast, stock = supernets(config, GumbelDARTS)
     x = torch.randn(2, 1, 11, 11)
     torch.manual_seed(5)
     out_fast = fast(x)
     torch.manual_seed(5)
-    torch.testing.assert_close(out_fast, lean(x), **TOLERANCE)  # the same Gumbel draws, edge by edge
+    torch.testing.assert_close(out_fast, stock(x), **TOLERANCE)  # the same Gumbel draws, edge by edge
 
 
 def test_checkpointed_cells_give_the_same_gradients_and_statistics() -> None:
@@ -93,12 +100,14 @@ def tiny_data(n: int) -> TensorDataset:
     return TensorDataset(x, y)
 
 
-def test_seeded_search_derives_the_same_genotype_with_both_cells(tmp_path: Path) -> None:
+def test_seeded_search_derives_the_same_genotype_with_both_cells(tmp_path: Path, monkeypatch) -> None:
     genotypes = []
-    for supernet in ("lean", "fast"):
-        config = S.SpectrogramSpaceConfig(
-            channels=2, layers=3, nodes=2, stem=S.StemConfig(multiplier=2), supernet=supernet
-        )
+    for supernet in ("stock", "fast"):
+        config = S.SpectrogramSpaceConfig(channels=2, layers=3, nodes=2, stem=S.StemConfig(multiplier=2))
+        if supernet == "stock":  # the reference: NNI's own cell mixture
+            monkeypatch.setattr(S.SpectrogramSpace, "extra_oneshot_hooks", lambda self, strategy: [])
+        else:
+            monkeypatch.undo()
         result = run_search(
             space_mod=S,
             space_config=config,
@@ -111,9 +120,9 @@ def test_seeded_search_derives_the_same_genotype_with_both_cells(tmp_path: Path)
             branch="spectrogram",
         )
         genotypes.append((result.record["genotype"], result.record["edge_weights"]))
-    (lean_genotype, lean_weights), (fast_genotype, fast_weights) = genotypes
-    assert fast_genotype == lean_genotype
-    for label, probs in lean_weights.items():
+    (stock_genotype, stock_weights), (fast_genotype, fast_weights) = genotypes
+    assert fast_genotype == stock_genotype
+    for label, probs in stock_weights.items():
         assert fast_weights[label] == pytest.approx(probs, abs=1e-4), label
 
 
@@ -144,7 +153,7 @@ def test_search_with_accelerator_auto_and_bf16_mixed_precision_on_cpu(tmp_path: 
 def test_checkpoint_cells_on_a_network_without_cells_is_a_config_error() -> None:
     from nni_emotionnas.errors import ConfigError
     from nni_emotionnas.spaces import recurrent as R
-    from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
+    from nni_emotionnas.spaces.kernels.cell_checkpoint import enable_cell_checkpointing
 
     deep = R.build_space(R.RecurrentSpaceConfig(input_dim=4, hidden_size=4, nodes=2), 2)
     with pytest.raises(ConfigError, match="train.checkpoint_cells: RecurrentSpace has no cells to checkpoint"):
@@ -155,7 +164,7 @@ def test_checkpoint_cells_on_a_network_without_cells_is_a_config_error() -> None
 FREED_MEMORY_PROBE = """
 import resource, torch
 from nni_emotionnas.spaces import spectrogram as S
-from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
+from nni_emotionnas.spaces.kernels.cell_checkpoint import enable_cell_checkpointing
 
 def rss_mb():
     with open("/proc/self/statm") as handle:

@@ -116,3 +116,40 @@ def test_run_override_is_nni_strategy_entry() -> None:
 
 def test_unknown_experiment_has_no_registered_folder() -> None:
     assert nni_compat.registered_log_dir("no-such-experiment-id") is None
+
+
+def test_cell_internals_the_fast_cell_and_the_genotype_reader_rely_on() -> None:
+    """`preprocess_cell_inputs` takes a cell's arguments as NNI's `Cell.forward` does, and a frozen `Cell` holds a
+    `ChosenInputs` per input choice (what `spectrogram.fixed_genotype` reads)."""
+    from nni_emotionnas.spaces import spectrogram as S
+
+    a, b = torch.zeros(1), torch.ones(1)
+    assert nni_compat.preprocess_cell_inputs(2, [a, b]) == nni_compat.preprocess_cell_inputs(2, a, b) == [a, b]
+    config = S.SpectrogramSpaceConfig(channels=2, layers=1, nodes=1)
+    space = S.build_space(config, 3)
+    frozen = space.freeze({label: "max_pool_3x3" if "/op_" in label else [1] for label in space.simplify()})
+    chosen = frozen.cells[0].inputs[0][0]
+    assert isinstance(chosen, nni_compat.ChosenInputs) and chosen.chosen == [1]
+
+
+def test_darts_architecture_step_calls_zero_grad_then_backward_then_step() -> None:
+    """The order `search.darts_strategies.ArchitectureAdam` relies on, in NNI's DARTS training step, and the class
+    swap `reclass_darts_module` makes on the modules NNI's DARTS and GumbelDARTS build."""
+    import inspect
+
+    from nni.nas.strategy import DARTS, GumbelDARTS
+
+    from nni_emotionnas.search.darts_strategies import DartsModule, GumbelDartsModule
+    from nni_emotionnas.spaces import recurrent as R
+
+    source = inspect.getsource(nni_compat.DartsLightningModule.training_step)
+    calls = [source.index(call) for call in ("arc_optim.zero_grad()", "self.manual_backward(arc_step_loss)",
+                                              "arc_optim.step()")]
+    assert calls == sorted(calls) and source.count("arc_optim.zero_grad()") == source.count("arc_optim.step()") == 1
+    assert "training_step" not in vars(nni_compat.GumbelDartsLightningModule)  # GumbelDARTS runs the same step
+    config = R.RecurrentSpaceConfig(input_dim=3, hidden_size=3, nodes=1)
+    for strategy, base, expected in ((DARTS(), nni_compat.DartsLightningModule, DartsModule),
+                                     (GumbelDARTS(), nni_compat.GumbelDartsLightningModule, GumbelDartsModule)):
+        module = strategy.configure_oneshot_module(R.build_oneshot_space(config, 2))  # as NNI builds it
+        assert nni_compat.reclass_darts_module(module, DartsModule, GumbelDartsModule) is module
+        assert type(module) is expected and isinstance(module, base)

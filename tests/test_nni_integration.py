@@ -469,3 +469,61 @@ def test_deep_trial_reads_frames_as_wide_as_the_corpus_features(tmp_path: Path) 
     assert trial.main(args) == 0
     record = json.loads((tmp_path / "trial" / "genotype.json").read_text())
     assert record["space_config"]["input_dim"] == 120
+
+
+@pytest.mark.slow
+def test_nnictl_deep_search_with_the_wrapped_tuner_has_no_failed_trial(tmp_path: Path) -> None:
+    """examples/demo/nnictl_deep_evolution.yml on tiny data, its tuner made reproducible (Random, seeded so that
+    NNI's own sampling gives refused cells among the first trials): every trial trains, none FAILED."""
+    from nni.algorithms.hpo.random_tuner import RandomTuner
+
+    from nni_emotionnas.config.experiment import load_experiment
+    from nni_emotionnas.features.prepared import prepare
+    from nni_emotionnas.nni_support.sample_rules import SampleRules
+
+    deep = {**EXPERIMENT, "features": {**EXPERIMENT["features"], "deep": {"backend": "fbank"},
+                                       "sequence": {"target_frames": 8}}, "deep_space": "deep.yml",
+            "train": {"epochs": 1, "batch_size": 8}}
+    (tmp_path / "experiment.yml").write_text(yaml.safe_dump(deep))
+    (tmp_path / "deep.yml").write_text("hidden_size: 8\nnodes: 2\nattention_dim: 4\n")
+    prepare(load_experiment(tmp_path / "experiment.yml"), branches=["deep"], progress=False)
+    assert main(["space-json", "--branch", "deep", "--space", str(tmp_path / "deep.yml"),
+                 "--out", str(tmp_path / "search_spaces" / "deep.json")]) == 0
+    trials, rules = 4, SampleRules(tmp_path / "experiment.yml", "deep")
+
+    def refused_before(seed: int) -> int:
+        """How many refused cells NNI's Random tuner samples before its `trials`-th valid one."""
+        tuner, refused, valid = RandomTuner(seed=seed), 0, 0
+        tuner.update_search_space(json.loads((tmp_path / "search_spaces" / "deep.json").read_text()))
+        while valid < trials:
+            bad = rules.refusal(tuner.generate_parameters(0)) is not None
+            refused, valid = refused + bad, valid + (not bad)
+        return refused
+
+    seed = next(s for s in range(100) if refused_before(s) >= 2)
+    config = yaml.safe_load((REPO / "examples" / "demo" / "nnictl_deep_evolution.yml").read_text())
+    config["tuner"]["classArgs"].update(tuner="Random", tuner_args={"seed": seed})
+    config.update(trialCommand=config["trialCommand"].replace("python ", f"{sys.executable} ", 1),
+                  maxTrialNumber=trials, trialConcurrency=2, experimentWorkingDirectory=str(tmp_path / "exps"))
+    (tmp_path / "nnictl_deep.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    created = subprocess.run([str(NNICTL), "create", "--config", str(tmp_path / "nnictl_deep.yml"), "--port",
+                              str(port)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert created.returncode == 0, created.stdout + created.stderr
+    experiment_id = _experiment_id(port)
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:
+            status, jobs = rest(port, "check-status"), rest(port, "trial-jobs")
+            assert status["status"] != "ERROR", status
+            if len(jobs) == trials and all(j["status"] in ("SUCCEEDED", "FAILED") for j in jobs):
+                break
+            time.sleep(2)
+        assert [j["status"] for j in jobs] == ["SUCCEEDED"] * trials
+        for job in jobs:  # what the trials trained: cells the space accepts
+            assert rules.refusal(json.loads(job["hyperParameters"][0])["parameters"]) is None
+        log = (tmp_path / "exps" / experiment_id / "log" / "dispatcher.log").read_text()
+        assert log.count("Random sample refused") == refused_before(seed)  # never a trial
+    finally:
+        subprocess.run([str(NNICTL), "stop", experiment_id], capture_output=True, timeout=60)
+    assert wait_gone(experiment_id) == []

@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 from nni_emotionnas.search.run import run_search
 from nni_emotionnas.spaces import spectrogram as S
 from nni_emotionnas.spaces.genotype import build_fixed, read_genotype
-from nni_emotionnas.spaces.pc_darts import PartialChannelCell, channel_shuffle
+from nni_emotionnas.spaces.kernels.pc_darts import PartialChannelCell, channel_shuffle
 from nni_emotionnas.training.evaluator import TrainConfig
 
 PC = S.SpectrogramSpaceConfig(channels=8, layers=3, nodes=2, partial_channels=4, stem=S.StemConfig(multiplier=1))

@@ -4,11 +4,14 @@ attention pooling masks, baselines, and tiny DARTS / catalog searches through th
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import pytest
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
+from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.models.baselines_recurrent import RECURRENT_BASELINES, build_recurrent_baseline
 from nni_emotionnas.search.run import run_search
@@ -16,8 +19,10 @@ from nni_emotionnas.spaces import recurrent as R
 from nni_emotionnas.spaces.cells.catalog import gru, lstm, vanilla_rnn
 from nni_emotionnas.spaces.cells.fixed import FixedCellLayer
 from nni_emotionnas.spaces.cells.nasbench import import_recipe, load_recipes
+from nni_emotionnas.spaces.cells.ops import OPS, FusedOp, RecurrentOp
 from nni_emotionnas.spaces.cells.spec import Node, cell_from_dict, make_cell
 from nni_emotionnas.spaces.genotype import build_fixed, read_genotype
+from nni_emotionnas.spaces.kernels.recurrent_sequence import sequence_kernel
 from nni_emotionnas.spaces.pooling import AttentionPooling
 from nni_emotionnas.training.evaluator import TrainConfig
 
@@ -337,15 +342,15 @@ def test_catalog_strategy_picks_the_cell_with_lowest_validation_loss(tmp_path):
 
 @pytest.mark.parametrize(
     ("ops", "state_bound"),
-    [(list(R.OPS), 5.0), (["linear", "tanh", "product"], 5.0), (["blend", "sigmoid", "leaky_relu", "sum"], None)],
+    [(list(OPS), 5.0), (["linear", "tanh", "product"], 5.0), (["blend", "sigmoid", "leaky_relu", "sum"], None)],
 )
 @pytest.mark.parametrize("threads", [1, 2])
 def test_fast_darts_mixture_gives_the_call_by_call_logits_and_gradients(ops, state_bound, threads):
-    """The supernet layer's one-matmul-per-mixture step (spaces.recurrent_mixture) is NNI's mixture, with and
+    """The supernet layer's one-matmul-per-mixture step (spaces.kernels.recurrent_mixture) is NNI's mixture, with and
     without a linear op (whose weight gradient is summed over time after the loop) and a state bound, in one
     block of rows and split over two threads (weight gradients summed over the blocks)."""
 
-    from nni_emotionnas.spaces.recurrent_sequence import row_blocks
+    from nni_emotionnas.spaces.kernels.recurrent_sequence import row_blocks
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -355,6 +360,57 @@ def test_fast_darts_mixture_gives_the_call_by_call_logits_and_gradients(ops, sta
         assert torch.get_num_threads() == threads  # the split restores the caller's thread count
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_every_op_of_the_table_gives_the_same_function_fused_and_call_by_call(op: str) -> None:
+    """Each op of the table, mixed with another, through the fused step and through NNI's mixtures."""
+    compare_fast_and_naive_mixtures([op, "tanh" if op == "sum" else "sum"], 5.0)
+
+
+class FusedDifference(FusedOp):  # a - b: an op the package does not have
+    def forward(self, out: Tensor, a: Tensor, b: Tensor, z: Tensor, weight: Tensor, bias: Tensor, slope: float) -> None:
+        torch.sub(a, b, out=out)
+
+    @torch.jit.export
+    def grad(self, g_operands: Tensor, g: Tensor, w: float, a: Tensor, b: Tensor, z: Tensor, out: Tensor,
+             weight: Tensor, slope: float) -> None:
+        g_operands[0].add_(g, alpha=w)
+        g_operands[1].add_(g, alpha=-w)
+
+
+def test_an_op_added_to_the_table_only_works_in_the_supernet_the_fused_step_and_the_fixed_cell(monkeypatch):
+    monkeypatch.setitem(OPS, "difference", RecurrentOp(("a", "b"), (2, 2), lambda x, _: x[0] - x[1], FusedDifference))
+    compare_fast_and_naive_mixtures(["difference", "linear", "tanh"], 5.0)  # supernet: fused and call by call
+    cell = make_cell([Node("p", "linear", ("x",)), Node("d", "difference", ("p", "h1"))], {"h1": "d"})
+    layer = FixedCellLayer(cell, D, H)
+    x, h1, outs = torch.randn(2, T, D), torch.zeros(2, H), []
+    P = layer.linear_parameters("p")
+    for t in range(T):
+        h1 = x[:, t] @ P["x"].T + P["bias"] - h1
+        outs.append(h1)
+    torch.testing.assert_close(layer(x)[0], torch.stack(outs, 1))
+    arch = {"n1/op": "linear", "n1/operand_a": [0], "n1/operand_b": [0],
+            "n2/op": "difference", "n2/operand_a": [3], "n2/operand_b": [1], "new_h1": [1], "new_h2": [0]}
+    config = R.RecurrentSpaceConfig(input_dim=D, hidden_size=H, nodes=2, ops=["linear", "difference"], attention_dim=4)
+    assert R.readable_genotype(arch)["cell"]["nodes"][1] == {"name": "n2", "op": "difference", "inputs": ["n1", "h1"]}
+    assert R.build_space(config, 3).freeze(arch)({"frames": x, "mask": torch.ones(2, T, dtype=torch.bool)}).shape == (
+        2, 3)
+
+
+def test_an_unknown_op_is_an_error_naming_it_on_every_path():
+    with pytest.raises(ConfigError, match=r"cell.nodes\[0\] \(n\).op: unknown recurrent op 'cube' \(known: linear, "):
+        make_cell([Node("n", "cube", ("x",))], {"h1": "n"})
+    with pytest.raises(ConfigError, match="space.yml: ops: unknown recurrent op 'cube'"):
+        parse(R.RecurrentSpaceConfig, {"ops": ["linear", "cube"]}, "space.yml")
+    with pytest.raises(ConfigError, match="ops: unknown recurrent op 'cube'"):
+        R.SlotOp("cube", H, 0.01)
+    with pytest.raises(ConfigError, match="ops: unknown recurrent op 'cube'"):
+        sequence_kernel(["linear", "cube"])
+    with pytest.raises(ConfigError, match="architecture.n1/op: unknown recurrent op 'cube'"):
+        R.cell_of({"n1/op": "cube", "n1/operand_a": [0], "new_h1": [0]})
+    with pytest.raises(ConfigError, match="op: unknown recurrent op 'cube'"):
+        FixedCellLayer(make_cell([Node("n", "tanh", ("x",))], {"h1": "n"}), D, H)._op("cube", [torch.zeros(1)])
 
 
 def compare_fast_and_naive_mixtures(ops: list[str], state_bound: float | None) -> None:
@@ -370,10 +426,10 @@ def compare_fast_and_naive_mixtures(ops: list[str], state_bound: float | None) -
             if "_arch_alpha" in name:
                 p.normal_()
     naive.load_state_dict(fast.state_dict())
-    for layer in naive.recurrent:
-        layer.fast_mixture = False
     batch = {"frames": torch.randn(3, 9, 6), "mask": torch.arange(9)[None] < torch.tensor([[9], [6], [3]])}
-    out_fast, out_naive = fast(batch), naive(batch)
+    out_fast = fast(batch)
+    with mock.patch.object(R, "layer_mixture", return_value=None):  # the reference: NNI's mixtures call by call
+        out_naive = naive(batch)
     torch.testing.assert_close(out_fast, out_naive, rtol=1e-4, atol=1e-5)
     out_fast.square().sum().backward()
     out_naive.square().sum().backward()
@@ -391,7 +447,7 @@ def test_fast_mixture_reuses_its_buffers_and_a_retained_graph_keeps_its_own():
 
     from nni.nas.strategy import DARTS
 
-    from nni_emotionnas.spaces.recurrent_sequence import step_buffers
+    from nni_emotionnas.spaces.kernels.recurrent_sequence import step_buffers
 
     config = R.RecurrentSpaceConfig(input_dim=6, hidden_size=5, nodes=4, dropout=0.0, attention_dim=4)
     torch.manual_seed(0)

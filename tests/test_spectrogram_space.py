@@ -223,26 +223,26 @@ def test_drawings_are_written(tmp_path: Path) -> None:
         plot_confusion([[1, 0], [0, 1]], ["a", "b", "c"], tmp_path / "d.png")
 
 
-def test_lean_supernet_cell_matches_nnis_mixture() -> None:
-    """Our `extra_oneshot_hooks` cell computes NNI's DARTS mixture (incl. `none`) with the same gradients."""
-    from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedCell
+def test_removed_supernet_keys_name_what_replaced_them(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Older space files: `supernet: fast` loads with a deprecation warning; `lean`, `nni` and `lean_supernet` are
+    one-line errors naming the key. Older genotype records, which hold both keys, load whatever they hold."""
+    from nni_emotionnas.search.space_json import load_space_config
 
-    from nni_emotionnas.spaces.oneshot_cell import WeightedSumMixedCell
-
+    space_file = tmp_path / "space.yml"
+    space_file.write_text("channels: 4\nsupernet: fast\n")
+    with caplog.at_level("WARNING"):
+        assert load_space_config("spectrogram", space_file).channels == 4
+    assert "space.yml.supernet: 'fast': removed key (DARTS searches always run NNI's cell mixture" in caplog.text
+    for line in ("supernet: nni", "supernet: lean", "lean_supernet: true"):
+        space_file.write_text(line + "\n")
+        with pytest.raises(ConfigError, match=rf"^space.yml.{line.split(':')[0]}: .* removed key .*CHANGELOG.md\)$"):
+            load_space_config("spectrogram", space_file)
     config = S.SpectrogramSpaceConfig(channels=2, layers=3, nodes=2)
-    lean = DARTS().mutate_model(S.build_space(replace(config, supernet="lean"), 3))
-    stock = DARTS().mutate_model(S.build_space(replace(config, supernet="nni"), 3))
-    assert type(lean.cells[0]) is WeightedSumMixedCell and type(stock.cells[0]) is DifferentiableMixedCell
-    with torch.no_grad():
-        for name, p in lean.named_parameters():
-            if "_arch_alpha" in name:
-                p.normal_()  # strong, distinct weights incl. the zero op's
-    stock.load_state_dict(lean.state_dict())
-    x = torch.randn(3, 1, 12, 12)
-    out_lean, out_stock = lean(x), stock(x)
-    assert torch.allclose(out_lean, out_stock, atol=1e-5)
-    out_lean.square().sum().backward()
-    out_stock.square().sum().backward()
-    grads = dict(stock.named_parameters())
-    for name, p in lean.named_parameters():
-        assert torch.allclose(p.grad, grads[name].grad, atol=1e-4), name
+    arch = uniform_arch(S.build_space(config, 3), "max_pool_3x3")
+    record = make_record(branch="spectrogram", architecture=arch, space_config=config, num_classes=3)
+    record["space_config"].update(supernet="lean", lean_supernet=None)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        net, _ = build_fixed(read_genotype(write_genotype(record, tmp_path / "genotype.json")))
+    assert "space_config.supernet: 'lean': removed key" in caplog.text and "lean_supernet" not in caplog.text
+    assert net(torch.randn(1, 1, 12, 12)).shape == (1, 3)

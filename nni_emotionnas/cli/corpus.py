@@ -51,15 +51,20 @@ def describe_corpus(experiment: ExperimentConfig) -> str:
     from collections import Counter
 
     from nni_emotionnas.corpora.folds import make_folds
-    from nni_emotionnas.corpora.load import read_corpus
+    from nni_emotionnas.corpora.load import read_corpora
 
-    utterances, classes = read_corpus(experiment)
+    loaded = read_corpora(experiment)
+    utterances, classes = loaded.utterances, loaded.classes
     by_speaker: dict[str, Counter] = {}
     for u in utterances:
         by_speaker.setdefault(u.speaker, Counter())[u.label] += 1
+    names = " + ".join(c.name or c.reader for c in experiment.corpus_blocks)
     parts = [
-        f"corpus: {experiment.corpus.reader} ({len(utterances)} utterances, {len(by_speaker)} speakers, "
-        f"{len(classes)} classes)",
+        f"corpus: {names} ({len(utterances)} utterances, {len(by_speaker)} speakers, {len(classes)} classes)",
+    ]
+    if experiment.multi_corpus:
+        parts.append(describe_corpora(loaded))
+    parts += [
         format_table("label", {"all": Counter(u.label for u in utterances)}, classes),
         format_table("speaker", dict(sorted(by_speaker.items())), classes),
     ]
@@ -73,6 +78,19 @@ def describe_corpus(experiment: ExperimentConfig) -> str:
             )
     parts.append(format_table("fold split", rows, classes))
     return "\n\n".join(parts)
+
+
+def describe_corpora(loaded) -> str:
+    """Per corpus: utterances read and kept, dropped outside the shared classes, and the shared-class counts."""
+    from collections import Counter
+
+    lines = [f"shared classes: {', '.join(loaded.classes)}"]
+    for c in loaded.counts:
+        dropped = ", ".join(f"{label} {n}" for label, n in c.dropped.items()) or "none"
+        lines.append(f"{c.name}: {c.read} read, {c.kept} kept, dropped outside the shared classes: {dropped}"
+                     + (f"; no utterance of {', '.join(c.missing)}" if c.missing else ""))
+    rows = {c.name: Counter(u.label for u in loaded.utterances if u.corpus == c.name) for c in loaded.counts}
+    return "\n".join(lines) + "\n\n" + format_table("corpus", rows, loaded.classes)
 
 
 def run_corpus(args: argparse.Namespace) -> int:

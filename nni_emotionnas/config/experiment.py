@@ -58,19 +58,43 @@ class LabelConfig:
     drop_unknown: bool = False
 
 
+CORPUS_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # prefixes speakers (`emodb/03`) and names folds and folders
+
+
 @dataclass
 class CorpusConfig:
-    """Where the corpus is and how to read it: `reader` picks the layout, `path` is its folder (or the manifest
+    """Where a corpus is and how to read it: `reader` picks the layout, `path` is its folder (or the manifest
     CSV), `options` go to the reader (`subset` for iemocap, `speech_only` for ravdess, `speaker_pattern` for
-    folders). `on_bad_audio: skip` leaves out unusable or missing files and lists them in the run's report."""
+    folders). `on_bad_audio: skip` leaves out unusable or missing files and lists them in the run's report.
+    `name` (required in `corpora:`) prefixes its speakers, sessions and utterance ids (`emodb/03`): a speaker
+    id is only unique within its corpus."""
 
     reader: Literal["iemocap", "emodb", "ravdess", "cremad", "manifest", "folders", "synthetic"]
+    name: Optional[str] = None
     path: Optional[str] = None
     options: dict[str, Any] = field(default_factory=dict)
     labels: LabelConfig = field(default_factory=LabelConfig)
     on_bad_audio: Literal["error", "skip"] = "error"
     # a row listed twice (same audio, label, speaker): an error, or `drop` to keep one with a warning
     on_duplicate: Literal["error", "drop"] = "error"
+
+    def __post_init__(self) -> None:
+        import re
+
+        if self.name is not None and not re.match(CORPUS_NAME, self.name):
+            raise ValueError(f"name: {self.name!r} must be letters, digits, '_', '.' or '-' (it names folders)")
+
+
+@dataclass
+class SharedLabels:
+    """`labels` beside `corpora:`: the classes every corpus is reduced to (in this order); utterances outside
+    them are dropped and counted per corpus. Unset: the classes every corpus has."""
+
+    keep: Optional[list[str]] = None
+
+
+WITHIN_CORPUS = ("auto", "leave_one_session_out", "leave_one_speaker_out", "group_kfold")
+ACROSS_CORPORA = ("cross_corpus", "leave_one_corpus_out")
 
 
 @dataclass
@@ -82,9 +106,21 @@ class ProtocolConfig:
     folds whose validation or test speakers lack a class (training splits must always have every class).
     `validation_speakers` (leave-one-speaker-out): how many speakers validate each fold; with one, the epoch
     chosen (and with `train.refit`, the epochs refitted) rest on one speaker's few dozen utterances.
+
+    With several `corpora`: `cross_corpus` trains on the corpora named in `train` (default: all but `test`)
+    and tests on the `test` corpus; `leave_one_corpus_out` tests every corpus in turn on a model of the
+    others. Both validate on `validation_speakers` held-out speakers per training corpus (more when needed to
+    show every class), so no utterance of the test corpus is read before testing. `pooled` runs the
+    within-corpus protocol `within` over the union of the corpora (speakers are per corpus).
     """
 
-    kind: Literal["auto", "leave_one_session_out", "leave_one_speaker_out", "group_kfold"] = "auto"
+    kind: Literal[
+        "auto", "leave_one_session_out", "leave_one_speaker_out", "group_kfold", "pooled", "cross_corpus",
+        "leave_one_corpus_out",
+    ] = "auto"
+    train: Optional[list[str]] = None
+    test: Optional[str] = None
+    within: Literal["auto", "leave_one_session_out", "leave_one_speaker_out", "group_kfold"] = "auto"
     swap_val_test: bool = False
     validation_speakers: int = 1
     k: int = 5
@@ -100,6 +136,12 @@ class ProtocolConfig:
             raise ValueError(f"validation_speakers must be at least 1, got {self.validation_speakers}")
         if self.folds is not None and not self.folds:
             raise ValueError("folds: an empty list runs nothing; leave it out to run every fold")
+        if self.kind != "cross_corpus" and (self.train is not None or self.test is not None):
+            raise ValueError(f"train/test: name corpora for kind cross_corpus only (kind is {self.kind})")
+        if self.kind == "cross_corpus" and self.test is None:
+            raise ValueError("test: cross_corpus needs the name of the corpus it tests on")
+        if self.kind != "pooled" and self.within != "auto":
+            raise ValueError(f"within: applies to kind pooled only (kind is {self.kind})")
 
 
 def scipy_window_works(window: Union[str, tuple]) -> bool:
@@ -261,6 +303,8 @@ class RunConfig:
     classic: Optional[ClassicConfig] = field(default_factory=ClassicConfig)
     crossfit_folds: int = 4
     supplementary: list[Literal["classic"]] = field(default_factory=list)
+    # several corpora: per corpus name, a within-corpus run folder whose results.json is the in-domain reference
+    in_domain: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
@@ -306,7 +350,9 @@ class ExperimentConfig:
     """The whole experiment. `seed` is its one seed: weight initialisation, data order and the search's data
     split of every stage (search, trials, training) follow it; `search.seed` and `train.seed` are set from it."""
 
-    corpus: CorpusConfig
+    corpus: Optional[CorpusConfig] = None
+    corpora: Optional[list[CorpusConfig]] = None
+    labels: Optional[SharedLabels] = None  # with `corpora`: the shared class set
     name: str = "experiment"
     seed: int = 0
     output_dir: str = "emotionnas_runs"
@@ -326,6 +372,16 @@ class ExperimentConfig:
         check_seed(self.seed, "seed")
         self.search = dataclasses.replace(self.search, seed=self.seed)
         self.train = dataclasses.replace(self.train, seed=self.seed)
+        check_corpora(self)
+
+    @property
+    def corpus_blocks(self) -> list[CorpusConfig]:
+        """Every corpus the experiment reads: `corpora`, or the one `corpus`."""
+        return list(self.corpora) if self.corpora is not None else [self.corpus]
+
+    @property
+    def multi_corpus(self) -> bool:
+        return self.corpora is not None
 
     def resolve(self, path: Optional[str]) -> Optional[Path]:
         """Paths in an experiment file are relative to the file itself."""
@@ -337,6 +393,36 @@ class ExperimentConfig:
     @property
     def cache_dir(self) -> Path:
         return self.resolve(self.features.cache_dir) or default_cache_dir()
+
+
+def check_corpora(experiment: ExperimentConfig) -> None:
+    """`corpus` or `corpora` (named, distinct), and protocol/run keys that name corpora name known ones."""
+    if (experiment.corpus is None) == (experiment.corpora is None):
+        raise ValueError("give either corpus (one corpus) or corpora (a list of named corpora)")
+    protocol, names = experiment.protocol, [c.name for c in experiment.corpus_blocks]
+    if experiment.corpora is not None:
+        if not experiment.corpora:
+            raise ValueError("corpora: an empty list reads nothing")
+        unnamed = [str(i) for i, name in enumerate(names) if name is None]
+        if unnamed:
+            raise ValueError(f"corpora[{unnamed[0]}].name: required (it prefixes the corpus' speakers)")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"corpora: name {repeated[0]!r} is used twice")
+    elif experiment.labels is not None:
+        raise ValueError("labels: the shared class set goes with corpora; use corpus.labels for one corpus")
+    named = [*(protocol.train or []), *([protocol.test] if protocol.test else []), *experiment.run.in_domain]
+    unknown = [n for n in named if n not in names]
+    if unknown:
+        raise ValueError(f"protocol/run.in_domain: unknown corpus {unknown[0]!r} (corpora: "
+                         f"{', '.join(str(n) for n in names)})")
+    if protocol.kind in ACROSS_CORPORA and len(names) < 2:
+        raise ValueError(f"protocol.kind {protocol.kind}: needs at least two corpora")
+    if protocol.test is not None and protocol.test in (protocol.train or []):
+        raise ValueError(f"protocol: corpus {protocol.test!r} cannot both train and test")
+    if protocol.kind == "leave_one_corpus_out" and experiment.run.search == "once":
+        raise ValueError("run.search: once would search on the first fold's corpora, which later folds test; "
+                         "use per_fold with leave_one_corpus_out")
 
 
 def load_experiment(path: Path) -> ExperimentConfig:

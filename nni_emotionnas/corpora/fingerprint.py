@@ -5,6 +5,7 @@ changed under it instead of reporting results of the old one."""
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ def utterance_record(u: Utterance) -> dict[str, Any]:
 
 
 def corpus_fingerprint(utterances: Sequence[Utterance], folds: Sequence[Fold]) -> dict[str, Any]:
-    """JSON-ready: utterances keyed by resolved path; per fold, each split's speakers and a digest of its uids."""
+    """JSON-ready: utterances keyed by resolved path; per fold, each split's speakers and a digest of its uids;
+    utterances per corpus."""
     records = {str(Path(u.path).resolve()): utterance_record(u) for u in utterances}
     fold_records = {}
     for fold in folds:
@@ -33,7 +35,8 @@ def corpus_fingerprint(utterances: Sequence[Utterance], folds: Sequence[Fold]) -
                 "size": len(indices),
                 "digest": hashlib.sha1(uids.encode()).hexdigest(),
             }
-    return {"utterances": records, "folds": fold_records}
+    corpora = dict(Counter(u.corpus for u in utterances))
+    return {"utterances": records, "folds": fold_records, "corpora": corpora}
 
 
 def _examples(items: list[str], limit: int = 3) -> str:
@@ -44,6 +47,9 @@ def _examples(items: list[str], limit: int = 3) -> str:
 def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """One phrase per kind of change between two fingerprints (empty when they are equal)."""
     changes = []
+    old_corpora, new_corpora = old.get("corpora"), new.get("corpora", {})
+    if old_corpora is not None and set(old_corpora) != set(new_corpora):
+        changes.append(f"corpora {sorted(old_corpora)} are now {sorted(new_corpora)}")
     before, after = old.get("utterances", {}), new.get("utterances", {})
     added = sorted(set(after) - set(before))
     removed = sorted(set(before) - set(after))

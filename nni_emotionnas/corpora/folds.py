@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Optional
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
@@ -142,9 +143,81 @@ def check_fold(
             raise FoldError(f"fold {fold.name}: {name} split has no utterance of class(es) {', '.join(missing)}")
 
 
+def _corpora(utterances: Sequence[Utterance]) -> list[str]:
+    return list(dict.fromkeys(u.corpus for u in utterances))
+
+
+def held_out_speakers(
+    utterances: Sequence[Utterance], corpus: str, classes: Sequence[str], count: int
+) -> list[str]:
+    """Speakers of one training corpus who validate: at least `count`, and more until the validation
+    speakers show every class the corpus has, taking first whoever adds the most missing classes, then a
+    typical speaker (utterance count nearest the corpus' mean: neither a handful of clips nor half the
+    corpus). A speaker whose leaving would take a class out of the corpus' training speakers is never taken."""
+    own = [u for u in utterances if u.corpus == corpus]
+    by_speaker: dict[str, list[str]] = defaultdict(list)
+    for u in own:
+        by_speaker[u.speaker].append(u.label)
+    present = [c for c in classes if any(u.label == c for u in own)]
+    typical = len(own) / max(1, len(by_speaker))
+    chosen: list[str] = []
+
+    def keeps_training_complete(speaker: str) -> bool:
+        left = {label for s, labels in by_speaker.items() if s not in chosen and s != speaker for label in labels}
+        return all(c in left for c in present)
+
+    while True:
+        covered = {label for s in chosen for label in by_speaker[s]}
+        missing = [c for c in present if c not in covered]
+        if len(chosen) >= count and not missing:
+            return chosen
+        candidates = [s for s in sorted(by_speaker) if s not in chosen and keeps_training_complete(s)]
+        gains = {s: len(set(by_speaker[s]) & set(missing)) for s in candidates}
+        if len(chosen) >= count:
+            candidates = [s for s in candidates if gains[s] > 0]
+        if not candidates:
+            return chosen
+        chosen.append(min(candidates, key=lambda s: (-gains[s], abs(len(by_speaker[s]) - typical), s)))
+
+
+def corpus_fold(utterances: Sequence[Utterance], classes: Sequence[str], train: Sequence[str], test: str,
+                validation_speakers: int) -> Fold:
+    """Trains on the corpora `train` (held-out speakers of each validate) and tests on every utterance of
+    `test`; other corpora take no part."""
+    splits: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    val = {s for corpus in train for s in held_out_speakers(utterances, corpus, classes, validation_speakers)}
+    for i, u in enumerate(utterances):
+        if u.corpus == test:
+            splits["test"].append(i)
+        elif u.corpus in train:
+            splits["val" if u.speaker in val else "train"].append(i)
+    name = f"{'+'.join(train)}-to-{test}"
+    return Fold(name, tuple(splits["train"]), tuple(splits["val"]), tuple(splits["test"]))
+
+
+def across_corpora(utterances: Sequence[Utterance], classes: Sequence[str], protocol: ProtocolConfig) -> list[Fold]:
+    """`cross_corpus`: one fold, `protocol.train` (default: every other corpus) to `protocol.test`;
+    `leave_one_corpus_out`: one fold per corpus, tested on a model of all the others."""
+    corpora = _corpora(utterances)
+    if protocol.kind == "cross_corpus":
+        train = protocol.train or [c for c in corpora if c != protocol.test]
+        plans = [(train, protocol.test)]
+    else:
+        plans = [([c for c in corpora if c != test], test) for test in corpora]
+    return [corpus_fold(utterances, classes, train, test, protocol.validation_speakers) for train, test in plans]
+
+
+def target_corpus(fold: Fold, utterances: Sequence[Utterance]) -> Optional[str]:
+    """The corpus a fold tests on, when it tests on one corpus only."""
+    corpora = {utterances[i].corpus for i in fold.test}
+    return corpora.pop() if len(corpora) == 1 else None
+
+
 def make_folds(utterances: Sequence[Utterance], classes: Sequence[str], protocol: ProtocolConfig) -> list[Fold]:
     """Builds and checks the folds the protocol asks for (optionally only those named in `folds`)."""
-    kind = protocol.kind
+    if protocol.kind in ("cross_corpus", "leave_one_corpus_out"):
+        return _selected_and_checked(across_corpora(utterances, classes, protocol), utterances, classes, protocol)
+    kind = protocol.within if protocol.kind == "pooled" else protocol.kind
     if kind == "auto":
         multi_speaker_sessions = len({u.session for u in utterances}) < len(_speakers(utterances))
         kind = "leave_one_session_out" if multi_speaker_sessions else "leave_one_speaker_out"
@@ -157,6 +230,14 @@ def make_folds(utterances: Sequence[Utterance], classes: Sequence[str], protocol
         folds = leave_one_speaker_out(utterances, protocol.validation_speakers)
     else:
         folds = group_kfold(utterances, protocol.k, protocol.seed)
+    # speakers of named corpora are `corpus/speaker`: fold names become folder names
+    folds = [replace(f, name=f.name.replace("/", "-")) for f in folds]
+    return _selected_and_checked(folds, utterances, classes, protocol)
+
+
+def _selected_and_checked(
+    folds: list[Fold], utterances: Sequence[Utterance], classes: Sequence[str], protocol: ProtocolConfig
+) -> list[Fold]:
     if protocol.folds is not None:
         known = {f.name for f in folds}
         unknown = [name for name in protocol.folds if name not in known]

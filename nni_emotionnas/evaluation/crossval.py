@@ -212,8 +212,8 @@ class CrossValidation:
         model = stacked_model(networks, {name: fitted for name, (_, fitted) in linear.items()}, head, classes)
         result = self.fold_result(
             fold, variant, seed, None, probs, self.corpus.labels[list(fold.test)], -1, parameter_count(head),
-            dominant=choice.dominant, best_step=f"penalty {choice.penalty:g}" if choice.left_start else "start",
-            left_start=choice.left_start, head_cv_ua=max(choice.cv_ua.values()),
+            dominant=choice.dominant, best_step=choice.step, left_start=choice.left_start or choice.pooled,
+            head_cv_ua=max(choice.cv_ua.values()),
         )
         return model, result
 

@@ -223,16 +223,17 @@ def csv_table(summary: dict[str, dict]) -> str:
 
 def write_report(
     results: Sequence[FoldResult], classes: Sequence[str], run_dir: Path, notes: Sequence[str] = (),
-    extra: Optional[dict] = None,
+    extra: Optional[dict] = None, sections: str = "",
 ) -> dict[str, Path]:
-    """Writes results.md/.csv/.json and one confusion-matrix PNG per variant; returns their paths."""
+    """Writes results.md/.csv/.json and one confusion-matrix PNG per variant; returns their paths.
+    `sections`: Markdown appended to results.md (the per-corpus tables of a several-corpora run)."""
     from nni_emotionnas.evaluation.plots import plot_confusion
 
     summary = summarize(results, classes)
     from nni_emotionnas.evaluation.run_folder import RunFolder
 
     paths = RunFolder(run_dir).report_paths()
-    write_text(paths["markdown"], markdown_tables(summary, classes, notes))
+    write_text(paths["markdown"], markdown_tables(summary, classes, notes) + sections)
     write_text(paths["csv"], csv_table(summary))
     payload = {"classes": list(classes), "notes": list(notes), "models": summary, **(extra or {})}
     write_text(paths["json"], json.dumps(payload, indent=1))
@@ -250,7 +251,7 @@ def describe_streams(corpus: PreparedCorpus, experiment: ExperimentConfig) -> li
     options = ", ".join(f"{k}={v}" for k, v in deep.items()) or "defaults"
     spec = experiment.features.spectrogram
     return [
-        f"- corpus: {experiment.corpus.reader}, {len(corpus.utterances)} utterances, classes {corpus.classes}, "
+        f"- corpus: {corpus_names(experiment)}, {len(corpus.utterances)} utterances, classes {corpus.classes}, "
         f"{len(corpus.folds)} folds ({experiment.protocol.kind})",
         f"- spectrogram stream: {spec.duration:g} s, {spec.window_ms:g} ms {spec.window} window, "
         f"{spec.overlap_ms:g} ms overlap, {spec.scale} scale, pooled to {spec.size[0]}x{spec.size[1]}; "
@@ -265,6 +266,11 @@ def describe_streams(corpus: PreparedCorpus, experiment: ExperimentConfig) -> li
         f"- models: {', '.join(experiment.run.variants)} (`run.variants` with what `ablations`, `probes` and "
         "`classic` add)",
     ] + ([f"- skipped audio: {len(corpus.skipped)} files (see results.json)"] if corpus.skipped else [])
+
+
+def corpus_names(experiment: ExperimentConfig) -> str:
+    """`emodb`, or `emodb + urdu` with several corpora."""
+    return " + ".join(c.name or c.reader for c in experiment.corpus_blocks)
 
 
 STANDARDIZATION = {

@@ -185,7 +185,13 @@ def _run(experiment: ExperimentConfig, run_dir: Path, progress: bool, read_only:
     notes = describe_streams(corpus, experiment)
     skipped = [{"file": str(u.path), "reason": reason} for u, reason in corpus.skipped]
     extra = {"seed": experiment.seed, "skipped_audio": skipped}
-    paths = write_report(results, corpus.classes, run_dir, notes, extra=extra)
+    sections = ""
+    if experiment.multi_corpus:
+        from nni_emotionnas.evaluation.corpus_report import corpus_sections, describe_corpora
+
+        notes += describe_corpora(corpus, experiment)
+        sections, extra["corpora"] = corpus_sections(results, corpus, experiment)
+    paths = write_report(results, corpus.classes, run_dir, notes, extra=extra, sections=sections)
     manifest = {
         "classes": list(corpus.classes),
         "max_frames": corpus.max_frames,

@@ -83,7 +83,7 @@ def fit_stacked(
     learn_labels = labels[reference.learn]
     choice = choose_head(mode, candidates, list(held), rows, learn_labels, reference.groups, num_classes, balanced)
     head = fit_head(mode, stream_order(choice.dominant, list(held)), rows, learn_labels, num_classes, choice.penalty,
-                    balanced)
+                    balanced, choice.pooled)
     test_logits = head_logits(head, {name: outputs.test for name, outputs in held.items()})
     return head, choice, torch.softmax(torch.from_numpy(test_logits), dim=1).numpy()
 

@@ -1,11 +1,12 @@
 """Training a fusion head on held-out stream outputs, its settings chosen by cross-validation over them.
 
 The head is small (a few class-by-class maps) and learns full-batch (L-BFGS) from a few hundred rows, with a
-penalty on its distance from its start, which is the dominant stream itself. Which stream dominates and how
-strong the penalty is (infinite: the start, untouched) are chosen together by the balanced accuracy of the
-head over the speaker groups the held-out outputs came from (trained on the other groups, scored on each in
-turn), so the choice rests on every non-test speaker and never on a test one; ties go to the paper's
-dominant stream (deep) and to the stronger penalty.
+penalty on its distance from its start. Three kinds of start are tried: each candidate dominant stream
+alone, and the mean of all streams; then, from each, a path of weaker and weaker penalties (infinite: the
+start untouched). Start and penalty are chosen together by the balanced accuracy of the head over the
+speaker groups the held-out outputs came from (trained on the other groups, scored on each in turn), so the
+choice rests on every non-test speaker and never on a test one; ties go to a single stream over the mean, to
+the paper's dominant stream (deep) and to the stronger penalty.
 """
 
 from __future__ import annotations
@@ -28,24 +29,34 @@ PAPER_DOMINANT = "deep"
 
 @dataclass
 class HeadChoice:
-    dominant: str
+    dominant: str  # the stream named first (with `pooled`, every stream weighs alike at the start)
     penalty: float
-    cv_ua: dict[str, float]  # "<dominant> <penalty>" -> balanced accuracy over the groups
+    cv_ua: dict[str, float]  # "<dominant or pooled> <penalty>" -> balanced accuracy over the groups
+    pooled: bool = False
 
     @property
     def left_start(self) -> bool:
         return math.isfinite(self.penalty)
 
+    @property
+    def step(self) -> str:
+        """What the kept head is, for the report: its start, and the penalty it was trained with."""
+        start = "pooled" if self.pooled else "start"
+        return f"{start}, penalty {self.penalty:g}" if self.left_start else start
+
 
 def fit_path(
     mode: str, streams: Sequence[str], inputs: dict[str, np.ndarray], labels: np.ndarray, num_classes: int,
-    penalties: Sequence[float], balanced: bool = True,
+    penalties: Sequence[float], balanced: bool = True, pooled: bool = False,
 ) -> list[OutputFusionHead]:
     """Heads over `streams` (dominant first) trained on `inputs` (stream -> rows x classes log-probabilities),
     one per penalty (strongest first, `inf` the start itself), each started from the one before: the path is
-    cheap, and the head for a penalty is the same whether it was reached for cross-validation or at the end."""
+    cheap, and the head for a penalty is the same whether it was reached for cross-validation or at the end.
+    `pooled` starts from the mean of all streams instead of the first one alone."""
     torch.manual_seed(0)
     head = OutputFusionHead(mode, streams, num_classes).double()
+    if pooled:
+        head.pool()
     start = [p.detach().clone() for p in head.parameters()]
     x = [torch.from_numpy(inputs[s]).double() for s in streams]
     y = torch.from_numpy(labels).long()
@@ -74,11 +85,11 @@ def fit_path(
 
 def fit_head(
     mode: str, streams: Sequence[str], inputs: dict[str, np.ndarray], labels: np.ndarray, num_classes: int,
-    penalty: float, balanced: bool = True,
+    penalty: float, balanced: bool = True, pooled: bool = False,
 ) -> OutputFusionHead:
     """The head of `fit_path` for `penalty` (one of `PENALTIES`), reached along the same path."""
     path = PENALTIES[:PENALTIES.index(penalty) + 1]
-    return fit_path(mode, streams, inputs, labels, num_classes, path, balanced)[-1]
+    return fit_path(mode, streams, inputs, labels, num_classes, path, balanced, pooled)[-1]
 
 
 def stream_order(dominant: str, streams: Sequence[str]) -> list[str]:
@@ -98,23 +109,25 @@ def choose_head(
     """The dominant stream (one of `candidates`, all of them in `streams`) and penalty with the best grouped
     cross-validated UA."""
     scores: dict[str, float] = {}
-    best: tuple[tuple, str, float] | None = None
-    for dominant in candidates:
+    best: tuple[tuple, str, bool, float] | None = None
+    first = PAPER_DOMINANT if PAPER_DOMINANT in candidates else candidates[0]
+    starts = [(dominant, False) for dominant in candidates] + [(first, True)]
+    for dominant, pooled in starts:
         ordered = stream_order(dominant, streams)
         predicted = np.empty((len(PENALTIES), len(labels)), dtype=np.int64)
         for g in np.unique(groups):
             train, held = groups != g, groups == g
             heads = fit_path(mode, ordered, {s: inputs[s][train] for s in ordered}, labels[train], num_classes,
-                             PENALTIES, balanced)
+                             PENALTIES, balanced, pooled)
             for i, head in enumerate(heads):
                 predicted[i, held] = head_logits(head, {s: inputs[s][held] for s in ordered}).argmax(axis=1)
         for order, penalty in enumerate(PENALTIES):
             ua = float(balanced_accuracy_score(labels, predicted[order]))
-            scores[f"{dominant} {penalty:g}"] = ua
-            rank = (round(ua, 9), dominant == PAPER_DOMINANT, -order)
+            scores[f"{'pooled' if pooled else dominant} {penalty:g}"] = ua
+            rank = (round(ua, 9), not pooled, dominant == PAPER_DOMINANT, -order)
             if best is None or rank > best[0]:
-                best = (rank, dominant, penalty)
+                best = (rank, dominant, pooled, penalty)
     assert best is not None
-    return HeadChoice(best[1], best[2], scores)
+    return HeadChoice(best[1], best[3], scores, best[2])
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from nni_emotionnas.config.experiment import ExperimentConfig
 from nni_emotionnas.corpora.folds import Fold, make_folds
-from nni_emotionnas.corpora.load import read_corpus
+from nni_emotionnas.corpora.load import CorpusCounts, read_corpora
 from nni_emotionnas.corpora.records import Utterance
 from nni_emotionnas.errors import CorpusError, FoldError
 from nni_emotionnas.features.registry import build_deep_extractor
@@ -68,6 +68,7 @@ class PreparedCorpus:
     skipped: list[tuple[Utterance, str]] = field(default_factory=list)
     max_frames: int = 0
     deep_dim: int = 0  # width of the deep-stream frames (the recurrent space's `input_dim`)
+    corpus_counts: list[CorpusCounts] = field(default_factory=list)  # per corpus: read, kept, dropped
     _standardizations: dict[str, Standardization] = field(default_factory=dict, repr=False)
 
     @property
@@ -125,15 +126,16 @@ def prepare(
     experiment: ExperimentConfig, branches: Sequence[str] = ("spectrogram", "deep"), progress: bool = True
 ) -> PreparedCorpus:
     """Reads the corpus, extracts (or reuses cached) features, drops skipped audio, builds checked folds."""
-    utterances, classes = read_corpus(experiment)
+    loaded = read_corpora(experiment)
+    utterances, classes = loaded.utterances, loaded.classes
     store = FeatureStore(experiment.cache_dir / "features")
     features = experiment.features
-    options = dict(n_jobs=features.n_jobs, on_bad_audio=experiment.corpus.on_bad_audio, progress=progress)
     reports: dict[str, ExtractionReport] = {}
     if "spectrogram" in branches:
-        reports["spectrogram"] = store.extract(utterances, SpectrogramExtractor(features.spectrogram), **options)
+        reports["spectrogram"] = _extract(store, utterances, SpectrogramExtractor(features.spectrogram), experiment,
+                                          progress)
     if "deep" in branches:
-        reports["deep"] = store.extract(utterances, build_deep_extractor(features.deep), **options)
+        reports["deep"] = _extract(store, utterances, build_deep_extractor(features.deep), experiment, progress)
     bad = {id(u): message for report in reports.values() for u, message in report.skipped}
     keep = [i for i, u in enumerate(utterances) if id(u) not in bad]
     skipped = [(u, bad[id(u)]) for u in utterances if id(u) in bad]
@@ -154,8 +156,26 @@ def prepare(
         deep=reports.get("deep"),
         deep_backend=dict(features.deep) if "deep" in reports else None,
         skipped=skipped,
+        corpus_counts=loaded.counts,
     )
     if corpus.deep is not None:
         corpus.max_frames = max(corpus.deep.load(i).shape[0] for i in range(len(utterances)))
         corpus.deep_dim = int(corpus.deep.load(0).shape[1])
     return corpus
+
+
+def _extract(
+    store: FeatureStore, utterances: list[Utterance], extractor, experiment: ExperimentConfig, progress: bool
+) -> ExtractionReport:
+    """Extracts each corpus' utterances under that corpus' `on_bad_audio`; one report in utterance order."""
+    blocks = experiment.corpus_blocks
+    if len(blocks) == 1:
+        return store.extract(utterances, extractor, experiment.features.n_jobs, blocks[0].on_bad_audio, progress)
+    files, skipped, hits, misses = [], [], 0, 0
+    for block in blocks:
+        own = [u for u in utterances if u.corpus == block.name]
+        report = store.extract(own, extractor, experiment.features.n_jobs, block.on_bad_audio, progress)
+        files += report.files
+        skipped += report.skipped
+        hits, misses = hits + report.hits, misses + report.misses
+    return ExtractionReport(files, skipped, hits, misses)

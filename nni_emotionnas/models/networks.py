@@ -19,19 +19,16 @@ def space_config_for(
     spectrogram's row count the spectrogram space's `input_rows`, so a space always reads inputs as wide as the
     features the corpus was extracted with.
     """
-    from nni_emotionnas.config.parse import load_yaml, parse
-    from nni_emotionnas.config.resources import default_file
+    from nni_emotionnas.search.space_json import load_space_config
     from nni_emotionnas.spaces import space_module
 
-    module = space_module(branch)
     configured = override or getattr(experiment, f"{branch}_space")
-    path = experiment.resolve(configured) if configured else default_file("search_spaces", module.DEFAULT_CONFIG_FILE)
-    config = parse(module.CONFIG_CLASS, load_yaml(path), Path(path).name)
+    config = load_space_config(branch, experiment.resolve(configured) if configured else None)
     if branch == "deep" and deep_dim:
         config = dataclasses.replace(config, input_dim=deep_dim)
     if branch == "spectrogram":
         config = dataclasses.replace(config, input_rows=experiment.features.spectrogram.size[0])
-    return module, config
+    return space_module(branch), config
 
 
 def build_model(

@@ -1,12 +1,15 @@
 """Fusion over the streams' class evidence (`train.fusion_init: crossfit`): ISM and its comparison fusions
-applied to each stream's log-probabilities, for any number of streams.
+applied to each stream's log-probabilities, for any number of streams, with a soft dominant stream.
 
 The head learns from held-out stream outputs (`evaluation.heldout`), which only a representation that
 means the same in every inner model can give: a stream's log-probabilities over the classes do, a cell's
 embedding does not. ISM keeps the dominant stream X_dom intact and adds every supplementary stream i:
 H_i = Proj_i(X_i); A_i = tanh(Proj_dom,i(X_dom) * H_i); F = X_dom + sum_i g_i * A_i * H_i, then a linear
-classifier. Its start (projections identity, gates zero, classifier identity) is exactly the dominant
-stream, so a head regularised towards its start (`start_penalty`) can only move as far as the data asks.
+classifier. X_dom itself is soft: X_dom = X_0 + sum_i m_i (X_i - X_0), the stream named first blended with
+the others by learnt weights m (a hard pick of one stream sinks the fusion whenever the pick is wrong).
+Two starts are exact: the first stream alone (m = 0, gates zero, projections and classifier identity) and
+the mean of all streams (m = 1/n, `pool`); a head trained with a penalty on its distance from its start
+(`evaluation.stacking`) moves only as far as the data asks.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class OutputFusionHead(nn.Module):
                 self.classifier.weight[:, :width].copy_(torch.eye(width))
                 self.classifier.bias.zero_()
             return
+        self.mix = nn.Parameter(torch.zeros(supplementary))
         self.project = nn.ModuleList(_identity(width) for _ in range(supplementary))
         if mode == "sum":
             for layer in self.project:
@@ -65,11 +69,26 @@ class OutputFusionHead(nn.Module):
     def dominant(self) -> str:
         return self.streams[0]
 
+    @torch.no_grad()
+    def pool(self) -> None:
+        """Starts as the mean of all streams' log-probabilities instead of the first stream alone."""
+        share = 1.0 / len(self.streams)
+        if self.mode == "concat":
+            width = self.classifier.out_features
+            self.classifier.weight.copy_(torch.eye(width).repeat(1, len(self.streams)) * share)
+        else:
+            self.mix.fill_(share)
+
+    def base(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """X_dom: the first stream blended with the others by the mix weights."""
+        first = inputs[0]
+        return first + sum((m * (x - first) for m, x in zip(self.mix, inputs[1:])), torch.zeros_like(first))
+
     def fuse(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """`inputs` in `streams` order."""
         if self.mode == "concat":
             return torch.cat(list(inputs), dim=-1)
-        dominant, fused = inputs[0], inputs[0]
+        dominant = fused = self.base(inputs)
         for i, other in enumerate(inputs[1:]):
             h = self.project[i](other)
             if self.mode == "ism":

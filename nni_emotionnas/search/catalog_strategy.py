@@ -17,7 +17,7 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 import torch
 from nni.nas.space import ExecutableModelSpace
-from nni.nas.strategy.base import Strategy
+from nni.nas.strategy import Strategy
 
 from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.nni_compat import RunOverride

@@ -3,21 +3,23 @@
 First-order DARTS alternates an architecture step (forward + backward on an architecture batch, the alphas'
 optimiser steps) and a weight step. The naive step, NNI's included, also computes every weight's gradient in
 the architecture step's backward, and the weight step then zeroes it unused. NNI calls the architecture
-optimiser's `zero_grad()` right before that forward and its `step()` right after that backward; the
-optimiser here takes the network's weights out of autograd in between, so the backward skips the convs'
-weight gradients (about half of a spectrogram supernet's backward). Alphas and weights evolve exactly as
-with NNI's classes: only discarded work is skipped (`tests/test_darts_strategies.py`).
+optimiser's `zero_grad()` right before that forward and its `step()` right after that backward (relied on
+through `nni_compat.reclass_darts_module`); the optimiser here takes the network's weights out of autograd in
+between, so the backward skips the convs' weight gradients (about half of a spectrogram supernet's backward).
+Alphas and weights evolve exactly as with NNI's classes: only discarded work is skipped
+(`tests/test_darts_strategies.py`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
-from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule, GumbelDartsLightningModule
 from nni.nas.strategy import DARTS as NniDARTS
 from nni.nas.strategy import GumbelDARTS as NniGumbelDARTS
 from torch import nn
+
+from nni_emotionnas.nni_compat import DartsLightningModule, GumbelDartsLightningModule, reclass_darts_module
 
 
 class ArchitectureAdam(torch.optim.Adam):
@@ -37,7 +39,7 @@ class ArchitectureAdam(torch.optim.Adam):
         for weight in self._frozen:
             weight.requires_grad_(False)
 
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
+    def step(self, closure: Any = None) -> Any:  # as Adam's: None, or a closure whose loss it returns
         self._thaw()
         return super().step(closure)
 
@@ -65,21 +67,15 @@ class GumbelDartsModule(_AlphasOnlyArchitectureStep, GumbelDartsLightningModule)
     pass
 
 
-def _with_alphas_only_step(module: Any) -> Any:
-    """NNI's module as built by NNI (its arguments untouched), given the mixin's methods (it adds no state)."""
-    module.__class__ = GumbelDartsModule if isinstance(module, GumbelDartsLightningModule) else DartsModule
-    return module
-
-
 class DARTS(NniDARTS):
     __doc__ = f"NNI's DARTS; the architecture step computes the alphas' gradients only.\n{NniDARTS.__doc__}"
 
     def configure_oneshot_module(self, training_module: Any) -> Any:
-        return _with_alphas_only_step(super().configure_oneshot_module(training_module))
+        return reclass_darts_module(super().configure_oneshot_module(training_module), DartsModule, GumbelDartsModule)
 
 
 class GumbelDARTS(NniGumbelDARTS):
     __doc__ = f"NNI's GumbelDARTS; the architecture step computes the alphas' gradients only.\n{NniGumbelDARTS.__doc__}"
 
     def configure_oneshot_module(self, training_module: Any) -> Any:
-        return _with_alphas_only_step(super().configure_oneshot_module(training_module))
+        return reclass_darts_module(super().configure_oneshot_module(training_module), DartsModule, GumbelDartsModule)

@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Optional
 
 import numpy as np
@@ -21,13 +20,14 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, Subset
 
-from nni_emotionnas.nni_compat import DifferentiableMixedCell, arch_alphas
+from nni_emotionnas.nni_compat import DifferentiableMixedCell, OneShotStrategy, arch_alphas
 from nni_emotionnas.search.result import SearchResult
 from nni_emotionnas.search.strategies import SPLITS_TRAINING_DATA, build_strategy
 from nni_emotionnas.search.strategy_builders import MULTI_TRIAL
-from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
+from nni_emotionnas.spaces import SearchSpace
 from nni_emotionnas.spaces.darts_ops import NONE
 from nni_emotionnas.spaces.genotype import make_record, write_genotype
+from nni_emotionnas.spaces.kernels.cell_checkpoint import enable_cell_checkpointing
 from nni_emotionnas.training.evaluator import TrainConfig, build_evaluator, dataset_labels, predict_logits
 from nni_emotionnas.training.metrics import score
 
@@ -73,12 +73,6 @@ def check_no_none(architecture: dict[str, Any]) -> None:
         raise RuntimeError(f"derived architecture keeps 'none' at {chosen}: DARTS derivation must exclude it")
 
 
-def _one_shot_base() -> type:
-    from nni.nas.oneshot.pytorch.strategy import OneShotStrategy
-
-    return OneShotStrategy
-
-
 def _experiment(space: Any, evaluator: Any, strategy: Any, run_dir: Path) -> Any:
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
 
@@ -92,7 +86,7 @@ def _experiment(space: Any, evaluator: Any, strategy: Any, run_dir: Path) -> Any
 
 def run_search(
     *,
-    space_mod: ModuleType,
+    space_mod: SearchSpace,
     space_config: Any,
     train_dataset: Dataset,
     num_classes: int,
@@ -122,6 +116,8 @@ def run_search(
             strategy_args=strategy_args, run_dir=run_dir, branch=branch, classes=classes, fold=fold,
         )
     pl.seed_everything(search_config.seed, workers=True, verbose=False)
+    weight_data: Dataset
+    arch_data: Optional[Dataset]
     if strategy_name in SPLITS_TRAINING_DATA:
         weight_data, arch_data = split_for_search(train_dataset, search_config.seed)
         evaluator = build_evaluator(
@@ -133,7 +129,7 @@ def run_search(
         evaluator = build_evaluator(
             train_dataset, val_dataset, num_classes, search_config, default_root_dir=str(run_dir), callbacks=callbacks
         )
-    space = getattr(space_mod, "build_oneshot_space", space_mod.build_space)(space_config, num_classes)
+    space = space_mod.build_oneshot_space(space_config, num_classes)
     enable_cell_checkpointing(space, search_config.checkpoint_cells, "search.checkpoint_cells")
     strategy = build_strategy(strategy_name, strategy_args)
     experiment = _experiment(space, evaluator, strategy, run_dir)
@@ -144,10 +140,9 @@ def run_search(
         exported = experiment.export_top_models(formatter="dict")[0]
     finally:
         experiment.stop()
-    oneshot = strategy.oneshot_module if isinstance(strategy, _one_shot_base()) else None
+    oneshot = strategy.oneshot_module if isinstance(strategy, OneShotStrategy) else None
     weights = edge_weights(oneshot) if oneshot is not None else {}
-    derive = getattr(space_mod, "derive_architecture", None)
-    architecture = derive(exported, weights, space_config) if derive else dict(exported)
+    architecture = space_mod.derive_architecture(exported, weights, space_config)
     check_no_none(architecture)
     metrics: dict[str, Any] = {"seconds": round(seconds, 2), "epochs": search_config.epochs}
     callback = evaluator.trainer.callback_metrics  # one-shot strategies reuse the evaluator's trainer

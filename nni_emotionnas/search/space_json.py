@@ -18,11 +18,11 @@ from typing import Any, Optional
 from nni.mutable import Categorical, CategoricalMultiple, MutableAnnotation
 from nni.nas.nn.pytorch import ModelSpace
 
-from nni_emotionnas.config.parse import load_yaml, parse
+from nni_emotionnas.config.parse import load_yaml
 from nni_emotionnas.config.resources import default_file
 from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.features.store import atomic_write_bytes
-from nni_emotionnas.spaces import space_module
+from nni_emotionnas.spaces import parse_space_config, space_module
 
 # Hyperparameters a trial accepts next to the architecture (keys of TrainConfig), in HPO JSON form.
 HYPERPARAMETERS: dict[str, dict[str, Any]] = {
@@ -35,7 +35,7 @@ def load_space_config(branch: str, path: Optional[Path] = None) -> Any:
     """The branch's space config from `path`, or from the packaged default file."""
     module = space_module(branch)
     path = Path(path) if path is not None else default_file("search_spaces", module.DEFAULT_CONFIG_FILE)
-    return parse(module.CONFIG_CLASS, load_yaml(path), path.name)
+    return parse_space_config(module, load_yaml(path), path.name)
 
 
 def build_space(branch: str, space_config: Any, num_classes: int) -> ModelSpace:

@@ -71,7 +71,7 @@ def keyword_arguments(cls: type) -> list[inspect.Parameter]:
     for klass in cls.__mro__:
         if klass is object or "__init__" not in vars(klass):
             continue
-        params = inspect.signature(klass.__init__).parameters.values()
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
         for p in params:
             if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in found:
                 found[p.name] = p.replace(kind=inspect.Parameter.KEYWORD_ONLY)

@@ -7,7 +7,7 @@ import time
 from typing import Optional
 
 import nni
-from nni.nas.strategy.hpo import TPE
+from nni.nas.strategy import TPE
 
 from nni_emotionnas.nni_compat import RunOverride, claim_model_index, next_model_index, skip_model_index, strategy_lock
 from nni_emotionnas.search.space_json import InvalidSample, legacy_space, split_parameters

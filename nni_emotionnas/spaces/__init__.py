@@ -1,42 +1,68 @@
-"""Search spaces, one module per stream, all plugged into the generic search/export code by one protocol.
+"""Search spaces, one module per stream, each implementing `SearchSpace`, which mypy checks (`tests/test_types.py`).
 
-Protocol (what `nni_emotionnas.search.run`, `nni_emotionnas.spaces.genotype` and the CLI call; no registration needed
-beyond adding the module name to `SPACE_MODULES`):
-
-- ``CONFIG_CLASS``: the dataclass its YAML file (``search_spaces/<name>.yml``) parses into, via
-  ``configparse.parse``; ``DEFAULT_CONFIG_FILE``: the packaged YAML's file name.
-- ``build_space(space_config, num_classes) -> nni.nas.nn.pytorch.ModelSpace``: a fresh model space.
-  Its ``forward(inputs)`` takes the batched inputs as the data layer gives them (tensor or dict) and returns
-  logits; ``embed(inputs)`` returns the pooled embedding; ``embedding_dim`` is an int attribute.
-  Freezing it with an architecture dict (``space.freeze(arch)``) gives the fixed network.
-- optional ``derive_architecture(arch, probs, space_config) -> dict``: turns the strategy's exported dict and the
-  softmaxed edge weights (``{label: {choice: prob}}``, from ``export_probs``) into the final
-  architecture dict, enforcing the space's conventions (e.g. DARTS never keeps ``none``). Without it the
-  strategy's export is kept as is. ``probs`` is ``{}`` for strategies without architecture weights.
-- ``readable_genotype(arch, probs) -> dict``: JSON-ready human view of ``arch`` (e.g. DARTS cells as
-  ``{"normal": [[op, input], ...], "reduce": [...]}``).
-- ``draw(genotype: dict, png_path) -> None``: a PNG picture of the readable genotype (matplotlib only).
-- optional ``input_names(label, count) -> list[str] | None``: what an input choice's values 0..count-1 stand
-  for, so search-space JSON, trial parameters and the web UI show `n1/operand_a: h1`, not an index.
-- Validity rules of a space are NNI `Constraint`s among its mutables (NNI's sampling and `freeze` honour them);
-  optional ``build_oneshot_space(space_config, num_classes)`` gives the space without them for one-shot
-  strategies (NNI's differentiable ones accept choices only), whose export ``derive_architecture`` then fixes.
-
-`space_module(branch)` maps a CLI branch (``spectrogram`` | ``deep``) to its module.
+A new space is a module with the protocol's names, one entry in `SPACE_MODULES` and one in `_CHECKED` below.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Protocol, cast
 
+from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import ConfigError
 
 SPACE_MODULES = {"spectrogram": "spectrogram", "deep": "recurrent"}
+Probs = dict[str, dict[str, float]]  # softmaxed edge weights, {label: {choice: prob}} (NNI's `export_probs`)
 
 
-def space_module(branch: str) -> ModuleType:
-    """The module implementing the protocol above for a stream (`spectrogram` or `deep`)."""
+class SearchSpace(Protocol):
+    """What `search.run`, `search.space_json`, `spaces.genotype` and the CLI call on a space module."""
+
+    CONFIG_CLASS: type[Any]  # the dataclass its YAML file (`search_spaces/<name>.yml`) parses into
+    DEFAULT_CONFIG_FILE: str  # the packaged YAML's file name
+
+    def build_space(self, space_config: Any, num_classes: int) -> Any:
+        """An NNI `ModelSpace`: `forward(batch)` gives logits, `embed(batch)` the embedding (`embedding_dim` wide)."""
+
+    def build_oneshot_space(self, space_config: Any, num_classes: int) -> Any:
+        """The space without its `Constraint`s, which NNI's one-shot strategies refuse (`derive_architecture`)."""
+
+    def derive_architecture(self, arch: dict[str, Any], probs: Probs, space_config: Any) -> dict[str, Any]:
+        """The strategy's export made to follow the space's rules (e.g. DARTS never keeps `none`)."""
+
+    def readable_genotype(self, arch: dict[str, Any], probs: Optional[Probs] = None) -> dict[str, Any]:
+        """JSON-ready human view of `arch` (e.g. DARTS cells as `{"normal": [[op, input], ...], ...}`)."""
+
+    def draw(self, genotype: dict[str, Any], png_path: Path) -> None:
+        """A PNG picture of the readable genotype (matplotlib only)."""
+
+    def input_names(self, label: str, count: int) -> Optional[list[str]]:
+        """What an input choice's values 0..count-1 stand for (the web UI shows `n1/operand_a: h1`), or None."""
+
+    def upgrade_architecture(self, architecture: dict[str, Any]) -> dict[str, Any]:
+        """An older genotype file's architecture dict in today's labels."""
+
+    def upgrade_config(self, data: dict[str, Any], where: str, recorded: bool) -> dict[str, Any]:
+        """An older space file (or genotype record, `recorded`) without its removed keys (CHANGELOG.md)."""
+
+
+if TYPE_CHECKING:  # mypy checks that every space module implements the protocol
+    from nni_emotionnas.spaces import recurrent, spectrogram
+
+    _CHECKED: tuple[SearchSpace, ...] = (spectrogram, recurrent)
+
+
+def space_module(branch: str) -> SearchSpace:
+    """The module implementing `SearchSpace` for a stream (`spectrogram` or `deep`)."""
     if branch not in SPACE_MODULES:
         raise ConfigError(f"branch: {branch!r} is not one of {', '.join(map(repr, SPACE_MODULES))}")
-    return importlib.import_module(f"nni_emotionnas.spaces.{SPACE_MODULES[branch]}")
+    return cast(SearchSpace, importlib.import_module(f"nni_emotionnas.spaces.{SPACE_MODULES[branch]}"))
+
+
+def parse_space_config(module: SearchSpace, data: Any, where: str, recorded: bool = False) -> Any:
+    """A space file's (or a genotype record's, `recorded`) mapping as the module's `CONFIG_CLASS`."""
+    if isinstance(data, dict):
+        data = module.upgrade_config(dict(data), where, recorded)
+    return parse(module.CONFIG_CLASS, data, where)
+

@@ -12,15 +12,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Optional
 
 from nni.mutable import MutableAnnotation
 from torch import nn
 
-from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import ConfigError
-from nni_emotionnas.spaces import space_module
+from nni_emotionnas.spaces import SearchSpace, parse_space_config, space_module
 
 FORMAT = "nni-emotionnas/genotype"
 VERSION = 1
@@ -50,7 +48,7 @@ def make_record(
         "architecture": architecture,
         "genotype": module.readable_genotype(architecture, edge_weights or {}),
         "edge_weights": edge_weights or {},
-        "space_config": dataclasses.asdict(space_config) if dataclasses.is_dataclass(space_config) else space_config,
+        "space_config": space_config if isinstance(space_config, dict) else dataclasses.asdict(space_config),
         "num_classes": num_classes,
         "classes": classes,
         "fold": fold,
@@ -93,15 +91,12 @@ def read_genotype(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: {key}: required key is missing")
     if not isinstance(record["architecture"], dict):
         raise ConfigError(f"{path}: architecture: expected an object of NNI choice labels")
-    upgrade = getattr(space_module(record["branch"]), "upgrade_architecture", None)  # validates the branch too
-    if upgrade is not None:
-        record["architecture"] = upgrade(record["architecture"])
+    record["architecture"] = space_module(record["branch"]).upgrade_architecture(record["architecture"])
     return record
 
 
 def space_config_of(record: dict[str, Any], where: str = "genotype") -> Any:
-    module = space_module(record["branch"])
-    return parse(module.CONFIG_CLASS, record["space_config"], f"{where}: space_config")
+    return parse_space_config(space_module(record["branch"]), record["space_config"], f"{where}: space_config", True)
 
 
 def freeze(space_factory: Callable[[], nn.Module], record: dict[str, Any], where: str = "genotype") -> nn.Module:
@@ -130,7 +125,7 @@ def freeze(space_factory: Callable[[], nn.Module], record: dict[str, Any], where
     return space.freeze(architecture)
 
 
-def build_fixed(record: dict[str, Any], where: str = "genotype") -> tuple[nn.Module, ModuleType]:
+def build_fixed(record: dict[str, Any], where: str = "genotype") -> tuple[nn.Module, SearchSpace]:
     """Fixed network of a genotype record, via its branch's space module."""
     module = space_module(record["branch"])
     config = space_config_of(record, where)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -74,6 +74,11 @@ class PooledSequenceMixin:
     appended to the embedding (a skip path around the recurrent cell, see `RecurrentSpaceConfig.input_statistics`)."""
 
     input_dim: int
+    pool: nn.Module
+    dropout: nn.Module
+    classifier: nn.Module
+    input_statistics: Optional[nn.Module]
+    encode: Callable[[torch.Tensor], torch.Tensor]
 
     def embed(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         frames, mask = inputs["frames"], inputs["mask"].bool()

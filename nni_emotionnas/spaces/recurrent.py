@@ -22,11 +22,11 @@ from nni.nas.space import current_model
 from torch import nn
 
 from nni_emotionnas.spaces.cells.fixed import FixedRecurrent, bound_state
+from nni_emotionnas.spaces.cells.ops import LINEAR, OPS, SLOTS, recurrent_op
 from nni_emotionnas.spaces.cells.refs import expand_refs, resolve_cell
-from nni_emotionnas.spaces.cells.spec import OPS, CellSpec, Node, cell_from_dict, make_cell
+from nni_emotionnas.spaces.cells.spec import CellSpec, Node, cell_from_dict, make_cell
+from nni_emotionnas.spaces.kernels.recurrent_mixture import layer_mixture, run_mixture
 from nni_emotionnas.spaces.pooling import PooledSequenceMixin, build_pooling
-from nni_emotionnas.spaces.recurrent_mixture import layer_mixture, run_mixture
-from nni_emotionnas.spaces.recurrent_ops import OP_SLOTS, SLOTS, SlotOp
 from nni_emotionnas.spaces.size_limits import MAX_LAYERS, MAX_NODES, check_count, check_parameters
 
 _logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class RecurrentSpaceConfig:
     hidden_size: int = 256
     num_layers: int = 1
     nodes: int = 8
-    ops: list[str] = field(default_factory=lambda: list(OPS))
+    ops: list[str] = field(default_factory=lambda: list(OPS))  # every op of the table (cells.ops)
     leaky_slope: float = 0.01
     attention_dim: int = 128
     pooling: Literal["attention", "statistics"] = "attention"  # `statistics`: mean+std over valid frames
@@ -77,7 +77,7 @@ class RecurrentSpaceConfig:
     def __post_init__(self) -> None:
         unknown = [op for op in self.ops if op not in OPS]
         if unknown:
-            raise ValueError(f"ops: unknown op {unknown[0]!r} (known: {', '.join(OPS)})")
+            raise ValueError(f"ops: unknown recurrent op {unknown[0]!r} (known: {', '.join(OPS)})")
         if not self.ops:
             raise ValueError("ops: needs at least one op")
         if self.state_bound is not None and self.state_bound <= 0:
@@ -100,6 +100,10 @@ class RecurrentSpaceConfig:
 CONFIG_CLASS = RecurrentSpaceConfig
 
 
+def upgrade_config(data: dict[str, Any], where: str, recorded: bool) -> dict[str, Any]:
+    return data  # no key was removed
+
+
 def node_name(index: int) -> str:
     return f"n{index + 1}"
 
@@ -109,10 +113,26 @@ def candidate_names(index: int) -> list[str]:
     return ["x", "h1", "h2"] + [node_name(i) for i in range(index)]
 
 
+class SlotOp(nn.Module):
+    """A candidate op of a supernet node: every op takes the node's operands (a, b, z) and reads its own slots."""
+
+    def __init__(self, op: str, hidden_size: int, leaky_slope: float) -> None:
+        super().__init__()
+        recurrent_op(op, "ops")  # an op missing from the table fails here, naming it
+        self.op, self.leaky_slope = op, leaky_slope
+        self.linear = nn.Linear(hidden_size, hidden_size) if op == LINEAR else None
+
+    def forward(self, operands: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        if self.linear is not None:
+            return self.linear(operands[0])
+        entry, chosen = recurrent_op(self.op), dict(zip(SLOTS, operands))
+        return entry.apply([chosen[slot] for slot in entry.slots], self.leaky_slope)
+
+
 class SearchNode(nn.Module):
     def __init__(self, index: int, config: RecurrentSpaceConfig) -> None:
         super().__init__()
-        slots = [s for s in SLOTS if any(s in OP_SLOTS[op] for op in config.ops)]
+        slots = [s for s in SLOTS if any(s in OPS[op].slots for op in config.ops)]
         self.slots = slots
         with label_scope(node_name(index)):  # labels `n1/operand_a`, `n1/op`, ...
             self.operands = nn.ModuleDict(
@@ -135,7 +155,6 @@ class SearchLayer(nn.Module):
         super().__init__()
         self.hidden_size, self.state_bound = config.hidden_size, config.state_bound
         self.leaky_slope = config.leaky_slope
-        self.fast_mixture = True  # False: NNI's mixtures call by call (the reference the benchmark measures)
         self.x_proj = nn.Linear(input_dim, config.hidden_size)
         self.nodes = nn.ModuleList(SearchNode(i, config) for i in range(config.nodes))
         self.outputs = nn.ModuleDict(
@@ -144,7 +163,7 @@ class SearchLayer(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         projected = self.x_proj(frames)
-        mixture = layer_mixture(self) if self.fast_mixture else None  # DARTS: far fewer ops (recurrent_mixture)
+        mixture = layer_mixture(self)  # DARTS: the same function in far fewer ops (kernels.recurrent_mixture)
         if mixture is not None:
             return run_mixture(self, projected, mixture, self.leaky_slope)
         steps = projected.unbind(1)
@@ -303,7 +322,8 @@ def cell_of(arch: dict[str, Any]) -> CellSpec:
     for i in range(count):
         op = arch[f"{node_name(i)}/op"]
         names = candidate_names(i)
-        inputs = tuple(names[_index(arch[f"{node_name(i)}/{operand_label(slot)}"])] for slot in OP_SLOTS[op])
+        slots = recurrent_op(op, f"architecture.{node_name(i)}/op").slots
+        inputs = tuple(names[_index(arch[f"{node_name(i)}/{operand_label(slot)}"])] for slot in slots)
         nodes.append(Node(node_name(i), op, inputs))
     outputs = {s: node_name(_index(arch[OUTPUT_LABELS[s]])) for s in STATE_LABELS if OUTPUT_LABELS[s] in arch}
     return make_cell(nodes, outputs, "architecture")
@@ -321,7 +341,7 @@ def derive_architecture(arch: dict[str, Any], probs: dict[str, dict[str, float]]
     if not cell.follows_input("h1"):
         used = {node.name for node in CellSpec(cell.nodes, {"h1": cell.outputs["h1"]}).used_nodes()}
         operands = [
-            label for name in used for slot in OP_SLOTS[arch[f"{name}/op"]]
+            label for name in used for slot in OPS[arch[f"{name}/op"]].slots
             if (label := f"{name}/{operand_label(slot)}") in arch
         ]
         weight = {label: float(probs.get(label, {}).get("0", 0.0)) for label in operands}

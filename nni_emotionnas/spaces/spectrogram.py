@@ -8,6 +8,7 @@ finds two cell types, as in DARTS. Implements the space protocol of `nni_emotion
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -18,11 +19,12 @@ from nni.nas.nn.pytorch import Cell, ModelSpace
 from torch import nn
 
 from nni_emotionnas.errors import ConfigError
-from nni_emotionnas.spaces.cell_checkpoint import checkpointed
 from nni_emotionnas.spaces.darts_ops import KNOWN_OPS, NONE, PAPER_OPS, CellInputs, build_op
+from nni_emotionnas.spaces.kernels.cell_checkpoint import checkpointed
 from nni_emotionnas.spaces.pooling import StandardizedStatistics
 from nni_emotionnas.spaces.size_limits import MAX_LAYERS, MAX_NODES, check_count, check_parameters
 
+_logger = logging.getLogger(__name__)
 DEFAULT_CONFIG_FILE = "spectrogram_darts.yml"
 CELL_LABELS = ("normal", "reduce")
 NUM_PREDECESSORS = 2
@@ -58,18 +60,11 @@ class SpectrogramSpaceConfig:
     # linear probe reads): a skip path around the cells, so they only have to add to those statistics
     input_statistics: bool = False
     input_rows: int = 0  # the spectrogram's rows (x stem.in_channels planes); set from `features.spectrogram.size`
-    # DARTS/GumbelDARTS supernet cell forward, all the same function: `fast` (spaces.fast_cell), `lean` (the
-    # edge-by-edge weighted sum, spaces.oneshot_cell) or `nni` (NNI's stock DifferentiableMixedCell)
-    supernet: Literal["fast", "lean", "nni"] = "fast"
     # PC-DARTS (Xu et al. 2020; not the paper's DARTS): ops on 1/K of each edge's channels + edge
-    # normalisation, see spaces.pc_darts; 1 = off. The searched cells are retrained at full width.
+    # normalisation, see spaces.kernels.pc_darts; 1 = off. The searched cells are retrained at full width.
     partial_channels: int = 1
-    lean_supernet: Optional[bool] = None  # the older spelling of `supernet` (lean / nni), so older genotype files load
 
     def __post_init__(self) -> None:
-        if self.lean_supernet is not None:
-            self.supernet = "lean" if self.lean_supernet else "nni"
-            self.lean_supernet = None
         unknown = [op for op in self.ops if op not in KNOWN_OPS]
         if unknown:
             raise ValueError(f"ops: unknown operation {unknown[0]!r} (known: {', '.join(KNOWN_OPS)})")
@@ -117,6 +112,29 @@ class SpectrogramSpaceConfig:
 
 
 CONFIG_CLASS = SpectrogramSpaceConfig
+# keys older space files and genotype records hold -> (the value that still holds, what replaced the key)
+REMOVED_KEYS = {
+    "supernet": ("fast", "DARTS searches always run NNI's cell mixture computed by spaces/kernels/fast_cell.py"),
+    "lean_supernet": (None, "the older spelling of `supernet`, removed with it"),
+}
+
+
+def upgrade_config(data: dict[str, Any], where: str, recorded: bool) -> dict[str, Any]:
+    """A removed key's value that still holds is dropped with a deprecation warning (silently from a genotype's
+    record); another is an error, or a warning from a record (the fixed network does not depend on it)."""
+    for key, (kept, replacement) in REMOVED_KEYS.items():
+        if key in data:
+            value = data.pop(key)
+            message = f"{where}.{key}: {value!r}: removed key ({replacement}; see CHANGELOG.md)"
+            if value != kept and not recorded:
+                raise ConfigError(message)
+            if value != kept or not recorded:
+                _logger.warning("%s; ignored", message)
+    return data
+
+
+def upgrade_architecture(architecture: dict[str, Any]) -> dict[str, Any]:
+    return architecture
 
 
 class SpectrogramPooling(nn.Module):
@@ -150,7 +168,7 @@ def _cell_op(node: int, op_index: int, input_index: Optional[int], *, op: str, c
     """Op factory for `Cell`: stride 2 on the cell inputs of a reduction cell (input unknown -> 2 as well)."""
     stride = 2 if reduction and (input_index is None or input_index < NUM_PREDECESSORS) else 1
     module = build_op(op, channels, stride)
-    module.darts_op = op  # lets `fixed_genotype` read back what a frozen cell really contains
+    module.darts_op = op  # type: ignore[assignment]  # lets `fixed_genotype` read back what a frozen cell really contains
     return module
 
 
@@ -198,7 +216,7 @@ class SpectrogramSpace(ModelSpace):
             )
             c_prev_prev, c_prev = c_prev, channels * config.nodes
             prev_was_reduction = reduction
-        self.checkpoint_cells = False  # recompute each cell's activations in backward (spaces.cell_checkpoint)
+        self.checkpoint_cells = False  # recompute each cell's activations in backward (spaces.kernels.cell_checkpoint)
         self.pool = SpectrogramPooling(config.pooling, c_prev, config.frequency_bands)
         self.embedding_dim = self.pool.width
         self.input_statistics: Optional[StandardizedStatistics] = None
@@ -213,10 +231,20 @@ class SpectrogramSpace(ModelSpace):
         self.classifier = nn.Linear(self.embedding_dim, num_classes)
 
     def extra_oneshot_hooks(self, strategy: Any) -> list:
-        """NNI asks the space for extra one-shot mutation hooks: a faster DARTS cell forward (same math)."""
-        from nni_emotionnas.spaces.oneshot_cell import differentiable_cell_hooks
+        """NNI's hook for one-shot mutations: under DARTS and GumbelDARTS, NNI's cell mixture computed by
+        `kernels.fast_cell` (the same function) or PC-DARTS' cell; other strategies keep NNI's own."""
+        from nni.nas.strategy import DARTS, Proxyless
 
-        return differentiable_cell_hooks(strategy, self.config.supernet, self.config.partial_channels)
+        from nni_emotionnas.spaces.kernels.fast_cell import FastMixedCell
+        from nni_emotionnas.spaces.kernels.pc_darts import partial_channel_hook
+
+        differentiable = isinstance(strategy, DARTS) and not isinstance(strategy, Proxyless)
+        if self.config.partial_channels == 1:
+            return [FastMixedCell.mutate] if differentiable else []
+        if not differentiable:
+            raise ConfigError(f"partial_channels: PC-DARTS needs the DARTS or GumbelDARTS strategy, not "
+                              f"{type(strategy).__name__}")
+        return [partial_channel_hook(self.config.partial_channels)]
 
     def freeze(self, sample: dict[str, Any]) -> nn.Module:
         """The fixed network; a partial-channel space's cells are retrained at full width, as in PC-DARTS."""
@@ -249,6 +277,9 @@ class SpectrogramSpace(ModelSpace):
 
 def build_space(space_config: SpectrogramSpaceConfig, num_classes: int) -> SpectrogramSpace:
     return SpectrogramSpace(space_config, num_classes)
+
+
+build_oneshot_space = build_space  # no constraints to leave out
 
 
 def _node_range(arch: dict[str, Any], label: str) -> list[int]:
@@ -318,7 +349,7 @@ def draw(genotype: dict[str, Any], png_path: Path) -> None:
 
 def fixed_genotype(net: nn.Module) -> dict[str, Any]:
     """The readable genotype of a frozen network, read from its modules (to check a rebuild against a file)."""
-    from nni.nas.nn.pytorch.choice import ChosenInputs
+    from nni_emotionnas.nni_compat import ChosenInputs
 
     genotype: dict[str, Any] = {}
     for cell in net.cells:

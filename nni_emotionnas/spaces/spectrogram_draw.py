@@ -108,7 +108,7 @@ def cell_figure(genotype: dict[str, Any], cells: Sequence[str] = ("normal", "red
     widest = max(len(genotype[f"{cell}_concat"]) for cell in cells)
     fig, axes = plt.subplots(len(cells), 1, figsize=(2.2 * (widest + 2), 3.6 * len(cells)), squeeze=False)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.93, hspace=0.15)  # fixed: labels are measured
-    renderer = fig.canvas.get_renderer()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # Agg's canvas (matplotlib.use above)
     for ax, cell in zip(axes[:, 0], cells):
         _draw_cell(ax, f"{cell} cell", genotype[cell], genotype[f"{cell}_concat"], renderer)
     return fig

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from nni_emotionnas.errors import storage_error
-from nni_emotionnas.spaces.cell_checkpoint import enable_cell_checkpointing
+from nni_emotionnas.spaces.kernels.cell_checkpoint import enable_cell_checkpointing
 from nni_emotionnas.training.evaluator import TrainConfig, build_evaluator, predict_logits
 from nni_emotionnas.training.metrics import SERScores, score
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, recall_score
 
 
@@ -32,7 +33,7 @@ def weighted_accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     return float(accuracy_score(y_true, y_pred))
 
 
-def score(y_true: Sequence[int], y_pred: Sequence[int], num_classes: Optional[int] = None) -> SERScores:
+def score(y_true: ArrayLike, y_pred: ArrayLike, num_classes: Optional[int] = None) -> SERScores:
     """UA, WA, per-class recall and confusion matrix over all `num_classes` labels (absent ones count 0)."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)

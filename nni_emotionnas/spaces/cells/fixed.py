@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nni_emotionnas.spaces.cells.ops import LINEAR, recurrent_op
 from nni_emotionnas.spaces.cells.spec import CellSpec, Node
 
 STATES = ("h1", "h2")
@@ -50,7 +51,7 @@ class FixedCellLayer(nn.Module):
                 static.add(node.name)
         self.static = [n for n in nodes if n.name in static]
         self.dynamic = [n for n in nodes if n.name not in static]
-        linear_dyn = [n for n in self.dynamic if n.op == "linear"]
+        linear_dyn = [n for n in self.dynamic if n.op == LINEAR]
         # group dynamic linear nodes by input signature so each group's columns are contiguous everywhere
         groups: dict[tuple, list[Node]] = {}
         for node in linear_dyn:
@@ -62,7 +63,7 @@ class FixedCellLayer(nn.Module):
             groups.setdefault(signature, []).append(node)
         # columns of the x matmul: static linear nodes with x, then hoisted parts of dynamic linear nodes
         # (their bias lives there too), then the projection of x used by non-linear ops
-        x_chunks: list[str] = [n.name for n in self.static if n.op == "linear" and "x" in n.inputs]
+        x_chunks: list[str] = [n.name for n in self.static if n.op == LINEAR and "x" in n.inputs]
         hoisted_dyn: list[str] = []
         state_chunks: dict[str, list[str]] = {s: [] for s in STATES}
         self.blocks: list[_Block] = []
@@ -79,7 +80,7 @@ class FixedCellLayer(nn.Module):
             self.blocks.append(_Block(names, hoisted, spans, list(others)))
         self.block_of = {name: b for b in self.blocks for name in b.nodes}
         self.uses_x_projection = any(
-            "x" in n.inputs for n in nodes if n.op != "linear"
+            "x" in n.inputs for n in nodes if n.op != LINEAR
         )
         self.x_columns = x_chunks + [n for n in hoisted_dyn if "x" in self.cell.node(n).inputs]
         self.hoisted_dyn = hoisted_dyn
@@ -94,7 +95,7 @@ class FixedCellLayer(nn.Module):
         self.w_node = nn.ParameterDict()
         self.bias = nn.ParameterDict()
         for node in nodes:
-            if node.op != "linear":
+            if node.op != LINEAR:
                 continue
             for i in node.inputs:
                 if i not in ("x",) + STATES:
@@ -128,26 +129,8 @@ class FixedCellLayer(nn.Module):
         return out
 
     def _op(self, op: str, args: Sequence[torch.Tensor]) -> torch.Tensor:
-        if op == "tanh":
-            return torch.tanh(args[0])
-        if op == "sigmoid":
-            return torch.sigmoid(args[0])
-        if op == "leaky_relu":
-            return F.leaky_relu(args[0], self.leaky_slope)
-        if op == "product":
-            out = args[0] * args[1]
-            for a in args[2:]:
-                out = out * a
-            return out
-        if op == "sum":
-            out = args[0] + args[1]
-            for a in args[2:]:
-                out = out + a
-            return out
-        if op == "blend":
-            z, a, b = args
-            return b + z * (a - b)
-        raise ValueError(op)
+        """A parameter-free node (linear nodes are run by the blocks above), from the op table."""
+        return recurrent_op(op).apply(args, self.leaky_slope)
 
     def _static_values(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], Optional[torch.Tensor]]:
         """Whole-sequence values of x-only nodes, and the per-frame hoisted parts of dynamic linear nodes."""
@@ -158,7 +141,7 @@ class FixedCellLayer(nn.Module):
         if self.uses_x_projection:
             values["x"] = projected[..., len(self.x_columns) * H:]
         for node in self.static:
-            if node.op == "linear":
+            if node.op == LINEAR:
                 values[node.name] = self._linear_rest(node, column.get(node.name), values)
             else:
                 values[node.name] = self._op(node.op, [values[i] for i in node.inputs])
@@ -195,8 +178,8 @@ class FixedCellLayer(nn.Module):
             h2 = values_seq[self.cell.outputs["h2"]][:, -1] if "h2" in self.cell.outputs else state[1]
             return h1_seq, (h1_seq[:, -1], h2)
         # x-only values read by non-linear ops inside the loop (linear nodes get theirs hoisted)
-        seq_names = {i for n in self.dynamic if n.op != "linear" for i in n.inputs if i in values_seq}
-        seq_names = sorted(seq_names | {name for name in self.cell.outputs.values() if name in values_seq})
+        read = {i for n in self.dynamic if n.op != LINEAR for i in n.inputs if i in values_seq}
+        seq_names = sorted(read | {name for name in self.cell.outputs.values() if name in values_seq})
         steps_hoisted = hoisted.unbind(1) if hoisted is not None else None
         steps_values = {name: values_seq[name].unbind(1) for name in seq_names}
         h1, h2 = state
@@ -209,7 +192,7 @@ class FixedCellLayer(nn.Module):
             for node in self.dynamic:
                 if node.name in env:
                     continue
-                if node.op == "linear":
+                if node.op == LINEAR:
                     self._run_block(self.block_of[node.name], env, projections,
                                     steps_hoisted[t] if steps_hoisted is not None else None)
                 else:
@@ -221,9 +204,9 @@ class FixedCellLayer(nn.Module):
 
     def _run_block(self, block: _Block, env: dict, projections: dict, hoisted: Optional[torch.Tensor]) -> None:
         H = self.hidden_size
-        parts = [_columns(hoisted, block.hoisted)] if block.hoisted else []
+        parts = [_columns(hoisted, block.hoisted)] if block.hoisted and hoisted is not None else []
         parts += [_columns(projections[s], span) for s, span in block.states.items()]
-        total = parts[0] if parts else None
+        total: Optional[torch.Tensor] = parts[0] if parts else None
         for p in parts[1:]:
             total = total + p
         # one split (a single backward node) rather than a slice per node

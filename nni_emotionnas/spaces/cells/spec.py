@@ -12,22 +12,12 @@ earlier values. JSON form::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.spaces.cells.ops import recurrent_op
 
 CELL_INPUTS = ("x", "h1", "h2")
-# op -> (minimum, maximum) number of inputs; None = unbounded
-OP_ARITY: dict[str, tuple[int, Optional[int]]] = {
-    "linear": (1, None),  # sum of one learned linear map per input, plus a bias
-    "blend": (3, 3),  # z * a + (1 - z) * b for inputs (z, a, b)
-    "product": (2, None),
-    "sum": (2, None),
-    "tanh": (1, 1),
-    "sigmoid": (1, 1),
-    "leaky_relu": (1, 1),
-}
-OPS = tuple(OP_ARITY)
 
 
 @dataclass(frozen=True)
@@ -66,7 +56,7 @@ class CellSpec:
 
     def reads_of(self, state: str) -> set[str]:
         """The cell inputs (x, h1, h2) that the node giving `state` (h1 or h2) depends on within one step."""
-        needed, read = {self.outputs[state]}, set()
+        needed, read = {self.outputs[state]}, set[str]()
         for node in reversed(self.nodes):
             if node.name in needed:
                 needed.update(node.inputs)
@@ -117,9 +107,7 @@ def make_cell(nodes: list[Node], outputs: dict[str, str], where: str = "cell") -
         key = f"{where}.nodes[{i}] ({node.name})"
         if node.name in defined:
             raise ConfigError(f"{key}: name is already used (cell inputs are {', '.join(CELL_INPUTS)})")
-        if node.op not in OP_ARITY:
-            raise ConfigError(f"{key}.op: unknown op {node.op!r} (known: {', '.join(OPS)})")
-        low, high = OP_ARITY[node.op]
+        low, high = recurrent_op(node.op, f"{key}.op").arity
         if len(node.inputs) < low or (high is not None and len(node.inputs) > high):
             expected = f"{low}" if low == high else f"at least {low}"
             raise ConfigError(f"{key}.inputs: {node.op} takes {expected} inputs, got {len(node.inputs)}")

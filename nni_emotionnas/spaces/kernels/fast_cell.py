@@ -11,7 +11,7 @@ What the naive mixture (every edge runs every candidate on its input) does twice
 - an edge weight times a batch norm's output is the batch norm with affine weight w*gamma and bias w*beta,
   so weighting a candidate keeps no extra tensor; the batch norms of all edges from j are one call;
 - everything is channels-last (the layout oneDNN's convs and pools are fast in); the batch norms take their
-  sums from matrix products (`spaces.batch_norm`: PyTorch's channels-last kernel is slow at a DARTS cell's
+  sums from matrix products (`spaces.kernels.batch_norm`: PyTorch's channels-last kernel is slow at a DARTS cell's
   few channels);
 - the cell's input blocks (`CellInputs`) go through the same conv and batch-norm paths as the edges;
 - with `checkpoint_cells`, the edges from each state are recomputed in backward one state at a time.
@@ -26,13 +26,12 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from nni.nas.nn.pytorch.cell import preprocess_cell_inputs
 from torch import nn
 
-from nni_emotionnas.nni_compat import DifferentiableMixedCell, arch_alphas, arch_softmax
-from nni_emotionnas.spaces.batch_norm import batch_norm
-from nni_emotionnas.spaces.cell_checkpoint import recomputed
+from nni_emotionnas.nni_compat import DifferentiableMixedCell, arch_alphas, arch_softmax, preprocess_cell_inputs
 from nni_emotionnas.spaces.darts_ops import CellInputs, DilConv, FactorizedReduce, ReLUConvBN, SepConv
+from nni_emotionnas.spaces.kernels.batch_norm import batch_norm
+from nni_emotionnas.spaces.kernels.cell_checkpoint import recomputed
 
 CHANNELS_LAST = torch.channels_last
 
@@ -50,13 +49,14 @@ class ChannelsLastGrad(torch.autograd.Function):
         return grad.contiguous(memory_format=CHANNELS_LAST)
 
 
-def fused_batch_norm(x: torch.Tensor, norms: Sequence[nn.BatchNorm2d], scales: Optional[torch.Tensor]) -> torch.Tensor:
+def fused_batch_norm(x: torch.Tensor, norms: Sequence[Any], scales: Optional[torch.Tensor]) -> torch.Tensor:
     """`cat_m(scales[m] * norms[m](x_m))` where x = cat_m(x_m) along channels, in one batch-norm call.
 
     Running statistics are gathered from the modules and written back, so each module ends up as if it had
     normalised its own slice."""
     first = norms[0]
     channels = first.num_features
+    weight: Optional[torch.Tensor]
     if first.affine:
         weight = torch.stack([bn.weight for bn in norms])
         bias = torch.stack([bn.bias for bn in norms])
@@ -115,7 +115,7 @@ def cell_input(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """One of `CellInputs`' blocks with the edges' conv and batch norm: their 1x1 convs and batch norms at a
     cell's few channels cost as much as the edges' convs through the modules' own forward."""
     if isinstance(block, ReLUConvBN):
-        conv = block[1]
+        conv: Any = block[1]
         out = F.conv2d(F.relu(x), conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
         return fused_batch_norm(out, [block[2]], None)
     if isinstance(block, FactorizedReduce):
@@ -140,9 +140,9 @@ def mix_shared(outputs: list[torch.Tensor], scales: list[torch.Tensor]) -> list[
 
 class FastMixedCell(DifferentiableMixedCell):
     """NNI's DARTS cell mixture (softmaxed alphas per edge, implicit `none`) with the state-by-state forward
-    described in the module docstring. Plugged in by `spaces.oneshot_cell.differentiable_cell_hooks`."""
+    described in the module docstring. Plugged in by `SpectrogramSpace.extra_oneshot_hooks`."""
 
-    def _prepare(self, inputs: tuple) -> tuple[list, list[torch.Tensor], dict[tuple[int, int], torch.Tensor]]:
+    def _prepare(self, inputs: Sequence[Any]) -> tuple[list, list[torch.Tensor], dict[tuple[int, int], torch.Tensor]]:
         """Channels-last cell inputs, the preprocessed input states and every edge's normalised weights, taken in
         NNI's order (node by node), so GumbelDARTS draws the same noise as with the naive cell."""
         processed = [

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nni_emotionnas.nni_compat import arch_alphas
-from nni_emotionnas.spaces.fast_cell import CHANNELS_LAST, FastMixedCell
+from nni_emotionnas.spaces.kernels.fast_cell import CHANNELS_LAST, FastMixedCell
 
 EDGES = "edges"
 

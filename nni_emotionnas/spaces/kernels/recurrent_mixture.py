@@ -11,13 +11,13 @@ sequence is one autograd function with a hand-written backward (`recurrent_seque
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
 from nni_emotionnas.nni_compat import mixture_weights
-from nni_emotionnas.spaces.recurrent_ops import SLOTS
-from nni_emotionnas.spaces.recurrent_sequence import MixedSequence, row_blocks, step_buffers
+from nni_emotionnas.spaces.cells.ops import LINEAR, SLOTS
+from nni_emotionnas.spaces.kernels.recurrent_sequence import MixedSequence, row_blocks, step_buffers
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Mixture:
     op_names: list[str]
 
 
-def layer_mixture(layer: torch.nn.Module) -> Optional[Mixture]:
+def layer_mixture(layer: Any) -> Optional[Mixture]:
     """The layer's weights when all its choices are DARTS mixtures (None otherwise: sampled or Gumbel)."""
     choices = [[node.op, *(node.operands[s if s in node.slots else "a"] for s in SLOTS)] for node in layer.nodes]
     weights = [[mixture_weights(choice) for choice in node] for node in choices]
@@ -46,12 +46,12 @@ def layer_mixture(layer: torch.nn.Module) -> Optional[Mixture]:
     )
 
 
-def run_mixture(layer: torch.nn.Module, projected: torch.Tensor, mixture: Mixture, leaky_slope: float) -> torch.Tensor:
+def run_mixture(layer: Any, projected: torch.Tensor, mixture: Mixture, leaky_slope: float) -> torch.Tensor:
     """The layer's h1 sequence (batch, time, hidden) over the projected inputs (batch, time, hidden)."""
     linear = []
-    if "linear" in mixture.op_names:
+    if LINEAR in mixture.op_names:
         for node in layer.nodes:
-            linear += [node.op["linear"].linear.weight, node.op["linear"].linear.bias]
+            linear += [node.op[LINEAR].linear.weight, node.op[LINEAR].linear.bias]
     bound = None if layer.state_bound is None else float(layer.state_bound)
     meta = (mixture.op_names, len(mixture.ops), bound, leaky_slope, row_blocks(projected), step_buffers(layer))
     return MixedSequence.apply(projected, mixture.states, meta, *mixture.operands, *mixture.ops, *linear)

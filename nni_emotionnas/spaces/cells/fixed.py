@@ -115,6 +115,7 @@ class FixedCellLayer(nn.Module):
         spec = self.cell.node(node)
         out: dict[str, torch.Tensor] = {}
         if "x" in spec.inputs:
+            assert self.w_x is not None and self.b_x is not None, "a node that reads x has x's projection"
             k = self.x_columns.index(node)
             out["x"], out["bias"] = self.w_x[k * H:(k + 1) * H], self.b_x[k * H:(k + 1) * H]
         else:
@@ -136,7 +137,7 @@ class FixedCellLayer(nn.Module):
         """Whole-sequence values of x-only nodes, and the per-frame hoisted parts of dynamic linear nodes."""
         H = self.hidden_size
         values: dict[str, torch.Tensor] = {}
-        projected = F.linear(x, self.w_x, self.b_x) if self.w_x is not None else None
+        projected = F.linear(x, self.w_x, self.b_x) if self.w_x is not None else x[..., :0]
         column = {name: projected[..., k * H:(k + 1) * H] for k, name in enumerate(self.x_columns)}
         if self.uses_x_projection:
             values["x"] = projected[..., len(self.x_columns) * H:]

@@ -76,6 +76,7 @@ def fused_batch_norm(x: torch.Tensor, norms: Sequence[Any], scales: Optional[tor
             momentum = 1.0 / float(first.num_batches_tracked)
     out = batch_norm(x, mean, var, weight, bias, first.training or mean is None, momentum or 0.0, first.eps)
     if updates:
+        assert mean is not None and var is not None, "only batch norms that track statistics update them"
         with torch.no_grad():
             torch._foreach_copy_([bn.running_mean for bn in norms], list(mean.split(channels)))
             torch._foreach_copy_([bn.running_var for bn in norms], list(var.split(channels)))

@@ -49,4 +49,6 @@ def test_a_new_key_changes_the_page() -> None:
     class Grown(Toy):
         extra: int = 7
 
-    assert "| `extra` | int | `7` |" in render(Grown) and "`extra`" not in render(Toy)
+    grown = render(Grown)
+    assert "| `extra` | int | `7` |" in grown and "`extra`" not in render(Toy)
+    assert "| `rate` | float \\| null | `null` | null: the section's lr |" in grown  # inherited comment

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nni_emotionnas.config.experiment import ExperimentConfig, experiment_from_dict, load_experiment
 from nni_emotionnas.errors import CorpusError
+
+if TYPE_CHECKING:
+    from nni_emotionnas.corpora.load import LoadedCorpora
 
 
 def detect_reader(path: Path) -> str:
@@ -80,7 +84,7 @@ def describe_corpus(experiment: ExperimentConfig) -> str:
     return "\n\n".join(parts)
 
 
-def describe_corpora(loaded) -> str:
+def describe_corpora(loaded: LoadedCorpora) -> str:
     """Per corpus: utterances read and kept, dropped outside the shared classes, and the shared-class counts."""
     from collections import Counter
 

@@ -2,17 +2,17 @@
 
     python benchmarks/fusion_ablation.py examples/emodb/experiment.yml RUN_FOLDER [RUN_FOLDER2 ...]
 
-The run must have used `train.fusion_init: crossfit`, so each stream left its held-out outputs
-(`heldout.npz`) beside its model. For every fold and seed this script refits only fusion heads on them and
-prints the test UA (mean over folds and seeds) of each mechanism beside the streams and `probe_fusion`:
+The run must have used `train.fusion_init: crossfit` with `run.supplementary: [classic]`, so each stream left
+its held-out outputs (`heldout.npz`) beside its model. For every fold and seed this script refits fusion heads
+on them and prints the test UA (mean over folds and seeds) of each mechanism beside the streams and the
+baselines:
 
-- `start`: the dominant stream alone (what ISM was before: it kept its start);
-- `ISM 2 streams` / `ISM 3 streams (+classic)`: the shipped head, dominant stream and penalty chosen by
-  cross-validation over the speaker groups;
-- `deep dominant`: the same with the paper's dominance fixed (no choice);
-- `fixed penalty P`: no penalty choice;
-- `in-sample head`: the head trained on the fold's own streams' outputs for the speakers they learnt from
-  (the stacking problem the held-out outputs fix);
+- `deep stream alone`: where a fusion that keeps its dominant stream ends;
+- `ISM as run`: the run's own ISM row (three streams, start and penalty chosen by cross-validation);
+- `ISM, 2 streams`: the same without the classic stream;
+- `ISM, deep dominant, no pooled start`: the paper's dominance fixed, the head's only start the deep stream;
+- `ISM, in-sample head`: the shipped head trained on the fold's own streams' outputs for the speakers they
+  learnt from instead of held-out outputs (the stacking problem);
 - `mean of probabilities`: the streams' (and classic's) probabilities averaged, nothing learnt.
 """
 
@@ -58,24 +58,20 @@ def mechanisms(cv: CrossValidation, fold, seed: int, classes: int) -> dict[str, 
     labels, test_labels = cv.corpus.labels[learn], cv.corpus.labels[list(fold.test)]
     rows = {s: h.outputs for s, h in held.items()}
     tests = {s: h.test for s, h in held.items()}
-    out: dict[str, float] = {s: ua(test_labels, tests[s]) for s in held}
+    ism = json.loads((cv.variant_dir(fold, "ism", seed) / "result.json").read_text())["test_ua"] * 100
+    out: dict[str, float] = {"deep stream alone": ua(test_labels, tests["deep"]), "ISM as run": ism}
 
-    def stacked(name: str, candidates: tuple[str, ...], extra: list[str], train_rows: dict, penalty=None) -> None:
-        streams = [*STREAMS, *extra]
-        choice = choose_head("ism", candidates, streams, train_rows, labels, groups, classes)
+    def stacked(name: str, candidates: tuple[str, ...], streams: list[str], train_rows: dict,
+                pooled_start: bool = True) -> None:
+        choice = choose_head("ism", candidates, streams, train_rows, labels, groups, classes, pooled_start=pooled_start)
         order = stream_order(choice.dominant, streams)
-        head = fit_head("ism", order, train_rows, labels, classes, choice.penalty if penalty is None else penalty)
+        head = fit_head("ism", order, train_rows, labels, classes, choice.penalty, pooled=choice.pooled)
         out[name] = ua(test_labels, head_logits(head, tests))
-        if penalty is None:
-            out[f"{name}: start"] = ua(test_labels, tests[choice.dominant])
 
-    stacked("ISM 2 streams", STREAMS, [], rows)
-    stacked("ISM 3 streams (+classic)", STREAMS, ["classic"], rows)
-    stacked("ISM 3 streams, deep dominant", ("deep",), ["classic"], rows)
-    for penalty in (1.0, 0.01):
-        stacked(f"ISM 3 streams, fixed penalty {penalty:g}", STREAMS, ["classic"], rows, penalty)
+    stacked("ISM, 2 streams", STREAMS, list(STREAMS), rows)
+    stacked("ISM, deep dominant, no pooled start", ("deep",), [*STREAMS, "classic"], rows, pooled_start=False)
     own = {s: in_sample_outputs(cv, fold, s, seed, learn) for s in STREAMS}
-    stacked("ISM 2 streams, in-sample head", STREAMS, [], own)
+    stacked("ISM, in-sample head (2 streams)", STREAMS, list(STREAMS), own)
     out["mean of probabilities (2 streams)"] = ua(test_labels, np.mean([np.exp(tests[s]) for s in STREAMS], axis=0))
     out["mean of probabilities (3 streams)"] = ua(test_labels, np.mean([np.exp(t) for t in tests.values()], axis=0))
     return out

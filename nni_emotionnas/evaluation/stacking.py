@@ -104,14 +104,14 @@ def head_logits(head: OutputFusionHead, inputs: dict[str, np.ndarray]) -> np.nda
 
 def choose_head(
     mode: str, candidates: Sequence[str], streams: Sequence[str], inputs: dict[str, np.ndarray],
-    labels: np.ndarray, groups: np.ndarray, num_classes: int, balanced: bool = True,
+    labels: np.ndarray, groups: np.ndarray, num_classes: int, balanced: bool = True, pooled_start: bool = True,
 ) -> HeadChoice:
-    """The dominant stream (one of `candidates`, all of them in `streams`) and penalty with the best grouped
-    cross-validated UA."""
+    """The dominant stream (one of `candidates`, all of them in `streams`), start (that stream alone or, with
+    `pooled_start`, the mean of all) and penalty with the best grouped cross-validated UA."""
     scores: dict[str, float] = {}
     best: tuple[tuple, str, bool, float] | None = None
     first = PAPER_DOMINANT if PAPER_DOMINANT in candidates else candidates[0]
-    starts = [(dominant, False) for dominant in candidates] + [(first, True)]
+    starts = [(dominant, False) for dominant in candidates] + ([(first, True)] if pooled_start else [])
     for dominant, pooled in starts:
         ordered = stream_order(dominant, streams)
         predicted = np.empty((len(PENALTIES), len(labels)), dtype=np.int64)

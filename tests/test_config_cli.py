@@ -20,7 +20,7 @@ SPECTROGRAM = "corpus: {{reader: emodb}}\nfeatures: {{spectrogram: {{{}}}}}\n"
     [
         ("corpus: {reader: emodb, path: x}\nprotcol: {}\n", r"exp.yml.protcol: unknown key"),
         ("corpus: {reader: timit}\n", r"exp.yml.corpus.reader: 'timit' is not one of"),
-        ("name: x\n", r"exp.yml.corpus: required key is missing"),
+        ("name: x\n", r"exp.yml: give either corpus \(one corpus\) or corpora \(a list of named corpora\)"),
         ("corpus: {reader: emodb}\nprotocol: {k: five}\n", r"exp.yml.protocol.k: expected int"),
         ("corpus: {reader: emodb}\nfeatures: {spectrogram: {size: 140}}\n",
          r"exp.yml.features.spectrogram.size: expected a list"),

@@ -18,6 +18,7 @@ from test_cross_corpus import two_corpora, write_folders_corpus
 from nni_emotionnas.config.experiment import load_experiment
 from nni_emotionnas.errors import RunFolderError
 from nni_emotionnas.evaluation import run as pipeline
+from nni_emotionnas.evaluation.heldout import HeldOutOutputs
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,7 @@ SETTINGS = {
     "train": {"epochs": 2, "batch_size": 16, "fusion_head_epochs": 1, "fusion_finetune_epochs": 1},
     "run": {"variants": ["spectrogram", "deep", "ism"], "classic": {"feature_set": "eGeMAPSv02"}},
 }
-LEARNED = ("search/spectrogram/genotype.json", "search/deep/genotype.json", "standardization.npz", "dominance.json",
+LEARNED = ("search/spectrogram/genotype.json", "search/deep/genotype.json", "standardization.npz",
            "spectrogram/model.pt", "deep/model.pt", "ism/model.pt")
 
 
@@ -82,11 +83,17 @@ def other_audio_run(tmp_path_factory) -> Path:
 
 def test_nothing_learned_reads_the_test_corpus(finished, other_audio_run):
     """Search, standardisation statistics, the dominant stream's probes, every network's weights and its
-    validation scores are the same when the test corpus is other audio; only the test predictions move."""
+    validation scores, and the held-out outputs the fusion head learns from are the same when the test corpus
+    is other audio; only the test predictions move."""
     _, run_dir = finished
     fold, other = run_dir / "folds" / FOLD, other_audio_run / "folds" / FOLD
     for name in LEARNED:
         assert same_content(fold / name, other / name), f"{name} depends on the test corpus"
+    for stream in ("spectrogram", "deep"):  # what the fusion head learns from: held-out outputs of the streams
+        a, b = (HeldOutOutputs.load(d / stream / "heldout.npz") for d in (fold, other))
+        for field in ("learn", "groups", "outputs"):
+            assert np.array_equal(getattr(a, field), getattr(b, field)), f"{stream} held-out {field}"
+        assert all(np.array_equal(x, y) for x, y in zip(a.trained_on, b.trained_on))
     for variant in ("spectrogram", "deep", "ism"):
         a, b = (json.loads((d / variant / "result.json").read_text()) for d in (fold, other))
         assert (a["val_ua"], a["best_epoch"]) == (b["val_ua"], b["best_epoch"])  # validation never saw beta

@@ -137,6 +137,15 @@ def nnictl_experiment(workspace: Path) -> Iterator[RunningExperiment]:
     assert wait_gone("nni_emotionnas.nni_support.trial") == [], "a trial outlived its experiment"
 
 
+def nnictl_create(config: Path, cwd: Path) -> tuple[int, str]:
+    """`nnictl create` of `config` on a free port (asserting it started); the port and the experiment id."""
+    port = free_port()
+    created = subprocess.run([str(NNICTL), "create", "--config", str(config), "--port", str(port)],
+                             capture_output=True, text=True, timeout=120, cwd=cwd)
+    assert created.returncode == 0, created.stdout + created.stderr
+    return port, _experiment_id(port)
+
+
 def _experiment_id(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni/experiment", timeout=10) as response:
         return json.loads(response.read())["id"]
@@ -290,11 +299,7 @@ def test_oneshot_search_inside_an_nnictl_trial_reports_every_epoch(workspace: Pa
         experimentWorkingDirectory=str(workspace / "nni-oneshot"),
     )
     (workspace / "nnictl_oneshot.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    created = subprocess.run([str(NNICTL), "create", "--config", str(workspace / "nnictl_oneshot.yml"), "--port",
-                              str(port)], capture_output=True, text=True, timeout=120, cwd=workspace)
-    assert created.returncode == 0, created.stdout + created.stderr
-    experiment_id = _experiment_id(port)
+    port, experiment_id = nnictl_create(workspace / "nnictl_oneshot.yml", workspace)
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline:
@@ -506,11 +511,7 @@ def test_nnictl_deep_search_with_the_wrapped_tuner_has_no_failed_trial(tmp_path:
     config.update(trialCommand=config["trialCommand"].replace("python ", f"{sys.executable} ", 1),
                   maxTrialNumber=trials, trialConcurrency=2, experimentWorkingDirectory=str(tmp_path / "exps"))
     (tmp_path / "nnictl_deep.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    created = subprocess.run([str(NNICTL), "create", "--config", str(tmp_path / "nnictl_deep.yml"), "--port",
-                              str(port)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert created.returncode == 0, created.stdout + created.stderr
-    experiment_id = _experiment_id(port)
+    port, experiment_id = nnictl_create(tmp_path / "nnictl_deep.yml", tmp_path)
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline:

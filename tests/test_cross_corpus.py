@@ -105,12 +105,11 @@ def test_leave_one_corpus_out_and_pooled_folds(tmp_path):
 def test_validation_speakers_cover_the_classes_of_a_confounded_corpus(tmp_path):
     """As in URDU, where most speakers appear in one emotion: validation takes speakers until every class
     shows, never one whose leaving would take a class out of training."""
-    for label, speakers in {"ang": ["A1", "A2"], "hap": ["H1", "H2", "H3"], "neu": ["N1", "N2"], "sad": ["D1", "D2"]
-                            }.items():
-        for s in speakers:
-            for n in range(2 if s != "H3" else 5):
-                write_tone(tmp_path / "gamma" / label / f"{s}_{n}.wav", seconds=0.5, freq=200 + 9 * n + len(s),
-                           seed=hash((label, s, n)) % 1000)
+    files = [(label, s, n) for label, speakers in {"ang": ["A1", "A2"], "hap": ["H1", "H2", "H3"], "neu": ["N1", "N2"],
+                                                   "sad": ["D1", "D2"]}.items()
+             for s in speakers for n in range(2 if s != "H3" else 5)]
+    for index, (label, s, n) in enumerate(files):  # distinct audio per file (seeded by its index, not str hash)
+        write_tone(tmp_path / "gamma" / label / f"{s}_{n}.wav", seconds=0.5, freq=200 + 9 * n + len(s), seed=index)
     data = two_corpora(tmp_path, protocol={"kind": "cross_corpus", "test": "alpha"})
     data["corpora"] = [data["corpora"][0], {"name": "gamma", "reader": "folders", "path": "gamma"}]
     experiment = experiment_from_dict(data, tmp_path)

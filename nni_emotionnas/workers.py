@@ -17,3 +17,14 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def start_extraction_worker(parent_pid: int) -> None:
+    """Feature-extraction worker initializer: dies with its parent, and its BLAS/OpenMP pools keep to the
+    thread policy's `worker` count (several workers already use every core)."""
+    from threadpoolctl import threadpool_limits
+
+    from nni_emotionnas.threads import policy_threads
+
+    die_with_parent(parent_pid)
+    threadpool_limits(policy_threads("worker"))

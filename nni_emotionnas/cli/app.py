@@ -15,6 +15,7 @@ from typing import Optional
 from nni_emotionnas import __version__
 from nni_emotionnas.cli.failures import describe
 from nni_emotionnas.cli.interrupts import stop_on_signals
+from nni_emotionnas.threads import wait_passively
 
 # Modules under nni_emotionnas.cli, in the order their subcommands are listed.
 COMMAND_MODULES = ["corpus", "search_train", "pipeline", "nni_commands"]
@@ -107,7 +108,9 @@ def console() -> None:
 
     With torch, NNI and Lightning loaded that sweep took 5 s of a loaded machine (0.7 s frozen), which a
     user waiting on Ctrl-C notices; freezing is harmless because the process ends right after.
+    OpenMP's wait policy is set first, while torch is not loaded yet (`nni_emotionnas.threads`).
     """
+    wait_passively()
     status = main()
     gc.freeze()
     sys.exit(status)

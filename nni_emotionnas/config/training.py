@@ -42,7 +42,8 @@ class SearchConfig:
     `class_weights`: `none`, `balanced` (inverse class frequency of the training labels) or one weight per
     class. `scheduler`: `cosine` anneals the weights' learning rate to `lr_min` over `epochs` (DARTS'
     recipe). `limit_train_batches` caps the batches per epoch (quick runs). `threads`: torch intra-op threads
-    while the network trains (null: torch's default, one per core); running N nnictl trials at once on one
+    while the network trains (null: the thread policy of `nni_emotionnas.threads`: 1 for stream networks,
+    every core for a search step, `EMOTIONNAS_THREADS` for all); running N nnictl trials at once on one
     machine, give each cores / N, or the trials' thread pools fight over the cores. `accelerator` and
     `precision` (`32`, `16-mixed`, `bf16-mixed`) go to Lightning's Trainer: `auto` trains on a GPU when there
     is one. `checkpoint_cells` (spectrogram networks only) recomputes each cell's activations in backward:
@@ -74,7 +75,7 @@ class SearchConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be at least 1 (or null for torch's default), got {self.threads}")
+            raise ValueError(f"threads must be at least 1 (or null for the thread policy), got {self.threads}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.lr_min < self.lr:

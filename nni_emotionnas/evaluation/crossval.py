@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -418,9 +417,7 @@ class CrossValidation:
                 bar.update(1)
             bar.set_postfix_str(", ".join(working.values()))
 
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        threads = self.experiment.train.threads or max(1, cores // self.config.jobs)
-        done = run_in_workers(self.run_step, units, self.config.jobs, progress, threads)
+        done = run_in_workers(self.run_step, units, self.config.jobs, progress)
         return [result for label, _ in units for result in done[label]]
 
 

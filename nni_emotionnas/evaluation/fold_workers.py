@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import torch
 from threadpoolctl import threadpool_limits
 
+from nni_emotionnas.threads import share_cores
 from nni_emotionnas.workers import die_with_parent
 
 Result = TypeVar("Result")
@@ -42,10 +43,11 @@ def sendable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-def _work(parent_pid: int, run_step: Callable[..., Any], threads: int, tasks: Any, events: Any) -> None:
+def _work(parent_pid: int, run_step: Callable[..., Any], workers: int, tasks: Any, events: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent acts
     die_with_parent(parent_pid)
-    torch.set_num_threads(threads)  # a config's own `threads` still applies inside its fits
+    threads = share_cores(workers)  # a search step's threads; stream fits keep the policy's (or config's)
+    torch.set_num_threads(threads)
     threadpool_limits(threads)  # BLAS of the baselines' logistic regressions
     pid = os.getpid()
     while (unit := tasks.get()) is not None:
@@ -67,17 +69,16 @@ def run_in_workers(
     units: Sequence[Unit],
     jobs: int,
     on_step: Callable[[str, str, Step], None] = lambda kind, label, step: None,
-    threads: int = 1,
 ) -> dict[str, list[Result]]:
-    """Runs every unit's steps (`run_step(*step)`, in order) in up to `jobs` spawned workers with `threads`
-    torch and BLAS threads each; returns each unit's results by label. `run_step` must pickle (a bound method
+    """Runs every unit's steps (`run_step(*step)`, in order) in up to `jobs` spawned workers, which share the
+    cores (`threads.share_cores`); returns each unit's results by label. `run_step` must pickle (a bound method
     of a picklable object); `on_step(kind, label, step)` hears each step `started` and `finished` (progress).
     The first error in a worker stops every worker and is raised here; so does a worker that dies (e.g.
     killed for memory)."""
     context = multiprocessing.get_context("spawn")
     tasks, events = context.Queue(), context.Queue()
     workers = [
-        context.Process(target=_work, args=(os.getpid(), run_step, threads, tasks, events), name=f"emotionnas-fold-{i}")
+        context.Process(target=_work, args=(os.getpid(), run_step, jobs, tasks, events), name=f"emotionnas-fold-{i}")
         for i in range(max(1, min(jobs, len(units))))
     ]
     for unit in units:

@@ -23,7 +23,7 @@ from nni_emotionnas.errors import AudioError, storage_errors
 from nni_emotionnas.features.audio import load_audio
 from nni_emotionnas.features.base import FeatureExtractor, config_digest
 from nni_emotionnas.locks import entry_lock, is_entry_busy
-from nni_emotionnas.workers import die_with_parent
+from nni_emotionnas.workers import start_extraction_worker
 
 TEMP_SUFFIX = ".tmp"
 _logger = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class FeatureStore:
     def _run_parallel(extractor, utterances, targets, todo, n_jobs, errors, bar) -> None:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            max_workers=n_jobs, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+            max_workers=n_jobs, mp_context=context, initializer=start_extraction_worker, initargs=(os.getpid(),)
         ) as pool:
             futures = {pool.submit(_extract_to, extractor, utterances[i].path, targets[i]): i for i in todo}
             try:

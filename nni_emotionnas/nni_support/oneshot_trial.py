@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.nni_support import add_trial_arguments, trial_main, trial_parameters
+from nni_emotionnas.threads import wait_passively
 
 
 def strategy_file(args: argparse.Namespace, parameters: dict[str, Any]) -> Path:
@@ -102,4 +103,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    wait_passively()
     sys.exit(main())

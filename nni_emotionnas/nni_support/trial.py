@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from nni_emotionnas.config.parse import load_yaml, parse
 from nni_emotionnas.nni_support import add_trial_arguments, trial_main, trial_parameters
+from nni_emotionnas.threads import wait_passively
 
 
 def load_train_config(path: Optional[str], base: Any, overrides: dict[str, Any]) -> Any:
@@ -93,4 +94,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    wait_passively()
     sys.exit(main())

@@ -122,12 +122,13 @@ def run_search(
         weight_data, arch_data = split_for_search(train_dataset, search_config.seed)
         evaluator = build_evaluator(
             weight_data, arch_data, num_classes, search_config, shuffle_val=True, default_root_dir=str(run_dir),
-            callbacks=callbacks,
+            callbacks=callbacks, work="supernet",
         )
     else:
         weight_data, arch_data = train_dataset, val_dataset
         evaluator = build_evaluator(
-            train_dataset, val_dataset, num_classes, search_config, default_root_dir=str(run_dir), callbacks=callbacks
+            train_dataset, val_dataset, num_classes, search_config, default_root_dir=str(run_dir), callbacks=callbacks,
+            work="supernet",
         )
     space = space_mod.build_oneshot_space(space_config, num_classes)
     enable_cell_checkpointing(space, search_config.checkpoint_cells, "search.checkpoint_cells")

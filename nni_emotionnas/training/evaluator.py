@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, Subset
 
 from nni_emotionnas.config.training import AugmentConfig, TrainConfig
 from nni_emotionnas.errors import ConfigError
-from nni_emotionnas.threads import torch_threads
+from nni_emotionnas.threads import Work, policy_threads, torch_threads
 from nni_emotionnas.training.augment import augment_batch
 from nni_emotionnas.training.metrics import score
 
@@ -154,7 +154,8 @@ class SERModule(LightningModule):
 
 
 class TorchThreads(pl.Callback):
-    """`TrainConfig.threads` torch threads for the duration of a fit; the caller's count comes back after."""
+    """The fit's torch threads (`TrainConfig.threads` or the thread policy) while it runs; the caller's count
+    comes back after."""
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
@@ -212,11 +213,13 @@ def build_evaluator(
     default_root_dir: Optional[str] = None,
     enable_checkpointing: bool = False,
     augment: bool = False,
+    work: Work = "stream",
 ) -> Lightning:
     """NNI `Lightning` evaluator over an `SERModule`; GPU when present (accelerator `auto`), CPU otherwise.
 
     For DARTS pass the weight half as `train_dataset` and the architecture half as `val_dataset` with
     `shuffle_val=True`: NNI's DARTS draws its architecture batches from the evaluator's val dataloader.
+    `work` names the kind of work for the thread policy (`config.threads` wins when set).
     """
     trainer = Trainer(
         max_epochs=config.epochs,
@@ -224,7 +227,7 @@ def build_evaluator(
         precision=config.precision,
         devices=1,
         logger=logger,
-        callbacks=[*(callbacks or []), *([TorchThreads(config.threads)] if config.threads else [])],
+        callbacks=[*(callbacks or []), TorchThreads(config.threads or policy_threads(work))],
         enable_checkpointing=enable_checkpointing,
         enable_progress_bar=config.progress_bar,
         enable_model_summary=False,

@@ -2,18 +2,19 @@
 
     python benchmarks/fusion_ablation.py examples/emodb/experiment.yml RUN_FOLDER [RUN_FOLDER2 ...]
 
-The run must have used `train.fusion_init: crossfit` with `run.supplementary: [classic]`, so each stream left
-its held-out outputs (`heldout.npz`) beside its model. For every fold and seed this script refits fusion heads
-on them and prints the test UA (mean over folds and seeds) of each mechanism beside the streams and the
-baselines:
+The run must have used `train.fusion_init: crossfit`, so each stream left its held-out outputs
+(`heldout.npz`) beside its model. For every fold and seed this script rebuilds the held-out outputs of the
+linear streams (`classic`, `probe_spectrogram`, `probe_deep`), refits fusion heads and prints the test UA (mean
+over folds and seeds) of each mechanism beside the streams and the baselines:
 
-- `deep stream alone`: where a fusion that keeps its dominant stream ends;
-- `ISM as run`: the run's own ISM row (three streams, start and penalty chosen by cross-validation);
-- `ISM, 2 streams`: the same without the classic stream;
-- `ISM, deep dominant, no pooled start`: the paper's dominance fixed, the head's only start the deep stream;
+- `deep stream alone`: where a fusion that keeps a deep-dominant start ends;
+- `ISM as run`: the run's own ISM row;
+- `mean, N streams`: the plain mean of the streams' log-probabilities (no calibration, nothing learnt);
+- `calibrated mean, N streams`: the shipped start (one temperature per stream), kept;
+- `ISM, margin M`: the same start, left when the cross-validation over the speaker groups gains M;
 - `ISM, in-sample head`: the shipped head trained on the fold's own streams' outputs for the speakers they
   learnt from instead of held-out outputs (the stacking problem);
-- `mean of probabilities`: the streams' (and classic's) probabilities averaged, nothing learnt.
+- `mean of probabilities (5 streams)`: the arithmetic mean, as `probe_fusion` averages its three members.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from nni_emotionnas.features.prepared import prepare
 from nni_emotionnas.training.evaluator import predict_logits
 
 STREAMS = ("spectrogram", "deep")
+LINEAR = ("classic", "probe_spectrogram", "probe_deep")
 
 
 def ua(labels: np.ndarray, logits: np.ndarray) -> float:
@@ -53,7 +55,7 @@ def in_sample_outputs(cv: CrossValidation, fold, stream: str, seed: int, learn: 
 
 def mechanisms(cv: CrossValidation, fold, seed: int, classes: int) -> dict[str, float]:
     held = {s: HeldOutOutputs.load(cv.variant_dir(fold, s, seed) / "heldout.npz") for s in STREAMS}
-    held["classic"] = cv.supplementary_held_out(fold, "classic")[0]
+    held.update({name: cv.supplementary_held_out(fold, name)[0] for name in LINEAR})
     learn, groups = held["deep"].learn, held["deep"].groups
     labels, test_labels = cv.corpus.labels[learn], cv.corpus.labels[list(fold.test)]
     rows = {s: h.outputs for s, h in held.items()}
@@ -61,19 +63,22 @@ def mechanisms(cv: CrossValidation, fold, seed: int, classes: int) -> dict[str, 
     ism = json.loads((cv.variant_dir(fold, "ism", seed) / "result.json").read_text())["test_ua"] * 100
     out: dict[str, float] = {"deep stream alone": ua(test_labels, tests["deep"]), "ISM as run": ism}
 
-    def stacked(name: str, candidates: tuple[str, ...], streams: list[str], train_rows: dict,
-                pooled_start: bool = True) -> None:
-        choice = choose_head("ism", candidates, streams, train_rows, labels, groups, classes, pooled_start=pooled_start)
-        order = stream_order(choice.dominant, streams)
-        head = fit_head("ism", order, train_rows, labels, classes, choice.penalty, pooled=choice.pooled)
+    def stacked(name: str, streams: list[str], train_rows: dict, margin: float | None = None) -> None:
+        choice = choose_head("ism", streams, train_rows, labels, groups, classes, margin=margin)
+        head = fit_head("ism", stream_order(choice.dominant, streams), train_rows, labels, classes, choice.penalty,
+                        pooled=True)
         out[name] = ua(test_labels, head_logits(head, tests))
 
-    stacked("ISM, 2 streams", STREAMS, list(STREAMS), rows)
-    stacked("ISM, deep dominant, no pooled start", ("deep",), [*STREAMS, "classic"], rows, pooled_start=False)
+    for count in (2, 3, 5):
+        streams = [*STREAMS, *LINEAR][:count]
+        out[f"mean, {count} streams"] = ua(test_labels, sum(tests[s] for s in streams))
+        stacked(f"calibrated mean, {count} streams", streams, rows)
+    everything = [*STREAMS, *LINEAR]
+    for margin in (0.0, 0.05):
+        stacked(f"ISM, margin {margin:g} (5 streams)", everything, rows, margin)
     own = {s: in_sample_outputs(cv, fold, s, seed, learn) for s in STREAMS}
-    stacked("ISM, in-sample head (2 streams)", STREAMS, list(STREAMS), own)
-    out["mean of probabilities (2 streams)"] = ua(test_labels, np.mean([np.exp(tests[s]) for s in STREAMS], axis=0))
-    out["mean of probabilities (3 streams)"] = ua(test_labels, np.mean([np.exp(t) for t in tests.values()], axis=0))
+    stacked("ISM, in-sample head (2 streams, margin 0)", list(STREAMS), own, 0.0)
+    out["mean of probabilities (5 streams)"] = ua(test_labels, np.mean([np.exp(t) for t in tests.values()], axis=0))
     return out
 
 

@@ -65,13 +65,42 @@ def test_ism_beats_both_streams_when_each_knows_only_half_the_classes():
     train, train_labels = complementary_streams(rng, 240)
     test, test_labels = complementary_streams(rng, 400)
     groups = (np.arange(240) // 7) % 4  # speaker-like groups holding every class
-    choice = choose_head("ism", ["a", "b"], ["a", "b"], train, train_labels, groups, CLASSES)
-    assert choice.left_start  # the start (one stream alone) loses to fusing in the cross-validation
-    head = fit_head("ism", stream_order(choice.dominant, ["a", "b"]), train, train_labels, CLASSES, choice.penalty)
-    fused = balanced_accuracy(test_labels, head_logits(head, test))
-    alone = {name: balanced_accuracy(test_labels, test[name]) for name in test}
-    assert max(alone.values()) < 0.8  # each stream alone: two classes right, two at a coin flip (0.75)
-    assert fused > max(alone.values()) + 0.15, (fused, alone)
+    for dominant in (None, "a"):  # the mean of both streams, or stream a alone, at the start
+        default = choose_head("ism", ["a", "b"], train, train_labels, groups, CLASSES, dominant=dominant)
+        assert default.cv_ua == {} and not default.left_start  # no margin: the start is kept, no CV run
+        choice = choose_head("ism", ["a", "b"], train, train_labels, groups, CLASSES, dominant=dominant, margin=0.05)
+        assert choice.pooled == (dominant is None)
+        assert choice.left_start == (dominant == "a")  # from a alone, fusing gains far more than the margin
+        head = fit_head("ism", stream_order(choice.dominant, ["a", "b"]), train, train_labels, CLASSES,
+                        choice.penalty, pooled=choice.pooled)
+        fused = balanced_accuracy(test_labels, head_logits(head, test))
+        alone = {name: balanced_accuracy(test_labels, test[name]) for name in test}
+        assert max(alone.values()) < 0.8  # each stream alone: two classes right, two at a coin flip (0.75)
+        assert fused > max(alone.values()) + 0.15, (fused, alone)
+
+
+def test_the_head_keeps_its_start_unless_the_cross_validation_gains_the_margin():
+    rng = np.random.default_rng(1)
+    train, train_labels = complementary_streams(rng, 240)
+    groups = (np.arange(240) // 7) % 4
+    kept = choose_head("ism", ["a", "b"], train, train_labels, groups, CLASSES, dominant="a", margin=1.0)
+    assert not kept.left_start and kept.step == "start"
+    gain = max(kept.cv_ua.values()) - kept.cv_ua["a inf"]
+    assert gain > 0.15  # what it would have gained: the margin alone kept the start
+    moved = choose_head("ism", ["a", "b"], train, train_labels, groups, CLASSES, dominant="a", margin=gain - 1e-9)
+    assert moved.left_start and moved.cv_ua[f"a {moved.penalty:g}"] == pytest.approx(max(kept.cv_ua.values()))
+
+
+def test_calibration_undoes_an_overconfident_stream():
+    from nni_emotionnas.evaluation.stacking import fit_temperature
+
+    rng = np.random.default_rng(4)
+    calibrated = rng.normal(scale=2.0, size=(3000, CLASSES))  # labels drawn from these very probabilities
+    probs = np.exp(log_probs(calibrated))
+    labels = np.array([rng.choice(CLASSES, p=p) for p in probs])
+    weights = np.ones(CLASSES)
+    assert fit_temperature(log_probs(calibrated), labels, weights) == pytest.approx(1.0, abs=0.15)
+    assert fit_temperature(log_probs(calibrated * 6), labels, weights) == pytest.approx(6.0, rel=0.15)
 
 
 def test_the_start_is_kept_when_the_other_stream_is_noise():
@@ -80,10 +109,12 @@ def test_the_start_is_kept_when_the_other_stream_is_noise():
     good = log_probs(np.eye(CLASSES)[labels] * 2.0 + rng.normal(scale=0.5, size=(200, CLASSES)))
     noise = log_probs(rng.normal(size=(200, CLASSES)))
     streams = ["deep", "spectrogram"]
-    choice = choose_head("ism", streams, streams, {"deep": good, "spectrogram": noise}, labels,
-                         (np.arange(200) // 9) % 5, CLASSES)
-    assert choice.dominant == "deep"
-    assert choice.cv_ua[f"deep {math.inf:g}"] >= choice.cv_ua["spectrogram inf"]
+    rows = {"deep": good, "spectrogram": noise * 5}  # confidently wrong
+    choice = choose_head("ism", streams, rows, labels, (np.arange(200) // 9) % 5, CLASSES, margin=0.05)
+    assert choice.pooled and not choice.left_start
+    assert choice.temperatures["spectrogram"] > 10 * choice.temperatures["deep"]  # calibrated to near-uniform
+    head = fit_head("ism", streams, rows, labels, CLASSES, choice.penalty, pooled=True)
+    assert balanced_accuracy(labels, head_logits(head, rows)) == balanced_accuracy(labels, good)
 
 
 def test_a_fixed_dominant_stream_still_fuses_every_other_stream():
@@ -95,10 +126,10 @@ def test_a_fixed_dominant_stream_still_fuses_every_other_stream():
     held = {name: HeldOutOutputs(np.arange(120), groups, log_probs(rng.normal(size=(120, CLASSES))),
                                  log_probs(rng.normal(size=(8, CLASSES))), [])
             for name in ("spectrogram", "deep", "classic")}
-    head, choice, probs = fit_stacked("ism", held, ("spectrogram",), labels, CLASSES, balanced=True)
+    head, choice, probs = fit_stacked("ism", held, "spectrogram", labels, CLASSES, balanced=True, margin=0.05)
     assert head.streams == ["spectrogram", "deep", "classic"] and choice.dominant == "spectrogram"
-    starts = ("spectrogram", "pooled")
-    assert set(choice.cv_ua) == {f"{start} {p:g}" for start in starts for p in (math.inf, 10, 1, 0.1, 0.01)}
+    assert not choice.pooled
+    assert set(choice.cv_ua) == {f"spectrogram {p:g}" for p in (math.inf, 10, 1, 0.1, 0.01)}
     assert probs.shape == (8, CLASSES) and np.allclose(probs.sum(axis=1), 1)
 
 
@@ -122,7 +153,8 @@ CROSSFIT = {
     "search": {"epochs": 1, "batch_size": 16},
     "train": {"epochs": 2, "batch_size": 16, "fusion_init": "crossfit", "refit": True},
     "run": {"variants": ["spectrogram", "deep", "ism", "sum"], "search": "once", "crossfit_folds": 3,
-            "supplementary": ["classic"], "classic": {"feature_set": "eGeMAPSv02"}},
+            "supplementary": ["classic", "probe_spectrogram", "probe_deep"],
+            "classic": {"feature_set": "eGeMAPSv02"}},
 }
 
 
@@ -177,8 +209,9 @@ def test_crossfit_run_reports_the_fusion_against_the_better_stream_and_probe_fus
 
 @pytest.mark.slow
 def test_the_saved_fusion_model_gives_the_reported_test_probabilities(crossfit_run):
-    """`model.pt` holds the streams, the classic stream and the head: run on the fold's test utterances it
-    reproduces `result.json`, which was computed from the held-out pipeline's stored outputs."""
+    """`model.pt` holds the streams, the linear streams (classic; the probes, which compute their statistics
+    from the stream inputs) and the head: run on the fold's test utterances it reproduces `result.json`, which
+    was computed from the held-out pipeline's stored outputs."""
     from nni_emotionnas.evaluation.classic import classic_features
     from nni_emotionnas.evaluation.crossval import CrossValidation
     from nni_emotionnas.features.prepared import prepare

@@ -281,9 +281,12 @@ class RunConfig:
     under another value.
 
     `crossfit_folds`: speaker groups of a fold's non-test speakers whose held-out stream outputs train the
-    fusion heads under `train.fusion_init: crossfit`; `supplementary`: baselines (`classic`) whose held-out
-    outputs join every fusion as further supplementary streams. With `crossfit`, `dominant: auto` is chosen
-    per fold and seed with the head's penalty, by cross-validation over those groups (`evaluation.stacking`).
+    fusion heads under `train.fusion_init: crossfit`; `supplementary`: linear baselines (`classic`,
+    `probe_spectrogram`, `probe_deep`) whose held-out outputs join every fusion as further streams. With
+    `crossfit`, every stream is calibrated by a temperature and `dominant: auto` starts the head as the mean of
+    all streams (a named `dominant` starts it as that stream alone). `fusion_margin` (a UA gain, e.g. 0.05)
+    lets the head leave its start when the cross-validation over those groups gains that much; null (the
+    default, best on EmoDB and URDU) keeps the start (`evaluation.stacking`).
 
     `classic` adds the `classic` baseline (openSMILE functionals + logistic regression, see `ClassicConfig`;
     `classic: null` drops it). With two or more of these baselines, `probe_fusion` is added: the mean of
@@ -302,7 +305,8 @@ class RunConfig:
     main: str = "ism"
     classic: Optional[ClassicConfig] = field(default_factory=ClassicConfig)
     crossfit_folds: int = 4
-    supplementary: list[Literal["classic"]] = field(default_factory=list)
+    supplementary: list[Literal["classic", "probe_spectrogram", "probe_deep"]] = field(default_factory=list)
+    fusion_margin: Optional[float] = None
     # several corpora: per corpus name, a within-corpus run folder whose results.json is the in-domain reference
     in_domain: dict[str, str] = field(default_factory=dict)
 
@@ -314,6 +318,10 @@ class RunConfig:
             raise ValueError(f"fusion_dropout must be in [0, 1), got {self.fusion_dropout}")
         if self.jobs < 1:
             raise ValueError(f"jobs must be at least 1, got {self.jobs}")
+        if self.fusion_margin is not None and not 0 <= self.fusion_margin <= 1:
+            raise ValueError(f"fusion_margin must be between 0 and 1 (a UA gain), got {self.fusion_margin}")
+        if len(set(self.supplementary)) != len(self.supplementary):
+            raise ValueError(f"supplementary: each stream once, got {self.supplementary}")
         if self.crossfit_folds < 2:
             raise ValueError(f"crossfit_folds must be at least 2, got {self.crossfit_folds}")
         if CLASSIC in self.supplementary and self.classic is None:

@@ -175,17 +175,27 @@ class CrossValidation:
         return model
 
     def supplementary_held_out(self, fold: Fold, name: str) -> tuple[Any, Any]:
-        """(held-out outputs, fitted classifier) of a `run.supplementary` baseline on this fold, once per run."""
+        """(held-out outputs, fitted classifier) of a `run.supplementary` baseline on this fold, once per run:
+        `classic` on openSMILE functionals, `probe_<stream>` on the statistics of the stream's fold inputs."""
         from nni_emotionnas.evaluation.classic import classic_classifier, classic_features
+        from nni_emotionnas.evaluation.probe import probe_classifier, probe_stream, utterance_statistics
         from nni_emotionnas.evaluation.stacked_fit import baseline_held_out
 
         if (fold.name, name) not in self._supplementary:
-            if self._classic_features is None:
-                self._classic_features = classic_features(self.corpus, self.config.classic, self.progress)
+            if name == CLASSIC:
+                if self._classic_features is None:
+                    self._classic_features = classic_features(self.corpus, self.config.classic, self.progress)
+                features, make = self._classic_features, lambda: classic_classifier(self.config.classic)
+            else:
+                everyone = sorted({*fold.split("train+val"), *fold.test})
+                statistics = utterance_statistics(self.corpus, fold.name, everyone, probe_stream(name))
+                features = np.zeros((len(self.corpus.labels), statistics.shape[1]))
+                features[everyone] = statistics
+                make = probe_classifier
             speakers = [u.speaker for u in self.corpus.utterances]
             self._supplementary[fold.name, name] = baseline_held_out(
-                fold, speakers, self.corpus.labels, len(self.corpus.classes), self.config.crossfit_folds,
-                lambda: classic_classifier(self.config.classic), self._classic_features,
+                fold, speakers, self.corpus.labels, len(self.corpus.classes), self.config.crossfit_folds, make,
+                features,
             )
         return self._supplementary[fold.name, name]
 
@@ -199,10 +209,10 @@ class CrossValidation:
         held = {s: HeldOutOutputs.load(self.variant_dir(fold, s, seed) / HELD_OUT) for s in SINGLE_STREAMS}
         linear = {name: self.supplementary_held_out(fold, name) for name in self.config.supplementary}
         held.update({name: outputs for name, (outputs, _) in linear.items()})
-        candidates = SINGLE_STREAMS if self.config.dominant == "auto" else (self.config.dominant,)
+        dominant = None if self.config.dominant == "auto" else self.config.dominant
         classes = len(self.corpus.classes)
-        head, choice, probs = fit_stacked(variant, held, candidates, self.corpus.labels, classes,
-                                          config.class_weights == "balanced")
+        head, choice, probs = fit_stacked(variant, held, dominant, self.corpus.labels, classes,
+                                          config.class_weights == "balanced", self.config.fusion_margin)
         networks = {}
         for stream in SINGLE_STREAMS:
             networks[stream] = self.stream_model(fold, stream)
@@ -212,7 +222,7 @@ class CrossValidation:
         result = self.fold_result(
             fold, variant, seed, None, probs, self.corpus.labels[list(fold.test)], -1, parameter_count(head),
             dominant=choice.dominant, best_step=choice.step, left_start=choice.left_start or choice.pooled,
-            head_cv_ua=max(choice.cv_ua.values()),
+            head_cv_ua=max(choice.cv_ua.values(), default=None),
         )
         return model, result
 

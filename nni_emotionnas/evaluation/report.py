@@ -289,8 +289,11 @@ def describe_fusion(experiment: ExperimentConfig) -> list[str]:
     if experiment.train.fusion_init != "crossfit":
         return [f"- fusion: `{experiment.train.fusion_init}`, dominant stream `{run.dominant}`"]
     extra = f", plus {', '.join(run.supplementary)} as supplementary streams" if run.supplementary else ""
+    start = "the mean of all streams" if run.dominant == "auto" else f"the `{run.dominant}` stream alone"
+    moves = ("kept" if run.fusion_margin is None
+             else f"left when the cross-validation over the groups gains {run.fusion_margin * 100:g} UA points")
     return [f"- fusion: heads learn from held-out outputs of the streams ({run.crossfit_folds} speaker groups of each "
-            f"fold's non-test speakers){extra}; dominant stream `{run.dominant}`"]
+            f"fold's non-test speakers){extra}, each calibrated by a temperature; start: {start}, {moves}"]
 
 
 def describe_baselines(run: RunConfig) -> list[str]:

@@ -70,18 +70,19 @@ def baseline_held_out(
 
 
 def fit_stacked(
-    mode: str, held: dict[str, HeldOutOutputs], candidates: Sequence[str], labels: np.ndarray, num_classes: int,
-    balanced: bool,
+    mode: str, held: dict[str, HeldOutOutputs], dominant: str | None, labels: np.ndarray, num_classes: int,
+    balanced: bool, margin: float,
 ) -> tuple[OutputFusionHead, HeadChoice, np.ndarray]:
-    """Chooses and trains a `mode` head on the held-out outputs of `held` (streams by name; `candidates` may
-    dominate, the others supplement); returns it, the choice and its test class probabilities."""
+    """Chooses and trains a `mode` head on the held-out outputs of `held` (streams by name; it starts as their
+    mean, or as `dominant` alone); returns it, the choice and its test class probabilities."""
     reference = next(iter(held.values()))
     for name, outputs in held.items():
         if not np.array_equal(outputs.learn, reference.learn) or not np.array_equal(outputs.groups, reference.groups):
             raise RuntimeError(f"held-out outputs of {name} use other utterances or speaker groups")
     rows = {name: outputs.outputs for name, outputs in held.items()}
     learn_labels = labels[reference.learn]
-    choice = choose_head(mode, candidates, list(held), rows, learn_labels, reference.groups, num_classes, balanced)
+    choice = choose_head(mode, list(held), rows, learn_labels, reference.groups, num_classes, balanced, dominant,
+                         margin)
     head = fit_head(mode, stream_order(choice.dominant, list(held)), rows, learn_labels, num_classes, choice.penalty,
                     balanced, choice.pooled)
     test_logits = head_logits(head, {name: outputs.test for name, outputs in held.items()})

@@ -7,7 +7,8 @@ embedding does not. ISM keeps the dominant stream X_dom intact and adds every su
 H_i = Proj_i(X_i); A_i = tanh(Proj_dom,i(X_dom) * H_i); F = X_dom + sum_i g_i * A_i * H_i, then a linear
 classifier. X_dom itself is soft: X_dom = X_0 + sum_i m_i (X_i - X_0), the stream named first blended with
 the others by learnt weights m (a hard pick of one stream sinks the fusion whenever the pick is wrong).
-Two starts are exact: the first stream alone (m = 0, gates zero, projections and classifier identity) and
+Each input is first calibrated by its stream's temperature (`temperature`, fitted with the head). Two starts
+are exact: the first stream alone (m = 0, gates zero, projections and classifier identity) and
 the mean of all streams (m = 1/n, `pool`); a head trained with a penalty on its distance from its start
 (`evaluation.stacking`) moves only as far as the data asks.
 """
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nni_emotionnas.config.experiment import FUSION_VARIANTS
+from nni_emotionnas.config.experiment import FUSION_VARIANTS, PROBE_VARIANTS
 
 
 def _identity(width: int) -> nn.Linear:
@@ -46,6 +47,7 @@ class OutputFusionHead(nn.Module):
             raise ValueError(f"a fusion needs two or more distinct streams, got {list(streams)}")
         self.mode = mode
         self.streams = list(streams)
+        self.register_buffer("temperature", torch.ones(len(streams), dtype=torch.float64))
         supplementary = len(streams) - 1
         width = num_classes
         if mode == "concat":
@@ -64,6 +66,10 @@ class OutputFusionHead(nn.Module):
             self.project_dominant = nn.ModuleList(_identity(width) for _ in range(supplementary))
             self.gate = nn.Parameter(torch.zeros(supplementary, width))
         self.classifier = _identity(width)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        state_dict.setdefault(prefix + "temperature", torch.ones_like(self.temperature))  # saved uncalibrated
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def dominant(self) -> str:
@@ -102,7 +108,8 @@ class OutputFusionHead(nn.Module):
         return fused
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        return self.classifier(self.fuse(inputs))
+        calibrated = [torch.log_softmax(x / t.to(x.dtype), dim=-1) for x, t in zip(inputs, self.temperature)]
+        return self.classifier(self.fuse(calibrated))
 
 
 class LinearStream(nn.Module):
@@ -126,10 +133,24 @@ class LinearStream(nn.Module):
         return ((features.double() - self.mean) / self.scale) @ self.weight.T + self.bias
 
 
+def input_statistics(stream: str, inputs: dict[str, object]) -> torch.Tensor:
+    """What a `probe_<stream>` reads, from a batch of stream inputs: per utterance the mean and (population)
+    std over time of each spectrogram row, or of each deep-frame dimension over the valid frames
+    (`evaluation.probe.utterance_statistics` for one utterance at a time)."""
+    if stream == "spectrogram":
+        values = inputs["spectrogram"][:, 0].double()  # batch x rows x time
+        return torch.cat([values.mean(dim=-1), values.std(dim=-1, unbiased=False)], dim=-1)
+    frames, mask = inputs["frames"].double(), inputs["mask"].double()[..., None]  # batch x time x dims
+    count = mask.sum(dim=1)
+    mean = (frames * mask).sum(dim=1) / count
+    std = ((((frames - mean[:, None]) ** 2) * mask).sum(dim=1) / count).sqrt()
+    return torch.cat([mean, std], dim=-1)
+
+
 class StackedFusion(nn.Module):
     """A fusion model for new audio: the fold's stream networks and linear streams, then the head on
     their log-probabilities. `inputs` as `TwoStreamModel` takes them (`spectrogram`, `frames`, `mask`), plus
-    each linear stream's features under its name."""
+    each linear stream's features under its name (`probe_<stream>` streams compute theirs from the inputs)."""
 
     def __init__(self, networks: dict[str, nn.Module], linear: dict[str, LinearStream], head: OutputFusionHead):
         super().__init__()
@@ -140,7 +161,11 @@ class StackedFusion(nn.Module):
     def forward(self, inputs: dict[str, object]) -> torch.Tensor:
         outputs = []
         for name in self.head.streams:
-            stream = self.networks[name] if name in self.networks else self.linear[name]
-            reads = {"frames": inputs["frames"], "mask": inputs["mask"]} if name == "deep" else inputs[name]
-            outputs.append(torch.log_softmax(stream(reads).float(), dim=-1))
+            if name in self.networks:
+                reads = {"frames": inputs["frames"], "mask": inputs["mask"]} if name == "deep" else inputs[name]
+                logits = self.networks[name](reads)
+            else:
+                reads = input_statistics(PROBE_VARIANTS[name], inputs) if name in PROBE_VARIANTS else inputs[name]
+                logits = self.linear[name](reads)
+            outputs.append(torch.log_softmax(logits.float(), dim=-1))
         return self.head(outputs)

@@ -221,7 +221,7 @@ class CrossValidation:
         model = stacked_model(networks, {name: fitted for name, (_, fitted) in linear.items()}, head, classes)
         result = self.fold_result(
             fold, variant, seed, None, probs, self.corpus.labels[list(fold.test)], -1, parameter_count(head),
-            dominant=choice.dominant, best_step=choice.step, left_start=choice.left_start or choice.pooled,
+            dominant=choice.dominant, best_step=choice.step, left_start=choice.left_start,
             head_cv_ua=max(choice.cv_ua.values(), default=None),
         )
         return model, result

@@ -204,7 +204,8 @@ def test_crossfit_run_reports_the_fusion_against_the_better_stream_and_probe_fus
     markdown = paths["markdown"].read_text()
     assert "ΔUA vs better stream" in markdown and "ΔUA vs probe_fusion" in markdown and "left start" in markdown
     result = json.loads((run_dir / "folds" / "Ses01-testSes01M" / "ism" / "result.json").read_text())
-    assert 0 <= result["head_cv_ua"] <= 1
+    assert result["head_cv_ua"] is None and result["left_start"] is False  # no fusion_margin: no CV, start kept
+    assert "each calibrated by a temperature; start: the mean of all streams, kept" in markdown
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from unittest import mock
 import torch
 from bench_spectrogram_search import SavedBytes
 
-from nni_emotionnas.spaces import recurrent as R
+from nni_emotionnas.spaces import deep as R
 from nni_emotionnas.spaces.cells.catalog import lstm
 from nni_emotionnas.spaces.cells.fixed import FixedCellLayer
 from nni_emotionnas.spaces.cells.spec import Node, make_cell

@@ -160,7 +160,7 @@ def test_prepare_refuses_speaker_standardisation_on_such_a_corpus(tmp_path):
         "features": {"n_jobs": 1, "standardize": "speaker", "spectrogram": {"duration": 0.5, "size": [8, 8]}},
     }
     with pytest.raises(ConfigError, match="standardize_force: true to insist"):
-        prepare(experiment_from_dict(data, tmp_path), branches=("spectrogram",), progress=False)
+        prepare(experiment_from_dict(data, tmp_path), streams=("spectrogram",), progress=False)
 
 
 @pytest.mark.slow

@@ -30,16 +30,16 @@ def one_line(err: str) -> str:
 def test_space_json_keeps_an_existing_other_space_unless_forced(tmp_path: Path, capsys) -> None:
     (tmp_path / "deep.yml").write_text(SMALL_DEEP)
     out = tmp_path / "search_spaces" / "deep.json"
-    assert main(["space-json", "--branch", "deep", "--space", str(tmp_path / "deep.yml"), "--out", str(out)]) == 0
-    mine = out.read_text()
+    assert main(["space-json", "--stream", "deep", "--space", str(tmp_path / "deep.yml"), "--out", str(out)]) == 0
+    mine = out.read_text()  # --branch, the old spelling of --stream, names the same space
     assert main(["space-json", "--branch", "deep", "--space", str(tmp_path / "deep.yml"), "--out", str(out)]) == 0
     capsys.readouterr()
     # the reported mistake: no --space, the packaged 8-node space would silently replace the user's
-    assert main(["space-json", "--branch", "deep", "--out", str(out)]) == 2
+    assert main(["space-json", "--stream", "deep", "--out", str(out)]) == 2
     message = one_line(capsys.readouterr().err)
     assert f"{out}: exists and holds another search space than the packaged deep space" in message
     assert "--force" in message and out.read_text() == mine
-    assert main(["space-json", "--branch", "deep", "--out", str(out), "--force"]) == 0
+    assert main(["space-json", "--stream", "deep", "--out", str(out), "--force"]) == 0
     assert len(json.loads(out.read_text())) > len(json.loads(mine))
 
 
@@ -69,7 +69,7 @@ def test_a_folder_where_a_file_belongs_is_one_line_and_debug_shows_the_traceback
     (tmp_path / "deep.yml").write_text(SMALL_DEEP)
     folder = tmp_path / "taken"
     (folder / "inside").mkdir(parents=True)
-    args = ["space-json", "--branch", "deep", "--space", str(tmp_path / "deep.yml"), "--out", str(folder)]
+    args = ["space-json", "--stream", "deep", "--space", str(tmp_path / "deep.yml"), "--out", str(folder)]
     assert main(args) == 1
     assert one_line(capsys.readouterr().err) == (
         f"emotionnas space-json: error: {folder}: is a folder where a file is expected: pass the file, "

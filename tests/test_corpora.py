@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,12 @@ from nni_emotionnas.corpora.generic import read_folders, read_manifest
 from nni_emotionnas.corpora.iemocap import read_iemocap
 from nni_emotionnas.corpora.labels import apply_labels
 from nni_emotionnas.corpora.load import read_corpus
-from nni_emotionnas.corpora.records import count_by
 from nni_emotionnas.errors import ConfigError, CorpusError
+
+
+def count_by(utterances, attribute: str) -> dict[str, int]:
+    """Counts per value of `attribute` (label, speaker, session...), sorted by value."""
+    return dict(sorted(Counter(getattr(u, attribute) for u in utterances).items()))
 
 
 @pytest.fixture(scope="module")

@@ -79,7 +79,7 @@ def test_skip_covers_a_missing_file_through_feature_extraction(tmp_path):
     experiment = experiment_from_dict(
         {"corpus": corpus, "features": {"n_jobs": 1, "spectrogram": {"duration": 0.5, "size": [8, 8]}}}, tmp_path
     )
-    prepared = prepare(experiment, branches=["spectrogram"], progress=False)
+    prepared = prepare(experiment, streams=["spectrogram"], progress=False)
     assert [(u.path.name, reason) for u, reason in prepared.skipped] == [
         ("gone.wav", f"{tmp_path / 'gone.wav'}: audio file not found")
     ]

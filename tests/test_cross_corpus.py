@@ -13,9 +13,16 @@ from conftest import EMODB, REPO, SMALL_FEATURES, write_tone
 
 from nni_emotionnas.cli.app import main
 from nni_emotionnas.config.experiment import experiment_from_dict, load_experiment
-from nni_emotionnas.corpora.folds import make_folds, target_corpus
+from nni_emotionnas.corpora.folds import make_folds
 from nni_emotionnas.corpora.load import read_corpora
 from nni_emotionnas.errors import ConfigError, CorpusError, FoldError
+
+
+def target_corpus(fold, utterances) -> str | None:
+    """The corpus a fold tests on, when it tests on one corpus only."""
+    corpora = {utterances[i].corpus for i in fold.test}
+    return corpora.pop() if len(corpora) == 1 else None
+
 
 URDU = REPO.parent / "shared" / "data" / "urdu"
 SHARED = ["ang", "hap", "neu", "sad"]

@@ -35,6 +35,21 @@ def test_a_head_over_three_streams_starts_as_its_dominant_stream(mode):
     assert torch.allclose(head(inputs), sum(inputs) / 3)  # or exactly the mean of all three
 
 
+@pytest.mark.parametrize("present", [[0, 2], [0, 1, 3]])
+def test_a_linear_stream_gives_its_classifiers_probabilities_in_the_corpus_columns(present):
+    """Two classes (scikit-learn keeps one logit row for them) and a class absent from the training data."""
+    from nni_emotionnas.evaluation.probe import probe_classifier
+    from nni_emotionnas.evaluation.stacked_fit import linear_stream
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(present, 20)
+    features = rng.normal(size=(len(labels), 5)) + labels[:, None]
+    classifier = probe_classifier().fit(features, labels)
+    probs = torch.softmax(linear_stream(classifier, CLASSES)(torch.from_numpy(features)), dim=1).numpy()
+    np.testing.assert_allclose(probs[:, present], classifier.predict_proba(features), atol=1e-4)
+    assert probs[:, sorted(set(range(CLASSES)) - set(present))].max() < 1e-4  # never predicted
+
+
 def test_an_unknown_mode_or_a_single_stream_is_refused():
     with pytest.raises(ValueError, match="'avg' is not one of"):
         OutputFusionHead("avg", ["deep", "spectrogram"], CLASSES)

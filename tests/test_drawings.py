@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from nni_emotionnas.spaces.cells.spec import cell_from_dict
-from nni_emotionnas.spaces.recurrent_draw import cell_figure as recurrent_figure
+from nni_emotionnas.spaces.deep_draw import cell_figure as recurrent_figure
 from nni_emotionnas.spaces.spectrogram_draw import NODE_GID, OP_GID, box, cell_figure, draw_cells
 
 # 4 nodes, 2 edges each, inputs reused across nodes: the case where labels used to pile up mid-figure

@@ -117,7 +117,7 @@ def test_seeded_search_derives_the_same_genotype_with_both_cells(tmp_path: Path,
             strategy_name="DARTS",
             strategy_args={"arc_learning_rate": 0.05},
             run_dir=tmp_path / supernet,
-            branch="spectrogram",
+            stream="spectrogram",
         )
         genotypes.append((result.record["genotype"], result.record["edge_weights"]))
     (stock_genotype, stock_weights), (fast_genotype, fast_weights) = genotypes
@@ -144,7 +144,7 @@ def test_search_with_accelerator_auto_and_bf16_mixed_precision_on_cpu(tmp_path: 
         strategy_name="DARTS",
         strategy_args={},
         run_dir=tmp_path,
-        branch="spectrogram",
+        stream="spectrogram",
     )
     assert result.record["search_metrics"]["search"]["precision"] == "bf16-mixed"
     assert result.record["search_metrics"]["train_loss"] > 0
@@ -152,7 +152,7 @@ def test_search_with_accelerator_auto_and_bf16_mixed_precision_on_cpu(tmp_path: 
 
 def test_checkpoint_cells_on_a_network_without_cells_is_a_config_error() -> None:
     from nni_emotionnas.errors import ConfigError
-    from nni_emotionnas.spaces import recurrent as R
+    from nni_emotionnas.spaces import deep as R
     from nni_emotionnas.spaces.kernels.cell_checkpoint import enable_cell_checkpointing
 
     deep = R.build_space(R.RecurrentSpaceConfig(input_dim=4, hidden_size=4, nodes=2), 2)

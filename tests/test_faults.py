@@ -89,7 +89,7 @@ def test_negative_seed_in_the_file_and_on_the_command_line(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"exp.yml.run: seeds: a seed must be .* got -3"):
         load_experiment(write(exp, EMODB + "run: {seeds: [1, -3]}\n"))
     exp = write(exp, EMODB)
-    for command in (["run", str(exp), "--out", str(tmp_path / "run")], ["train", str(exp), "--branch", "deep"]):
+    for command in (["run", str(exp), "--out", str(tmp_path / "run")], ["train", str(exp), "--stream", "deep"]):
         assert main([*command, "--seed", "-1"]) == 2
         assert "--seed: a seed must be between 0 and 2**32 - 1, got -1" in one_line_error(capsys)
     assert not (tmp_path / "run").exists()
@@ -107,7 +107,7 @@ def test_trial_entries_refuse_malformed_parameters_json(tmp_path, capsys, entry)
 
     module = importlib.import_module(f"nni_emotionnas.nni_support.{entry}")
     exp = write(tmp_path / "exp.yml", EMODB)
-    args = ["--experiment", str(exp), "--branch", "deep", "--out", str(tmp_path / "out")]
+    args = ["--experiment", str(exp), "--stream", "deep", "--out", str(tmp_path / "out")]
     assert module.main([*args, "--parameters", "{'n1/op': tanh"]) == 2
     assert one_line_error(capsys).startswith(f"{entry}: error: --parameters: not valid JSON (")
     assert module.main([*args, "--parameters", "[1, 2]"]) == 2
@@ -121,7 +121,7 @@ def test_space_json_never_overwrites_a_file_that_is_not_a_space(tmp_path, capsys
     notes = write(tmp_path / "notes.txt", "my notes, not JSON\n")
     for mine in (picture, notes):
         before = mine.read_bytes()
-        assert main(["space-json", "--branch", "deep", "--out", str(mine), *force]) == 2
+        assert main(["space-json", "--stream", "deep", "--out", str(mine), *force]) == 2
         assert f"{mine}: exists and is not a search-space JSON; it is left as it is" in one_line_error(capsys)
         assert mine.read_bytes() == before
 
@@ -129,28 +129,28 @@ def test_space_json_never_overwrites_a_file_that_is_not_a_space(tmp_path, capsys
 # --- 3. sizes nobody can run, refused up front ------------------------------------------------------------------
 
 @pytest.mark.parametrize(
-    "branch, config, message",
+    "stream, config, message",
     [
         ("spectrogram", {"channels": 10**9}, r"channels: 1000000000 makes a network of at least \d.\de\+\d+ param"),
         ("deep", {"hidden_size": 10**7}, r"hidden_size: 10000000 makes a network of at least \d.\de\+\d+ param"),
         ("deep", {"input_dim": 10**9}, r"input_dim: 1000000000 makes a network of at least"),
     ],
 )
-def test_genotype_of_an_impossible_size_is_refused_before_allocating(branch, config, message):
+def test_genotype_of_an_impossible_size_is_refused_before_allocating(stream, config, message):
     from nni_emotionnas.spaces.genotype import build_fixed
 
-    record = {"branch": branch, "space_config": config, "num_classes": 4, "architecture": {}}
+    record = {"stream": stream, "space_config": config, "num_classes": 4, "architecture": {}}
     started = time.perf_counter()
     with pytest.raises(ConfigError, match=rf"genotype: space_config: {message}.*GB as float32"):
         build_fixed(record)
     assert time.perf_counter() - started < 5
 
 
-@pytest.mark.parametrize("branch, key", [("spectrogram", "nodes"), ("deep", "nodes"), ("spectrogram", "layers")])
-def test_space_with_absurd_counts_is_refused_by_space_json(tmp_path, capsys, branch, key):
+@pytest.mark.parametrize("stream, key", [("spectrogram", "nodes"), ("deep", "nodes"), ("spectrogram", "layers")])
+def test_space_with_absurd_counts_is_refused_by_space_json(tmp_path, capsys, stream, key):
     space = write(tmp_path / "space.yml", f"{key}: 1000000\n")
     started = time.perf_counter()
-    assert main(["space-json", "--branch", branch, "--space", str(space), "--out", str(tmp_path / "s.json")]) == 2
+    assert main(["space-json", "--stream", stream, "--space", str(space), "--out", str(tmp_path / "s.json")]) == 2
     assert f"space.yml: {key}: 1000000 " in one_line_error(capsys)
     assert time.perf_counter() - started < 10 and not (tmp_path / "s.json").exists()
 
@@ -326,7 +326,7 @@ def test_every_file_skipped_says_so(tmp_path):
     exp = skip_experiment(tmp_path, rows)
     with pytest.raises(CorpusError, match=r"^corpus: every one of its 6 audio files was skipped as unusable "
                                           r"\(corpus.on_bad_audio: skip\), e.g. .*s0_0.wav"):
-        prepare(load_experiment(exp), branches=["spectrogram"], progress=False)
+        prepare(load_experiment(exp), streams=["spectrogram"], progress=False)
 
 
 def test_two_empty_files_are_bad_audio_not_leaked_duplicates(tmp_path, capsys):
@@ -337,11 +337,11 @@ def test_two_empty_files_are_bad_audio_not_leaked_duplicates(tmp_path, capsys):
     (tmp_path / "empty_b.wav").write_bytes(b"")
     rows = manifest.read_text().splitlines()[1:] + ["empty_a.wav,ang,s0", "empty_b.wav,sad,s1"]
     exp = skip_experiment(tmp_path, rows)
-    corpus = prepare(load_experiment(exp), branches=["spectrogram"], progress=False)
+    corpus = prepare(load_experiment(exp), streams=["spectrogram"], progress=False)
     assert sorted(Path(u.path).name for u, _ in corpus.skipped) == ["empty_a.wav", "empty_b.wav"]
     assert len(corpus.utterances) == 12
     write(exp, exp.read_text().replace("on_bad_audio: skip", "on_bad_audio: error"))
-    assert main(["features", str(exp), "--branches", "spectrogram"]) == 2
+    assert main(["features", str(exp), "--streams", "spectrogram"]) == 2
     line = one_line_error(capsys)
     assert "empty_a.wav" in line and "same audio" not in line
 
@@ -353,7 +353,7 @@ def test_symlink_loop_is_skipped_like_other_unreadable_files(tmp_path, capsys):
     (tmp_path / "loop_a.wav").symlink_to(tmp_path / "loop_b.wav")
     (tmp_path / "loop_b.wav").symlink_to(tmp_path / "loop_a.wav")
     exp = skip_experiment(tmp_path, manifest.read_text().splitlines()[1:] + ["loop_a.wav,ang,s2"])
-    corpus = prepare(load_experiment(exp), branches=["spectrogram"], progress=False)
+    corpus = prepare(load_experiment(exp), streams=["spectrogram"], progress=False)
     assert [Path(u.path).name for u, _ in corpus.skipped] == ["loop_a.wav"] and len(corpus.utterances) == 12
     write(exp, exp.read_text().replace("on_bad_audio: skip", "on_bad_audio: error"))
     assert main(["corpus", str(exp)]) == 2
@@ -370,7 +370,7 @@ def test_trial_entry_outside_nnictl_says_it_belongs_to_nnictl(tmp_path, capsys, 
     module = importlib.import_module(f"nni_emotionnas.nni_support.{entry}")
     write_manifest(tmp_path)
     exp = write_run_experiment(tmp_path)
-    assert module.main(["--experiment", str(exp), "--branch", "spectrogram", "--out", str(tmp_path / "o")]) == 2
+    assert module.main(["--experiment", str(exp), "--stream", "spectrogram", "--out", str(tmp_path / "o")]) == 2
     line = one_line_error(capsys)
     assert "meant to be launched by nnictl" in line and "pass --parameters JSON" in line
     assert "architecture label" not in line and not (tmp_path / "cache").exists()
@@ -381,7 +381,7 @@ def test_trial_entry_checks_the_sample_before_extracting_features(tmp_path, caps
 
     write_manifest(tmp_path)
     exp = write_run_experiment(tmp_path)
-    assert trial.main(["--experiment", str(exp), "--branch", "deep", "--parameters", '{"lr": 0.01}',
+    assert trial.main(["--experiment", str(exp), "--stream", "deep", "--parameters", '{"lr": 0.01}',
                        "--out", str(tmp_path / "o")]) == 2
     assert "trial parameters: architecture label" in one_line_error(capsys)
     assert not (tmp_path / "cache").exists()  # nothing extracted for a sample that cannot run

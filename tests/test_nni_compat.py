@@ -43,7 +43,7 @@ def test_mixture_internals() -> None:
     """DARTS' LayerChoice / InputChoice mixtures expose their softmaxed weights; GumbelDARTS' are left alone."""
     from nni.nas.strategy import DARTS, GumbelDARTS
 
-    from nni_emotionnas.spaces import recurrent as R
+    from nni_emotionnas.spaces import deep as R
 
     config = R.RecurrentSpaceConfig(input_dim=3, hidden_size=3, nodes=1)
     darts = DARTS().mutate_model(R.build_oneshot_space(config, 2))
@@ -141,7 +141,7 @@ def test_darts_architecture_step_calls_zero_grad_then_backward_then_step() -> No
     from nni.nas.strategy import DARTS, GumbelDARTS
 
     from nni_emotionnas.search.darts_strategies import DartsModule, GumbelDartsModule
-    from nni_emotionnas.spaces import recurrent as R
+    from nni_emotionnas.spaces import deep as R
 
     source = inspect.getsource(nni_compat.DartsLightningModule.training_step)
     calls = [source.index(call) for call in ("arc_optim.zero_grad()", "self.manual_backward(arc_step_loss)",

@@ -87,7 +87,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("nni_ws")
     (root / "experiment.yml").write_text(yaml.safe_dump(EXPERIMENT))
     (root / "space.yml").write_text(yaml.safe_dump(SPACE))
-    prepare(load_experiment(root / "experiment.yml"), branches=["spectrogram"], progress=False)
+    prepare(load_experiment(root / "experiment.yml"), streams=["spectrogram"], progress=False)
     return root
 
 
@@ -101,13 +101,13 @@ class RunningExperiment:
 @pytest.fixture(scope="module")
 def nnictl_experiment(workspace: Path) -> Iterator[RunningExperiment]:
     """`nnictl create` of a 2-trial TPE experiment over the space-json of the tiny space; stopped at teardown."""
-    assert main(["space-json", "--branch", "spectrogram", "--space", str(workspace / "space.yml"),
+    assert main(["space-json", "--stream", "spectrogram", "--space", str(workspace / "space.yml"),
                  "--out", str(workspace / "search_spaces" / "spectrogram.json")]) == 0
     config = {
         "experimentName": "emotionnas-test",
         "searchSpaceFile": "search_spaces/spectrogram.json",
         "trialCommand": f"{sys.executable} -m nni_emotionnas.nni_support.trial --experiment experiment.yml "
-        "--branch spectrogram",
+        "--branch spectrogram",  # the old spelling of --stream, as saved nnictl configs carry it
         "trialCodeDirectory": ".",
         "trialConcurrency": 2,
         "maxTrialNumber": 2,
@@ -155,7 +155,7 @@ def test_space_json_is_derived_from_the_model_space(workspace: Path, tmp_path: P
     from nni_emotionnas.search.space_json import build_space, load_space_config, split_parameters
 
     out = tmp_path / "s.json"
-    assert main(["space-json", "--branch", "spectrogram", "--space", str(workspace / "space.yml"),
+    assert main(["space-json", "--stream", "spectrogram", "--space", str(workspace / "space.yml"),
                  "--out", str(out), "--hyperparameters"]) == 0
     space_json = json.loads(out.read_text())
     assert set(space_json) == ARCH_LABELS | {"lr", "batch_size"}
@@ -240,7 +240,7 @@ def test_export_best_trial_round_trips_into_train(nnictl_experiment: RunningExpe
     assert record["search_metrics"]["nni_trial"] == best.trial_id
     assert record["search_metrics"]["default"] == best.metric
     assert set(record["architecture"]) == ARCH_LABELS and record["num_classes"] == 4
-    assert main(["train", str(workspace / "experiment.yml"), "--branch", "spectrogram",
+    assert main(["train", str(workspace / "experiment.yml"), "--stream", "spectrogram",
                  "--genotype", str(genotype), "--out", str(workspace / "train_run")]) == 0
     results = json.loads((workspace / "train_run" / "results.json").read_text())
     assert results["parameters"] == best.final["params"]  # the same network the trial trained
@@ -254,7 +254,7 @@ def test_search_with_packaged_strategy_files(workspace: Path, strategy: str) -> 
     from nni_emotionnas.spaces.genotype import read_genotype
 
     out = workspace / f"search_{strategy}"
-    assert main(["search", str(workspace / "experiment.yml"), "--branch", "spectrogram",
+    assert main(["search", str(workspace / "experiment.yml"), "--stream", "spectrogram",
                  "--strategy", str(REPO / "strategies" / strategy), "--out", str(out)]) == 0
     record = read_genotype(out / "genotype.json")
     assert set(record["architecture"]) == ARCH_LABELS
@@ -274,7 +274,7 @@ def test_multi_trial_strategy_runs_trials_through_the_nni_manager(
         {"name": "Random", "args": {"seed": 1, "port": free_port(), "max_trials": 2, "concurrency": 2}}
     ))
     out = workspace / "search_random"
-    assert main(["search", "experiment.yml", "--branch", "spectrogram", "--strategy", str(strategy),
+    assert main(["search", "experiment.yml", "--stream", "spectrogram", "--strategy", str(strategy),
                  "--out", str(out)]) == 0
     [folder] = [p for p in (out / "nni").iterdir() if not p.is_symlink() and (p / "db" / "nni.sqlite").is_file()]
     results = final_results(folder)
@@ -294,7 +294,7 @@ def test_oneshot_search_inside_an_nnictl_trial_reports_every_epoch(workspace: Pa
     config.update(
         searchSpace={"strategy": {"_type": "choice", "_value": ["gumbel_darts"]}},
         trialCommand=f"{sys.executable} -m nni_emotionnas.nni_support.oneshot_trial --experiment experiment.yml "
-        "--branch spectrogram",
+        "--branch spectrogram",  # the old spelling of --stream, as saved nnictl configs carry it
         maxTrialNumber=1,
         experimentWorkingDirectory=str(workspace / "nni-oneshot"),
     )
@@ -423,7 +423,7 @@ def test_remote_ssh_training_service_runs_the_example(workspace: Path, ssh_local
     experiment["features"] = dict(EXPERIMENT["features"], cache_dir=str(workspace / "cache"))
     (remote / "experiment.yml").write_text(yaml.safe_dump(experiment))
     shutil.copy(workspace / "space.yml", remote / "space.yml")
-    assert main(["space-json", "--branch", "spectrogram", "--space", str(remote / "space.yml"),
+    assert main(["space-json", "--stream", "spectrogram", "--space", str(remote / "space.yml"),
                  "--out", str(remote / "search_spaces" / "spectrogram.json")]) == 0
     config = yaml.safe_load((REPO / "examples" / "demo" / "nnictl_remote.yml").read_text())
     config.update(maxTrialNumber=1, trialConcurrency=1, experimentWorkingDirectory=str(tmp_path / "exps"))
@@ -466,10 +466,10 @@ def test_deep_trial_reads_frames_as_wide_as_the_corpus_features(tmp_path: Path) 
     (tmp_path / "experiment.yml").write_text(yaml.safe_dump(deep))
     (tmp_path / "deep.yml").write_text("input_dim: 512\nhidden_size: 8\nnodes: 2\nattention_dim: 4\n")
     space_json = tmp_path / "deep.json"
-    assert main(["space-json", "--branch", "deep", "--space", str(tmp_path / "deep.yml"),
+    assert main(["space-json", "--stream", "deep", "--space", str(tmp_path / "deep.yml"),
                  "--out", str(space_json)]) == 0
     sample = {label: choice["_value"][0] for label, choice in json.loads(space_json.read_text()).items()}
-    args = ["--experiment", str(tmp_path / "experiment.yml"), "--branch", "deep", "--epochs", "1",
+    args = ["--experiment", str(tmp_path / "experiment.yml"), "--stream", "deep", "--epochs", "1",
             "--parameters", json.dumps(sample), "--out", str(tmp_path / "trial")]
     assert trial.main(args) == 0
     record = json.loads((tmp_path / "trial" / "genotype.json").read_text())
@@ -491,8 +491,8 @@ def test_nnictl_deep_search_with_the_wrapped_tuner_has_no_failed_trial(tmp_path:
             "train": {"epochs": 1, "batch_size": 8}}
     (tmp_path / "experiment.yml").write_text(yaml.safe_dump(deep))
     (tmp_path / "deep.yml").write_text("hidden_size: 8\nnodes: 2\nattention_dim: 4\n")
-    prepare(load_experiment(tmp_path / "experiment.yml"), branches=["deep"], progress=False)
-    assert main(["space-json", "--branch", "deep", "--space", str(tmp_path / "deep.yml"),
+    prepare(load_experiment(tmp_path / "experiment.yml"), streams=["deep"], progress=False)
+    assert main(["space-json", "--stream", "deep", "--space", str(tmp_path / "deep.yml"),
                  "--out", str(tmp_path / "search_spaces" / "deep.json")]) == 0
     trials, rules = 4, SampleRules(tmp_path / "experiment.yml", "deep")
 

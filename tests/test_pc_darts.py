@@ -56,7 +56,7 @@ def test_tiny_partial_channel_search_exports_edge_weights_and_retrains_full_widt
         strategy_name="DARTS",
         strategy_args={"arc_learning_rate": 0.05},
         run_dir=tmp_path,
-        branch="spectrogram",
+        stream="spectrogram",
     )
     record = read_genotype(result.genotype_path)
     edges = record["edge_weights"]["reduce/3_edges"]

@@ -96,7 +96,7 @@ def test_run_writes_report_genotypes_and_models(finished_run):
     for fold in ("Ses01-testSes01M", "Ses02-testSes02M"):
         for stream in ("spectrogram", "deep"):
             record = json.loads((run_dir / "folds" / fold / "search" / stream / "genotype.json").read_text())
-            assert record["fold"] == fold and record["branch"] == stream
+            assert record["fold"] == fold and record["stream"] == stream
             assert (run_dir / "folds" / fold / "search" / stream / "cells.png").stat().st_size > 1000
         for variant in ("spectrogram", "deep", "ism"):
             result = json.loads((run_dir / "folds" / fold / variant / "result.json").read_text())

@@ -171,7 +171,7 @@ def test_summary_spans_folds_and_seeds_with_delta_to_dominant_stream():
 
 def test_statistics_pooling_is_a_choice_of_the_deep_network():
     from nni_emotionnas.spaces.cells.refs import resolve_cell
-    from nni_emotionnas.spaces.recurrent import RecurrentNetwork, RecurrentSpaceConfig
+    from nni_emotionnas.spaces.deep import RecurrentNetwork, RecurrentSpaceConfig
 
     config = RecurrentSpaceConfig(input_dim=5, hidden_size=6, pooling="statistics")
     net = RecurrentNetwork(resolve_cell("gru", "cells"), config, num_classes=3)
@@ -202,7 +202,7 @@ def test_seeds_train_every_variant_per_seed_streams_before_fusions(corpus, tmp_p
 
 def stream_network(stream: str, corpus) -> nn.Module:
     """A small frozen network of the stream's space with the input-statistics skip."""
-    from nni_emotionnas.spaces import recurrent as R
+    from nni_emotionnas.spaces import deep as R
     from nni_emotionnas.spaces import spectrogram as S
 
     classes = len(corpus.classes)
@@ -259,7 +259,7 @@ def test_stream_started_from_probe_is_the_probe_then_only_keeps_or_improves_it(c
 def test_probe_start_needs_the_skip(corpus):
     from nni_emotionnas.evaluation.probe_start import start_stream
     from nni_emotionnas.spaces.cells.refs import resolve_cell
-    from nni_emotionnas.spaces.recurrent import RecurrentNetwork, RecurrentSpaceConfig
+    from nni_emotionnas.spaces.deep import RecurrentNetwork, RecurrentSpaceConfig
 
     net = RecurrentNetwork(resolve_cell("gru", "cells"), RecurrentSpaceConfig(input_dim=corpus.deep_dim), 4)
     train = corpus.dataset(corpus.folds[0].name, "train", "deep")
@@ -270,7 +270,7 @@ def test_probe_start_needs_the_skip(corpus):
 def test_probe_start_with_two_classes_gives_the_binary_probe():
     """scikit-learn keeps one logit for two classes; the network's two logits must give its probabilities."""
     from nni_emotionnas.evaluation.probe_start import start_from_probe
-    from nni_emotionnas.spaces import recurrent as R
+    from nni_emotionnas.spaces import deep as R
     from nni_emotionnas.training.evaluator import predict_logits
 
     torch.manual_seed(0)
@@ -321,7 +321,7 @@ def refit_run(corpus, tmp_path, train: dict, variants: list[str]) -> CrossValida
     run's search would put it) and whose spectrogram stream is a small ResNet baseline."""
     from nni.mutable import MutableAnnotation
 
-    from nni_emotionnas.spaces import recurrent as R
+    from nni_emotionnas.spaces import deep as R
     from nni_emotionnas.spaces.genotype import make_record, write_genotype
 
     experiment = experiment_from_dict(
@@ -334,7 +334,7 @@ def refit_run(corpus, tmp_path, train: dict, variants: list[str]) -> CrossValida
     space = R.build_space(config, len(corpus.classes))
     choices = {label: m for label, m in space.simplify().items() if not isinstance(m, MutableAnnotation)}
     architecture = {label: mutable.default() for label, mutable in choices.items()}
-    record = make_record(branch="deep", architecture=architecture, space_config=config,
+    record = make_record(stream="deep", architecture=architecture, space_config=config,
                          num_classes=len(corpus.classes), classes=list(corpus.classes))
     write_genotype(record, cv.genotype_path(corpus.folds[0], "deep"))
     return cv

@@ -15,7 +15,7 @@ from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.models.baselines_recurrent import RECURRENT_BASELINES, build_recurrent_baseline
 from nni_emotionnas.search.run import run_search
-from nni_emotionnas.spaces import recurrent as R
+from nni_emotionnas.spaces import deep as R
 from nni_emotionnas.spaces.cells.catalog import gru, lstm, vanilla_rnn
 from nni_emotionnas.spaces.cells.fixed import FixedCellLayer
 from nni_emotionnas.spaces.cells.nasbench import import_recipe, load_recipes
@@ -263,13 +263,13 @@ def test_derivation_says_when_the_cell_is_not_recurrent(caplog):
     feedforward = {"n1/op": "linear", "n1/operand_a": [0], "n1/operand_b": [0], "n1/operand_z": [0],
                    "n2/op": "sum", "n2/operand_a": [3], "n2/operand_b": [0], "n2/operand_z": [0],
                    "new_h1": [1], "new_h2": [0]}
-    with caplog.at_level("WARNING", logger="nni_emotionnas.spaces.recurrent"):
+    with caplog.at_level("WARNING", logger="nni_emotionnas.spaces.deep"):
         assert R.derive_architecture(feedforward, {}, TINY) == feedforward
     assert "reads neither h1 nor h2" in caplog.text
     assert R.readable_genotype(feedforward)["reads"] == ["x"]
     caplog.clear()
     recurrent = {**feedforward, "n2/operand_b": [1]}  # n2 = n1 + h1
-    with caplog.at_level("WARNING", logger="nni_emotionnas.spaces.recurrent"):
+    with caplog.at_level("WARNING", logger="nni_emotionnas.spaces.deep"):
         R.derive_architecture(recurrent, {}, TINY)
     assert caplog.text == "" and R.readable_genotype(recurrent)["reads"] == ["x", "h1"]
 
@@ -299,7 +299,7 @@ def test_tiny_darts_search_exports_a_cell_that_retrains(tmp_path):
     result = run_search(
         space_mod=R, space_config=TINY, train_dataset=FrameData(24, 0), num_classes=3,
         search_config=TrainConfig(epochs=2, batch_size=8, seed=0), strategy_name="DARTS",
-        strategy_args={"arc_learning_rate": 0.05}, run_dir=tmp_path, branch="deep", classes=["a", "b", "c"],
+        strategy_args={"arc_learning_rate": 0.05}, run_dir=tmp_path, stream="deep", classes=["a", "b", "c"],
     )
     record = read_genotype(result.genotype_path)
     weights = record["edge_weights"]
@@ -330,7 +330,7 @@ def test_catalog_strategy_picks_the_cell_with_lowest_validation_loss(tmp_path):
     result = run_search(
         space_mod=R, space_config=catalog, train_dataset=FrameData(18, 0), val_dataset=FrameData(9, 1),
         num_classes=3, search_config=TrainConfig(epochs=1, batch_size=6, seed=0), strategy_name="catalog",
-        strategy_args={"epochs": 2}, run_dir=tmp_path, branch="deep",
+        strategy_args={"epochs": 2}, run_dir=tmp_path, stream="deep",
     )
     seen = read_genotype(result.genotype_path)["search_metrics"]["candidate_val_loss"]
     assert set(seen) == {"rnn", "lstm", "gru"} and all(v > 0 for v in seen.values())

@@ -147,7 +147,7 @@ def test_full_disk_is_a_one_line_error(tmp_path, capsys, monkeypatch):
         where = disk or tmp_path
         big = {"n_jobs": 1, "cache_dir": str(where / "cache"), "spectrogram": {"duration": 1.0, "size": [64, 64]}}
         exp = write_experiment(tmp_path, features=big)  # 12 utterances x 16 kB
-        assert main(["features", str(exp), "--branches", "spectrogram"]) == 1
+        assert main(["features", str(exp), "--branches", "spectrogram"]) == 1  # the old spelling of --streams
         err = capsys.readouterr().err
         last = err.strip().splitlines()[-1]  # after the progress bar
         assert last.startswith("emotionnas features: error: ") and "Traceback" not in err
@@ -216,7 +216,7 @@ def test_killed_extraction_leaves_no_worker_and_the_next_run_removes_its_tempora
     write_corpus(tmp_path, speakers=10, seconds=2.0)
     features = {"n_jobs": 2, "cache_dir": "cache", "spectrogram": {"duration": 2.0}}
     exp = write_experiment(tmp_path, features=features)
-    extraction = subprocess.Popen([EMOTIONNAS, "features", str(exp), "--branches", "spectrogram"],
+    extraction = subprocess.Popen([EMOTIONNAS, "features", str(exp), "--streams", "spectrogram"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children: list[psutil.Process] = []
 

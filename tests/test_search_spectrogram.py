@@ -39,7 +39,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory):
     result = run_search(
         space_mod=S, space_config=TINY, train_dataset=synthetic(40, 0), num_classes=4,
         search_config=TrainConfig(epochs=2, batch_size=8, seed=1), strategy_name="DARTS",
-        strategy_args={"arc_learning_rate": 0.05}, run_dir=run_dir, branch="spectrogram",
+        strategy_args={"arc_learning_rate": 0.05}, run_dir=run_dir, stream="spectrogram",
         classes=["a", "b", "c", "d"], fold="f0",
     )
     return result
@@ -100,15 +100,15 @@ def test_search_and_train_commands_on_synthetic_corpus(tmp_path: Path, capsys: p
         "train: {epochs: 1, batch_size: 8}\n"
     )
     exp = str(tmp_path / "exp.yml")
-    assert cli.main(["search", exp, "--branch", "spectrogram", "--out", str(tmp_path / "s")]) == 0
+    assert cli.main(["search", exp, "--stream", "spectrogram", "--out", str(tmp_path / "s")]) == 0
     genotype = tmp_path / "s" / "genotype.json"
     assert read_genotype(genotype)["num_classes"] == 4
-    assert cli.main(["train", exp, "--branch", "spectrogram", "--genotype", str(genotype),
+    assert cli.main(["train", exp, "--stream", "spectrogram", "--genotype", str(genotype),
                      "--out", str(tmp_path / "t")]) == 0
     out = capsys.readouterr().out
     assert "parameters: " in out and "test UA " in out
     results = json.loads((tmp_path / "t" / "results.json").read_text())
     assert set(results) >= {"val", "test", "parameters", "fold"} and (tmp_path / "t" / "confusion_test.png").is_file()
     # a second search into the same folder refuses to overwrite the genotype
-    assert cli.main(["search", exp, "--branch", "spectrogram", "--out", str(tmp_path / "s")]) == 2
+    assert cli.main(["search", exp, "--stream", "spectrogram", "--out", str(tmp_path / "s")]) == 2
     assert "already exists" in capsys.readouterr().err

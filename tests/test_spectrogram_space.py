@@ -170,7 +170,7 @@ def test_genotype_file_round_trips_through_freeze(tmp_path: Path) -> None:
     space = S.build_space(config, 3)
     arch = uniform_arch(space, "dil_conv_3x3", 1)
     arch["reduce/op_3_1"], arch["reduce/input_3_1"] = "max_pool_3x3", [2]
-    record = make_record(branch="spectrogram", architecture=arch, space_config=config, num_classes=3, fold="f1",
+    record = make_record(stream="spectrogram", architecture=arch, space_config=config, num_classes=3, fold="f1",
                          seed=3)
     path = write_genotype(record, tmp_path / "genotype.json")
     loaded = read_genotype(path)
@@ -184,9 +184,26 @@ def test_genotype_file_round_trips_through_freeze(tmp_path: Path) -> None:
     wrong = dict(loaded, architecture=dict(arch, **{"normal/op_2_0": "none"}))
     with pytest.raises(ConfigError, match="architecture.normal/op_2_0: 'none' not allowed"):
         build_fixed(wrong)
-    (tmp_path / "bad.json").write_text(json.dumps({"branch": "spectrogram"}))
+    (tmp_path / "bad.json").write_text(json.dumps({"stream": "spectrogram"}))
     with pytest.raises(ConfigError, match="bad.json: architecture: required key"):
         read_genotype(tmp_path / "bad.json")
+    (tmp_path / "nameless.json").write_text(json.dumps({k: v for k, v in record.items() if k != "stream"}))
+    with pytest.raises(ConfigError, match="nameless.json: stream: required key"):
+        read_genotype(tmp_path / "nameless.json")
+
+
+def test_genotype_file_of_the_old_format_names_its_stream_branch(tmp_path: Path) -> None:
+    """Genotype files written before the word `stream` carry `"branch"`: they load as before."""
+    config = S.SpectrogramSpaceConfig(channels=2, layers=3, nodes=2)
+    record = make_record(stream="spectrogram", architecture=uniform_arch(S.build_space(config, 3), "skip_connect", 0),
+                         space_config=config, num_classes=3)
+    assert json.loads(write_genotype(record, tmp_path / "new.json").read_text())["stream"] == "spectrogram"
+    old = {("branch" if k == "stream" else k): v for k, v in record.items()}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    loaded = read_genotype(tmp_path / "old.json")
+    assert loaded["stream"] == "spectrogram" and "branch" not in loaded
+    net, module = build_fixed(loaded)
+    assert module is S and net(torch.randn(2, 1, 20, 20)).shape == (2, 3)
 
 
 def test_baselines_by_name() -> None:
@@ -239,7 +256,7 @@ def test_removed_supernet_keys_name_what_replaced_them(tmp_path: Path, caplog: p
             load_space_config("spectrogram", space_file)
     config = S.SpectrogramSpaceConfig(channels=2, layers=3, nodes=2)
     arch = uniform_arch(S.build_space(config, 3), "max_pool_3x3")
-    record = make_record(branch="spectrogram", architecture=arch, space_config=config, num_classes=3)
+    record = make_record(stream="spectrogram", architecture=arch, space_config=config, num_classes=3)
     record["space_config"].update(supernet="lean", lean_supernet=None)
     caplog.clear()
     with caplog.at_level("WARNING"):

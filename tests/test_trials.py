@@ -47,7 +47,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "experiment.yml").write_text(yaml.safe_dump(DEEP_EXPERIMENT))
     (root / "space.yml").write_text(yaml.safe_dump(SPACE))
     (root / "deep.yml").write_text(yaml.safe_dump(DEEP_SPACE))
-    prepare(load_experiment(root / "experiment.yml"), branches=["spectrogram", "deep"], progress=False)
+    prepare(load_experiment(root / "experiment.yml"), streams=["spectrogram", "deep"], progress=False)
     return root
 
 
@@ -58,9 +58,9 @@ def write_genotype(ws: Path, architecture: dict[str, Any], name: str) -> Path:
     from nni_emotionnas.spaces.genotype import make_record, write_genotype
 
     experiment = load_experiment(ws / "experiment.yml")
-    corpus = prepare(experiment, branches=["deep"], progress=False)
+    corpus = prepare(experiment, streams=["deep"], progress=False)
     config = space_config_for(experiment, "deep", None, corpus.deep_dim)[1]
-    record = make_record(branch="deep", architecture=architecture, space_config=config, num_classes=4,
+    record = make_record(stream="deep", architecture=architecture, space_config=config, num_classes=4,
                          classes=list(corpus.classes))
     return write_genotype(record, ws / name)
 
@@ -75,7 +75,7 @@ def test_the_recurrent_space_refuses_blind_cells_through_nni_sampling() -> None:
     from numpy.random import RandomState
 
     from nni_emotionnas.search.space_json import build_space, load_space_config
-    from nni_emotionnas.spaces.recurrent import cell_of
+    from nni_emotionnas.spaces.deep import cell_of
 
     mutables = MutableDict(build_space("deep", load_space_config("deep"), 4).simplify())
     state, draws = RandomState(0), 0
@@ -113,7 +113,7 @@ def test_the_experiment_seed_is_the_one_seed_of_every_stage(tmp_path: Path) -> N
 
 def test_train_refuses_a_blind_genotype(ws: Path, capsys: pytest.CaptureFixture[str]) -> None:
     genotype = write_genotype(ws, BLIND, "blind.json")
-    assert main(["train", str(ws / "experiment.yml"), "--branch", "deep", "--genotype", str(genotype),
+    assert main(["train", str(ws / "experiment.yml"), "--stream", "deep", "--genotype", str(genotype),
                  "--out", str(ws / "blind_run")]) == 2
     err = capsys.readouterr().err
     assert "never depends on x_t" in err and "h1_t = n1 reads h1" in err and str(genotype) in err
@@ -124,7 +124,7 @@ def test_train_twice_gives_the_same_numbers_and_another_seed_others(ws: Path) ->
     genotype = write_genotype(ws, {**BLIND, "n1/op": "blend", "n1/operand_a": [0]}, "deep_genotype.json")
 
     def train(out: str, *seed: str) -> tuple[dict[str, Any], str]:
-        assert main(["train", str(ws / "experiment.yml"), "--branch", "deep", "--genotype", str(genotype),
+        assert main(["train", str(ws / "experiment.yml"), "--stream", "deep", "--genotype", str(genotype),
                      "--out", str(ws / out), *seed]) == 0
         log = (ws / out / "logs" / "version_0" / "metrics.csv").read_text()
         return json.loads((ws / out / "results.json").read_text()), log
@@ -146,7 +146,7 @@ def test_trial_entry_twice_gives_the_same_metrics_and_refuses_blind_samples(
 
     def run(out: str, parameters: dict[str, Any], *extra: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "nni_emotionnas.nni_support.trial", "--experiment",
-                               str(ws / "experiment.yml"), "--branch", "deep", "--parameters", json.dumps(parameters),
+                               str(ws / "experiment.yml"), "--stream", "deep", "--parameters", json.dumps(parameters),
                                "--out", str(ws / out), *extra], capture_output=True, text=True, timeout=300)
 
     finals = []
@@ -163,7 +163,7 @@ def test_trial_entry_twice_gives_the_same_metrics_and_refuses_blind_samples(
 
     blind = {**READABLE, "n1/op": "tanh", "n1/operand_a": "h2"}
     capsys.readouterr()
-    assert trial.main(["--experiment", str(ws / "experiment.yml"), "--branch", "deep", "--parameters",
+    assert trial.main(["--experiment", str(ws / "experiment.yml"), "--branch", "deep", "--parameters",  # old flag
                        json.dumps(blind), "--out", str(ws / "trial_blind")]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1 and err.startswith("trial: error: trial parameters: ")
@@ -177,14 +177,14 @@ def search(ws: Path, name: str, strategy: dict[str, Any]) -> tuple[Path, list[An
 
     (ws / f"{name}.yml").write_text(yaml.safe_dump(strategy))
     out = ws / name
-    assert main(["search", "experiment.yml", "--branch", "deep", "--strategy", f"{name}.yml", "--out", name]) == 0
+    assert main(["search", "experiment.yml", "--stream", "deep", "--strategy", f"{name}.yml", "--out", name]) == 0
     [folder] = [p for p in (out / "nni").iterdir() if not p.is_symlink() and (p / "db" / "nni.sqlite").is_file()]
     assert wait_gone(folder.name) == []
     return folder, final_results(folder)
 
 
 def trial_cells(folder: Path) -> list[Any]:
-    from nni_emotionnas.spaces.recurrent import cell_of
+    from nni_emotionnas.spaces.deep import cell_of
 
     return [cell_of(json.loads(p.read_text())["architecture"]) for p in folder.glob("**/trials/*/genotype.json")]
 

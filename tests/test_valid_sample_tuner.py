@@ -237,14 +237,21 @@ def test_search_space_of_another_space_is_refused_naming_the_choice(
     ({"tuner": "nni.algorithms.hpo.hyperband_advisor.Hyperband", "tuner_args": {"optimize_mode": "maximize"}},
      r"Hyperband is not an NNI Tuner \(advisors"),
     ({"tuner": "no_such.Tuner"}, r"tuner.classArgs.tuner: cannot load 'no_such.Tuner'"),
-    ({"tuner": "Random", "branch": "audio"}, r"tuner.classArgs.branch: 'audio' is not a branch"),
+    ({"tuner": "Random", "stream": "audio"}, r"tuner.classArgs.stream: 'audio' is not a stream"),
     ({"tuner": "Random", "max_refusals": -1}, r"tuner.classArgs.max_refusals: must be a whole number >= 0"),
     ({"tuner": "Random", "refused_score": "low"}, r"tuner.classArgs.refused_score: must be a number"),
 ])
 def test_bad_class_args_name_the_key(experiment: Path, kwargs: dict[str, Any], message: str) -> None:
-    args = {"experiment": str(experiment), "branch": "deep", **kwargs}
+    args = {"experiment": str(experiment), "stream": "deep", **kwargs}
     with pytest.raises(ConfigError, match=message):
         ValidSampleTuner(**args)
+
+
+def test_the_old_branch_class_arg_names_the_stream(experiment: Path) -> None:
+    """nnictl configs written before the word `stream` carry `branch:` in classArgs."""
+    assert ValidSampleTuner("Random", str(experiment), stream="deep").rules.stream == "deep"
+    with pytest.raises(ConfigError, match=r"tuner.classArgs.stream: 'audio' is not a stream"):
+        ValidSampleTuner("Random", str(experiment), stream="audio")
 
 
 def test_the_experiment_is_read_when_the_search_space_comes(tmp_path: Path) -> None:
@@ -285,7 +292,7 @@ def test_example_configs_name_the_wrapper_and_build_it() -> None:
         tuner = config["tuner"]
         assert tuner["className"] == "nni_emotionnas.nni_support.tuner.ValidSampleTuner", path.name
         args = dict(tuner["classArgs"], experiment=str(demo / tuner["classArgs"]["experiment"]))
-        assert f"--branch {args['branch']}" in config["trialCommand"], path.name
+        assert f"--stream {args['stream']}" in config["trialCommand"], path.name
         if args["tuner"] == "Anneal" and importlib.util.find_spec("hyperopt") is None:
             with pytest.raises(ConfigError, match="NNI's Anneal tuner cannot load: No module named 'hyperopt'"):
                 ValidSampleTuner(**args)

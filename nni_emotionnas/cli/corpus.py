@@ -106,8 +106,8 @@ def run_features(args: argparse.Namespace) -> int:
     from nni_emotionnas.features.prepared import prepare
 
     experiment = load_experiment(Path(args.experiment))
-    corpus = prepare(experiment, branches=args.branches)
-    for name in args.branches:
+    corpus = prepare(experiment, streams=args.streams)
+    for name in args.streams:
         report = corpus.spectrogram if name == "spectrogram" else corpus.deep
         print(f"{name}: {report.hits} cached, {report.misses} extracted")
     for _, message in corpus.skipped:
@@ -124,6 +124,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     features = subparsers.add_parser("features", help="extract and cache the features of an experiment")
     features.add_argument("experiment", help="experiment YAML")
     features.add_argument(
-        "--branches", nargs="+", default=["spectrogram", "deep"], choices=["spectrogram", "deep"]
+        "--streams", "--branches", nargs="+", default=["spectrogram", "deep"], choices=["spectrogram", "deep"]
     )
     features.set_defaults(handler=run_features)

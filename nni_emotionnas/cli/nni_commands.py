@@ -14,8 +14,8 @@ from typing import Optional
 def run_space_json(args: argparse.Namespace) -> int:
     from nni_emotionnas.search.space_json import write_space_json
 
-    out = Path(args.out or f"search_spaces/{args.branch}.json")
-    space = write_space_json(args.branch, out, Path(args.space) if args.space else None, args.hyperparameters,
+    out = Path(args.out or f"search_spaces/{args.stream}.json")
+    space = write_space_json(args.stream, out, Path(args.space) if args.space else None, args.hyperparameters,
                              force=args.force)
     print(f"{out}: {len(space)} choices")
     note = trial_python_note()
@@ -78,9 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from nni_emotionnas.nni_support.trial import add_arguments as trial_arguments
 
     space = subparsers.add_parser("space-json", help="write an NNI search-space JSON derived from a model space")
-    space.add_argument("--stream", "--branch", dest="branch", required=True, choices=["spectrogram", "deep"])
-    space.add_argument("--space", help="space config YAML (default: the packaged one of the branch)")
-    space.add_argument("--out", help="output file (default: search_spaces/<branch>.json)")
+    space.add_argument("--stream", "--branch", dest="stream", required=True, choices=["spectrogram", "deep"])
+    space.add_argument("--space", help="space config YAML (default: the packaged one of the stream)")
+    space.add_argument("--out", help="output file (default: search_spaces/<stream>.json)")
     space.add_argument("--hyperparameters", action="store_true", help="add lr and batch_size to the space")
     space.add_argument("--force", action="store_true", help="replace an existing --out that holds another space")
     space.set_defaults(handler=run_space_json)

@@ -12,7 +12,7 @@ from typing import Any, Optional
 from nni_emotionnas.config.experiment import ExperimentConfig, load_experiment, with_seed
 from nni_emotionnas.errors import ConfigError
 
-BRANCHES = ("spectrogram", "deep")
+STREAMS = ("spectrogram", "deep")
 SEED_HELP = "override the experiment's seed (weight initialisation, data order, search split)"
 
 
@@ -22,13 +22,13 @@ def _fold_name(corpus: Any, requested: Optional[str]) -> str:
     return corpus.folds[0].name
 
 
-def _run_dir(experiment: ExperimentConfig, out: Optional[str], stage: str, branch: str, fold: str) -> Path:
+def _run_dir(experiment: ExperimentConfig, out: Optional[str], stage: str, stream: str, fold: str) -> Path:
     """A fresh run folder; an existing one holding results is never reused (nothing is overwritten)."""
     if out is not None:
         run_dir = Path(out)
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = experiment.resolve(experiment.output_dir) / experiment.name / stage / f"{branch}-{fold}-{stamp}"
+        run_dir = experiment.resolve(experiment.output_dir) / experiment.name / stage / f"{stream}-{fold}-{stamp}"
     for name in ("genotype.json", "results.json"):
         if (run_dir / name).exists():
             raise ConfigError(f"{run_dir / name}: already exists; choose another --out")
@@ -59,11 +59,11 @@ def run_search_command(args: argparse.Namespace) -> int:
     from nni_emotionnas.search.strategies import load_strategy_spec
 
     experiment = with_seed(load_experiment(Path(args.experiment)), args.seed)
-    request = SearchRequest(experiment, args.branch, "", Path(), args.strategy and Path(args.strategy), args.space)
+    request = SearchRequest(experiment, args.stream, "", Path(), args.strategy and Path(args.strategy), args.space)
     load_strategy_spec(request.strategy())  # a bad strategy file is refused before the corpus is read
-    corpus = prepare(experiment, branches=[args.branch])
+    corpus = prepare(experiment, streams=[args.stream])
     fold = _fold_name(corpus, args.fold)
-    run_dir = _run_dir(experiment, args.out, "search", args.branch, fold)
+    run_dir = _run_dir(experiment, args.out, "search", args.stream, fold)
     result = dataclasses.replace(request, fold=fold, run_dir=run_dir).run(corpus)
     print(json.dumps(result.record["genotype"], indent=1))
     print(f"search: {search_summary(result.record['search_metrics'])}")
@@ -83,28 +83,28 @@ def run_train_command(args: argparse.Namespace) -> int:
     from nni_emotionnas.training.seeding import seed_everything
 
     experiment = with_seed(load_experiment(Path(args.experiment)), args.seed)
-    corpus = prepare(experiment, branches=[args.branch])
+    corpus = prepare(experiment, streams=[args.stream])
     fold = _fold_name(corpus, args.fold)
-    input_dim = corpus.deep_dim if args.branch == "deep" else 0
+    input_dim = corpus.deep_dim if args.stream == "deep" else 0
     seed_everything(experiment.seed)
-    model = build_model(experiment, args.branch, args.genotype, list(corpus.classes), input_dim)
+    model = build_model(experiment, args.stream, args.genotype, list(corpus.classes), input_dim)
     print(f"parameters: {parameter_count(model)}")
-    run_dir = _run_dir(experiment, args.out, "train", args.branch, fold)
-    train = corpus.dataset(fold, "train", args.branch)
-    train_config = experiment.train.for_stream(args.branch)
-    from_probe = start_stream(model, args.branch, train, train_config)
+    run_dir = _run_dir(experiment, args.out, "train", args.stream, fold)
+    train = corpus.dataset(fold, "train", args.stream)
+    train_config = experiment.train.for_stream(args.stream)
+    from_probe = start_stream(model, args.stream, train, train_config)
     result = fit_fixed(
         model,
         train,
-        corpus.dataset(fold, "val", args.branch),
-        corpus.dataset(fold, "test", args.branch),
+        corpus.dataset(fold, "val", args.stream),
+        corpus.dataset(fold, "test", args.stream),
         train_config,
         run_dir,
         num_classes=len(corpus.classes),
         keep_initial=from_probe,
     )
     summary = {
-        "branch": args.branch,
+        "stream": args.stream,
         "fold": fold,
         "classes": list(corpus.classes),
         "genotype": args.genotype,
@@ -125,18 +125,18 @@ def run_train_command(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     search = subparsers.add_parser("search", help="search one stream's architecture with NNI; writes genotype.json")
     search.add_argument("experiment", help="experiment YAML")
-    search.add_argument("--stream", "--branch", dest="branch", choices=BRANCHES, required=True)
+    search.add_argument("--stream", "--branch", dest="stream", choices=STREAMS, required=True)
     search.add_argument("--fold", help="fold whose training speakers are searched on (default: the first)")
     search.add_argument("--strategy", help="strategy YAML (default: the experiment's, else strategies/darts.yml)")
     search.add_argument("--space", help="search-space YAML (default: the experiment's, else the packaged one)")
-    search.add_argument("--out", help="run folder (default: <output_dir>/<name>/search/<branch>-<fold>-<time>)")
+    search.add_argument("--out", help="run folder (default: <output_dir>/<name>/search/<stream>-<fold>-<time>)")
     search.add_argument("--seed", type=int, help=SEED_HELP)
     search.set_defaults(handler=run_search_command)
     train = subparsers.add_parser("train", help="train a fixed network from scratch; reports val/test UA and WA")
     train.add_argument("experiment", help="experiment YAML")
-    train.add_argument("--stream", "--branch", dest="branch", choices=BRANCHES, required=True)
+    train.add_argument("--stream", "--branch", dest="stream", choices=STREAMS, required=True)
     train.add_argument("--genotype", help="genotype.json from `emotionnas search` (not needed for baselines)")
     train.add_argument("--fold", help="fold to train and evaluate (default: the first)")
-    train.add_argument("--out", help="run folder (default: <output_dir>/<name>/train/<branch>-<fold>-<time>)")
+    train.add_argument("--out", help="run folder (default: <output_dir>/<name>/train/<stream>-<fold>-<time>)")
     train.add_argument("--seed", type=int, help=SEED_HELP)
     train.set_defaults(handler=run_train_command)

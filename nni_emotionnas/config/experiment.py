@@ -93,7 +93,6 @@ class SharedLabels:
     keep: Optional[list[str]] = None
 
 
-WITHIN_CORPUS = ("auto", "leave_one_session_out", "leave_one_speaker_out", "group_kfold")
 ACROSS_CORPORA = ("cross_corpus", "leave_one_corpus_out")
 
 

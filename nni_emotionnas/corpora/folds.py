@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Optional
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
@@ -205,12 +204,6 @@ def across_corpora(utterances: Sequence[Utterance], classes: Sequence[str], prot
     else:
         plans = [([c for c in corpora if c != test], test) for test in corpora]
     return [corpus_fold(utterances, classes, train, test, protocol.validation_speakers) for train, test in plans]
-
-
-def target_corpus(fold: Fold, utterances: Sequence[Utterance]) -> Optional[str]:
-    """The corpus a fold tests on, when it tests on one corpus only."""
-    corpora = {utterances[i].corpus for i in fold.test}
-    return corpora.pop() if len(corpora) == 1 else None
 
 
 def make_folds(utterances: Sequence[Utterance], classes: Sequence[str], protocol: ProtocolConfig) -> list[Fold]:

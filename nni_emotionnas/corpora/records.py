@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -26,9 +24,3 @@ class Utterance:
 
     def with_label(self, label: str) -> Utterance:
         return replace(self, label=label)
-
-
-def count_by(utterances: Iterable[Utterance], attribute: str) -> dict[str, int]:
-    """Counts per value of `attribute` (label, speaker, session...), sorted by value."""
-    counts = Counter(getattr(u, attribute) for u in utterances)
-    return dict(sorted(counts.items()))

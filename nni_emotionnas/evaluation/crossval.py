@@ -37,7 +37,8 @@ from nni_emotionnas.training.metrics import SERScores
 SELECTED_WEIGHTS = "selected.pt"  # under `train.refit`: a network's weights before its refit (in a variant folder)
 
 
-def branch_of(variant: str) -> str:
+def stream_of(variant: str) -> str:
+    """The stream whose data a variant reads (`PreparedCorpus.dataset`): its own, or `both` for a fusion."""
     return variant if variant in SINGLE_STREAMS else PROBE_VARIANTS.get(variant, "both")
 
 
@@ -46,7 +47,7 @@ def streams_of(variant: str) -> tuple[str, ...]:
     and `probe_fusion` read none of their own)."""
     if variant in (CLASSIC, PROBE_FUSION):
         return ()
-    return (branch_of(variant),) if branch_of(variant) != "both" else SINGLE_STREAMS
+    return (stream_of(variant),) if stream_of(variant) != "both" else SINGLE_STREAMS
 
 
 class CrossValidation:
@@ -318,10 +319,10 @@ class CrossValidation:
             result = self.fold_result(fold, variant, seed, None, fit.test_probs, test_labels, -1, fit.params)
             result.save(out / "result.json")
             return result
-        branch = branch_of(variant)
+        stream = stream_of(variant)
         train_config = dataclasses.replace(self.experiment.train.for_stream(variant), seed=seed)
-        train, val = self.corpus.dataset(fold.name, "train", branch), self.corpus.dataset(fold.name, "val", branch)
-        everyone = self.corpus.dataset(fold.name, "train+val", branch) if train_config.refit else None
+        train, val = self.corpus.dataset(fold.name, "train", stream), self.corpus.dataset(fold.name, "val", stream)
+        everyone = self.corpus.dataset(fold.name, "train+val", stream) if train_config.refit else None
         classes = len(self.corpus.classes)
         extra: dict[str, Any] = {}
         if variant in SINGLE_STREAMS or train_config.fusion_init == "scratch":
@@ -354,7 +355,7 @@ class CrossValidation:
                 extra["refit_epochs"] = sum(phase_epochs.values())
         if variant not in SINGLE_STREAMS:
             extra["dominant"] = model.head.dominant
-        logits, labels = predict_logits(model, self.corpus.dataset(fold.name, "test", branch), train_config.batch_size)
+        logits, labels = predict_logits(model, self.corpus.dataset(fold.name, "test", stream), train_config.batch_size)
         probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
         if variant in SINGLE_STREAMS and self.crossfit:
             self.stream_held_out(fold, variant, seed, train_config, best_epoch + 1, logits, out)

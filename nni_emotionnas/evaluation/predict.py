@@ -87,7 +87,7 @@ def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = Fa
     import torch
 
     from nni_emotionnas.corpora.folds import Fold
-    from nni_emotionnas.evaluation.crossval import CrossValidation, branch_of
+    from nni_emotionnas.evaluation.crossval import CrossValidation, stream_of
     from nni_emotionnas.features.audio import load_audio
     from nni_emotionnas.features.prepared import PreparedCorpus
     from nni_emotionnas.features.registry import build_deep_extractor
@@ -97,13 +97,13 @@ def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = Fa
 
     experiment, manifest = load_run(run_dir)
     main, classes = manifest["main"], manifest["classes"]
-    branch = branch_of(main)
+    stream = stream_of(main)
     audios = [load_audio(f) for f in files]
     inputs: dict[str, torch.Tensor] = {}
-    if branch in ("spectrogram", "both"):
+    if stream in ("spectrogram", "both"):
         spectrogram = SpectrogramExtractor(experiment.features.spectrogram)
         inputs["spectrogram"] = torch.from_numpy(np.stack([spectrogram.extract(a) for a in audios]))[:, None]
-    if branch in ("deep", "both"):
+    if stream in ("deep", "both"):
         check_trusted(run_dir, experiment, trust_checkpoints)
         frames = build_deep_extractor(experiment.features.deep).extract_batch(audios)
         unified = [unify_length(f, manifest["max_frames"], experiment.features.sequence) for f in frames]
@@ -115,7 +115,7 @@ def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = Fa
             spectrogram=(lambda i: inputs["spectrogram"][i, 0].numpy()) if "spectrogram" in inputs else None,
             deep=(lambda i: (inputs["frames"][i].numpy(), inputs["mask"][i].numpy())) if "frames" in inputs else None,
         ).apply(inputs)
-    if branch == "both" and experiment.train.fusion_init == "crossfit":
+    if stream == "both" and experiment.train.fusion_init == "crossfit":
         inputs.update(supplementary_inputs(experiment, audios))
     folds = [Fold(name, (), (), ()) for name in manifest["folds"]]
     corpus = PreparedCorpus(experiment, [], classes, folds, deep_dim=manifest["deep_dim"])
@@ -128,7 +128,7 @@ def predict_files(run_dir: Path, files: list[Path], trust_checkpoints: bool = Fa
         statistics = builder.folder.standardization(fold.name)
         if statistics.is_file():  # the fold's training-speaker statistics
             fold_inputs = Standardization.load(statistics, REWRITE_HINT.format(run_dir=run_dir)).apply(inputs)
-        fold_batch = fold_inputs["spectrogram"] if branch == "spectrogram" else fold_inputs
+        fold_batch = fold_inputs["spectrogram"] if stream == "spectrogram" else fold_inputs
         with torch.no_grad():
             probabilities.append(torch.softmax(model.eval()(fold_batch), dim=1).numpy())
     return classes, np.mean(probabilities, axis=0)

@@ -46,3 +46,16 @@ def probe_classifier(seed: int = 0) -> Pipeline:
     )
 
 
+def class_rows(regression: LogisticRegression, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, bias) of a fitted logistic regression's logit for each of `num_classes` classes, the same
+    class probabilities as the regression's. Two classes: sklearn keeps only the second class's logit against
+    the first, so the first gets zeros; a class absent from the training data gets zero weights and a bias
+    well under every other (it cannot be predicted)."""
+    coef, intercept = regression.coef_, regression.intercept_
+    if coef.shape[0] == 1:
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    weight, bias = np.zeros((num_classes, coef.shape[1])), np.full(num_classes, float(intercept.min()) - 10.0)
+    weight[regression.classes_], bias[regression.classes_] = coef, intercept
+    return weight, bias
+
+

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from nni_emotionnas.config.training import TrainConfig
 from nni_emotionnas.errors import ConfigError
-from nni_emotionnas.evaluation.probe import probe_classifier
+from nni_emotionnas.evaluation.probe import class_rows, probe_classifier
 from nni_emotionnas.spaces.pooling import StatisticsPooling
 from nni_emotionnas.training.evaluator import predict_logits
 
@@ -47,22 +47,15 @@ def start_from_probe(model: nn.Module, train_dataset: Dataset, seed: int, batch_
                           "(set input_statistics: true in its space file)")
     statistics, labels = skip_statistics(model, train_dataset, batch_size)
     probe = probe_classifier(seed).fit(statistics, labels)
-    scaler, regression = probe[0], probe[-1]
+    scaler, classifier = probe[0], model.classifier
     norm = model.input_statistics.norm
     norm.running_mean.copy_(torch.from_numpy(scaler.mean_))
     # the scaler divides by its scale (1 for a constant feature); the batch norm by sqrt(var + eps)
     norm.running_var.copy_(torch.from_numpy(np.maximum(scaler.scale_**2 - norm.eps, 0.0)))
-    coef, intercept = regression.coef_, regression.intercept_
-    if coef.shape[0] == 1:  # two classes: sklearn keeps only the second class's logit against the first
-        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    classifier = model.classifier
-    weight = torch.zeros_like(classifier.weight)
-    bias = torch.full_like(classifier.bias, float(intercept.min()) - 10.0)  # classes absent from training
-    rows = torch.as_tensor(regression.classes_, dtype=torch.long)
-    weight[rows, -statistics.shape[1]:] = torch.from_numpy(coef).to(weight.dtype)
-    bias[rows] = torch.from_numpy(intercept).to(bias.dtype)
-    classifier.weight.copy_(weight)
-    classifier.bias.copy_(bias)
+    weight, bias = class_rows(probe[-1], classifier.out_features)
+    classifier.weight.zero_()
+    classifier.weight[:, -statistics.shape[1]:] = torch.from_numpy(weight)
+    classifier.bias.copy_(torch.from_numpy(bias))
 
 
 def start_stream(model: nn.Module, stream: str, train_dataset: Dataset, config: TrainConfig) -> bool:

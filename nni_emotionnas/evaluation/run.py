@@ -175,8 +175,8 @@ def _run(experiment: ExperimentConfig, run_dir: Path, progress: bool, read_only:
     from nni_emotionnas.features.prepared import prepare
 
     started = time.perf_counter()
-    branches = sorted({s for v in experiment.run.variants for s in streams_of(v)})
-    corpus = prepare(experiment, branches=branches, progress=progress)
+    streams = sorted({s for v in experiment.run.variants for s in streams_of(v)})
+    corpus = prepare(experiment, streams=streams, progress=progress)
     check_corpus(run_dir, corpus_fingerprint(corpus.utterances, corpus.folds), read_only)
     if read_only:
         print(f"{run_dir}: read-only, holds this experiment's finished run; nothing to do, nothing written")

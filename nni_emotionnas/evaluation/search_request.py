@@ -46,7 +46,7 @@ class SearchRequest:
             strategy_name=name,
             strategy_args=args,
             run_dir=self.run_dir,
-            branch=self.stream,
+            stream=self.stream,
             classes=list(corpus.classes),
             fold=self.fold,
         )

@@ -18,6 +18,7 @@ from torch import nn
 
 from nni_emotionnas.corpora.folds import Fold
 from nni_emotionnas.evaluation.heldout import HeldOutOutputs, held_out_outputs
+from nni_emotionnas.evaluation.probe import class_rows
 from nni_emotionnas.evaluation.stacking import HeadChoice, choose_head, fit_head, head_logits, stream_order
 from nni_emotionnas.models.output_fusion import LinearStream, OutputFusionHead, StackedFusion
 
@@ -35,18 +36,12 @@ def class_logits(classifier: Pipeline, features: np.ndarray, num_classes: int) -
 
 def linear_stream(classifier: Pipeline, num_classes: int) -> LinearStream:
     """A fitted scaler + logistic regression as tensors (`LinearStream`) with the same class probabilities."""
-    scaler, regression = classifier[0], classifier[-1]
-    coef, intercept = regression.coef_, regression.intercept_
-    if coef.shape[0] == 1:  # two classes: sklearn keeps the second class's logit against the first
-        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    stream = LinearStream(coef.shape[1], num_classes)
-    rows = torch.as_tensor(regression.classes_, dtype=torch.long)
+    scaler = classifier[0]
+    weight, bias = class_rows(classifier[-1], num_classes)
+    stream = LinearStream(weight.shape[1], num_classes)
     with torch.no_grad():
-        stream.mean.copy_(torch.from_numpy(scaler.mean_))
-        stream.scale.copy_(torch.from_numpy(scaler.scale_))
-        stream.bias.fill_(float(intercept.min()) - 10.0)
-        stream.weight[rows] = torch.from_numpy(coef)
-        stream.bias[rows] = torch.from_numpy(intercept)
+        for name, value in (("mean", scaler.mean_), ("scale", scaler.scale_), ("weight", weight), ("bias", bias)):
+            getattr(stream, name).copy_(torch.from_numpy(value))
     return stream
 
 

@@ -22,7 +22,7 @@ from nni_emotionnas.features.spectrogram import SpectrogramExtractor
 from nni_emotionnas.features.standardize import Standardization, fit_standardization
 from nni_emotionnas.features.store import ExtractionReport, FeatureStore
 
-Branch = Literal["spectrogram", "deep", "both"]
+Stream = Literal["spectrogram", "deep", "both"]
 Split = Literal["train", "val", "test", "train+val"]
 
 
@@ -30,11 +30,11 @@ class StreamDataset(Dataset):
     """Items `(inputs, label)`; inputs as the stream models expect them (see `PreparedCorpus.dataset`)."""
 
     def __init__(
-        self, corpus: PreparedCorpus, indices: Sequence[int], branch: Branch, fold_name: Optional[str] = None
+        self, corpus: PreparedCorpus, indices: Sequence[int], stream: Stream, fold_name: Optional[str] = None
     ) -> None:
         self.corpus = corpus
         self.indices = list(indices)
-        self.branch = branch
+        self.stream = stream
         self.fold_name = fold_name  # None: raw features (no `features.standardize` statistics applied)
 
     def __len__(self) -> int:
@@ -43,15 +43,15 @@ class StreamDataset(Dataset):
     def __getitem__(self, item: int):
         index = self.indices[item]
         inputs: dict[str, torch.Tensor] = {}
-        if self.branch in ("spectrogram", "both"):
+        if self.stream in ("spectrogram", "both"):
             inputs["spectrogram"] = self.corpus.spectrogram_tensor(index)
-        if self.branch in ("deep", "both"):
+        if self.stream in ("deep", "both"):
             inputs.update(self.corpus.deep_tensors(index))
         standardization = self.corpus.standardizer(self.fold_name, index) if self.fold_name else None
         if standardization is not None:
             inputs = standardization.apply(inputs)
         label = int(self.corpus.labels[index])
-        return (inputs["spectrogram"] if self.branch == "spectrogram" else inputs), label
+        return (inputs["spectrogram"] if self.stream == "spectrogram" else inputs), label
 
 
 @dataclass
@@ -67,7 +67,7 @@ class PreparedCorpus:
     deep_backend: Optional[dict] = None
     skipped: list[tuple[Utterance, str]] = field(default_factory=list)
     max_frames: int = 0
-    deep_dim: int = 0  # width of the deep-stream frames (the recurrent space's `input_dim`)
+    deep_dim: int = 0  # width of the deep-stream frames (the deep space's `input_dim`)
     corpus_counts: list[CorpusCounts] = field(default_factory=list)  # per corpus: read, kept, dropped
     _standardizations: dict[str, Standardization] = field(default_factory=dict, repr=False)
 
@@ -81,8 +81,8 @@ class PreparedCorpus:
                 return fold
         raise FoldError(f"unknown fold {name!r} (known: {', '.join(f.name for f in self.folds)})")
 
-    def dataset(self, fold_name: str, split: Split, branch: Branch) -> StreamDataset:
-        return StreamDataset(self, self.fold(fold_name).split(split), branch, fold_name)
+    def dataset(self, fold_name: str, split: Split, stream: Stream) -> StreamDataset:
+        return StreamDataset(self, self.fold(fold_name).split(split), stream, fold_name)
 
     def standardization(self, fold_name: str) -> Optional[Standardization]:
         """With `features.standardize: train_speakers`, the fold's statistics from its training speakers
@@ -123,7 +123,7 @@ class PreparedCorpus:
 
 
 def prepare(
-    experiment: ExperimentConfig, branches: Sequence[str] = ("spectrogram", "deep"), progress: bool = True
+    experiment: ExperimentConfig, streams: Sequence[str] = ("spectrogram", "deep"), progress: bool = True
 ) -> PreparedCorpus:
     """Reads the corpus, extracts (or reuses cached) features, drops skipped audio, builds checked folds."""
     loaded = read_corpora(experiment)
@@ -131,10 +131,10 @@ def prepare(
     store = FeatureStore(experiment.cache_dir / "features")
     features = experiment.features
     reports: dict[str, ExtractionReport] = {}
-    if "spectrogram" in branches:
+    if "spectrogram" in streams:
         reports["spectrogram"] = _extract(store, utterances, SpectrogramExtractor(features.spectrogram), experiment,
                                           progress)
-    if "deep" in branches:
+    if "deep" in streams:
         reports["deep"] = _extract(store, utterances, build_deep_extractor(features.deep), experiment, progress)
     bad = {id(u): message for report in reports.values() for u, message in report.skipped}
     keep = [i for i, u in enumerate(utterances) if id(u) not in bad]

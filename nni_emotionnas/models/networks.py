@@ -11,48 +11,48 @@ from nni_emotionnas.errors import ConfigError
 
 
 def space_config_for(
-    experiment: ExperimentConfig, branch: str, override: Optional[str], deep_dim: int = 0
+    experiment: ExperimentConfig, stream: str, override: Optional[str], deep_dim: int = 0
 ) -> tuple[Any, Any]:
-    """(space module, parsed space config) from --space, the experiment's `<branch>_space` or the default.
+    """(space module, parsed space config) from --space, the experiment's `<stream>_space` or the default.
 
-    `deep_dim` (the deep frames' width, when known) becomes the recurrent space's `input_dim`, and the
+    `deep_dim` (the deep frames' width, when known) becomes the deep space's `input_dim`, and the
     spectrogram's row count the spectrogram space's `input_rows`, so a space always reads inputs as wide as the
     features the corpus was extracted with.
     """
     from nni_emotionnas.search.space_json import load_space_config
     from nni_emotionnas.spaces import space_module
 
-    configured = override or getattr(experiment, f"{branch}_space")
-    config = load_space_config(branch, experiment.resolve(configured) if configured else None)
-    if branch == "deep" and deep_dim:
+    configured = override or getattr(experiment, f"{stream}_space")
+    config = load_space_config(stream, experiment.resolve(configured) if configured else None)
+    if stream == "deep" and deep_dim:
         config = dataclasses.replace(config, input_dim=deep_dim)
-    if branch == "spectrogram":
+    if stream == "spectrogram":
         config = dataclasses.replace(config, input_rows=experiment.features.spectrogram.size[0])
-    return space_module(branch), config
+    return space_module(stream), config
 
 
 def build_model(
-    experiment: ExperimentConfig, branch: str, genotype: Optional[str], classes: list[str], input_dim: int = 0
+    experiment: ExperimentConfig, stream: str, genotype: Optional[str], classes: list[str], input_dim: int = 0
 ) -> Any:
-    """The fixed network to train: a baseline named in `model.<branch>`, else the genotype's network.
+    """The fixed network to train: a baseline named in `model.<stream>`, else the genotype's network.
 
     `input_dim` is the deep frames' width, needed by the recurrent baselines.
     """
     from nni_emotionnas.spaces.genotype import build_fixed, read_genotype
 
-    if branch == "spectrogram" and experiment.model.spectrogram != "darts":
+    if stream == "spectrogram" and experiment.model.spectrogram != "darts":
         from nni_emotionnas.models.baselines import build_baseline
 
         return build_baseline(experiment.model.spectrogram, len(classes))
-    if branch == "deep" and experiment.model.deep != "searched":
+    if stream == "deep" and experiment.model.deep != "searched":
         from nni_emotionnas.models.baselines_recurrent import build_recurrent_baseline
 
         return build_recurrent_baseline(experiment.model.deep, input_dim, len(classes))
     if genotype is None:
-        raise ConfigError(f"train --branch {branch}: --genotype is required for searched networks")
+        raise ConfigError(f"train --stream {stream}: --genotype is required for searched networks")
     record = read_genotype(Path(genotype))
-    if record["branch"] != branch:
-        raise ConfigError(f"{genotype}: branch: genotype is for {record['branch']!r}, not {branch!r}")
+    if record["stream"] != stream:
+        raise ConfigError(f"{genotype}: stream: genotype is for {record['stream']!r}, not {stream!r}")
     if int(record["num_classes"]) != len(classes):
         raise ConfigError(f"{genotype}: num_classes: {record['num_classes']} but the corpus has {len(classes)}")
     if record.get("classes") and list(record["classes"]) != list(classes):

@@ -46,7 +46,7 @@ def trial_parameters(text: Optional[str]) -> dict[str, Any]:
 def add_trial_arguments(parser: argparse.ArgumentParser, train_section: str) -> None:
     """Arguments every trial entry takes; `train_section` names the experiment section trained with."""
     parser.add_argument("--experiment", required=True, help="experiment YAML (corpus, features)")
-    parser.add_argument("--stream", "--branch", dest="branch", required=True, choices=["spectrogram", "deep"])
+    parser.add_argument("--stream", "--branch", dest="stream", required=True, choices=["spectrogram", "deep"])
     parser.add_argument("--space", help="space config YAML (default: the experiment's, else the packaged one)")
     parser.add_argument("--train", help=f"TrainConfig YAML (default: the experiment's {train_section} section)")
     parser.add_argument("--fold", help="fold name (default: the first fold)")

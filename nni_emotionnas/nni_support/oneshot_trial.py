@@ -48,24 +48,24 @@ def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -
         parameters = trial_parameters(args.parameters)
     name, strategy_args = load_strategy_spec(strategy_file(args, parameters))
     experiment = with_seed(load_experiment(Path(args.experiment)), args.seed)
-    corpus = prepare(experiment, branches=[args.branch], progress=False)
+    corpus = prepare(experiment, streams=[args.stream], progress=False)
     fold = args.fold or corpus.folds[0].name
     hyperparameters = {k: v for k, v in parameters.items() if k != "strategy"}
     overrides = {"epochs": args.epochs, "limit_train_batches": args.limit_train_batches, "seed": experiment.seed}
     config = with_hyperparameters(load_train_config(args.train, experiment.search, overrides), hyperparameters)
-    val = corpus.dataset(fold, "val", args.branch)
+    val = corpus.dataset(fold, "val", args.stream)
     trial = TrialReporter()  # before the search: NNI's one-shot run swaps the trial's channel and parameters
     reporter = EpochReporter(val, len(corpus.classes), config.batch_size, trial)
     result = run_search(
-        space_mod=space_module(args.branch),
+        space_mod=space_module(args.stream),
         space_config=space_config(experiment, args, corpus.deep_dim),
-        train_dataset=corpus.dataset(fold, "train", args.branch),
+        train_dataset=corpus.dataset(fold, "train", args.stream),
         num_classes=len(corpus.classes),
         search_config=config,
         strategy_name=name,
         strategy_args=strategy_args,
         run_dir=trial_output_dir(Path(args.out) if args.out else None),
-        branch=args.branch,
+        stream=args.stream,
         classes=list(corpus.classes),
         fold=fold,
         val_dataset=val,
@@ -84,7 +84,7 @@ def found_architecture(record: dict[str, Any]) -> dict[str, Any]:
     from nni_emotionnas.search.space_json import build_space, readable_sample
     from nni_emotionnas.spaces.genotype import space_config_of
 
-    space = build_space(record["branch"], space_config_of(record), int(record["num_classes"]))
+    space = build_space(record["stream"], space_config_of(record), int(record["num_classes"]))
     return {f"arch {label}": value for label, value in readable_sample(space, record["architecture"]).items()}
 
 

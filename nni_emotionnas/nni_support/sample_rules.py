@@ -1,7 +1,7 @@
-"""The rules of a branch's model space as a tuner sees them: which readable samples (the `emotionnas space-json`
+"""The rules of a stream's model space as a tuner sees them: which readable samples (the `emotionnas space-json`
 form the trials get) the space refuses, and whether a search space was derived from that model space.
 
-The model space is built from the same experiment, branch and `--space` as the nnictl trial's, and samples are
+The model space is built from the same experiment, stream and `--space` as the nnictl trial's, and samples are
 checked with the trial's own `split_parameters`: a tuner refuses exactly what a trial would refuse.
 """
 
@@ -17,9 +17,9 @@ NUM_CLASSES = 2
 
 
 class SampleRules:
-    """The model space of `branch` in `experiment` (or `space`, as the trial's `--space`), for checking samples."""
+    """The model space of `stream` in `experiment` (or `space`, as the trial's `--space`), for checking samples."""
 
-    def __init__(self, experiment: Path, branch: str, space: Optional[Path] = None, where: str = "tuner") -> None:
+    def __init__(self, experiment: Path, stream: str, space: Optional[Path] = None, where: str = "tuner") -> None:
         from nni_emotionnas.config.experiment import load_experiment
         from nni_emotionnas.models.networks import space_config_for
         from nni_emotionnas.search.space_json import build_space, choices, legacy_space
@@ -27,9 +27,9 @@ class SampleRules:
         if not Path(experiment).is_file():
             raise ConfigError(f"{where}.experiment: {experiment} is not a file (the experiment the trials run)")
         loaded = load_experiment(Path(experiment))
-        _, config = space_config_for(loaded, branch, str(space) if space is not None else None)
-        self.where, self.branch, self.source = where, branch, Path(experiment).name
-        self.space = build_space(branch, config, NUM_CLASSES)
+        _, config = space_config_for(loaded, stream, str(space) if space is not None else None)
+        self.where, self.stream, self.source = where, stream, Path(experiment).name
+        self.space = build_space(stream, config, NUM_CLASSES)
         self.labels = set(choices(self.space))
         self._legacy = legacy_space(self.space)
 
@@ -40,8 +40,8 @@ class SampleRules:
             if given != choice:
                 problem = "lacks" if given is None else "has other values for"
                 raise ConfigError(
-                    f"{self.where}: the search space {problem} the {self.branch} space's choice {label!r} "
-                    f"({self.source}); regenerate it with `emotionnas space-json --branch {self.branch}` from the "
+                    f"{self.where}: the search space {problem} the {self.stream} space's choice {label!r} "
+                    f"({self.source}); regenerate it with `emotionnas space-json --stream {self.stream}` from the "
                     "same space the trials use"
                 )
 

@@ -1,7 +1,7 @@
-"""The nnictl trial: `python -m nni_emotionnas.nni_support.trial --experiment EXP.yml --branch spectrogram`.
+"""The nnictl trial: `python -m nni_emotionnas.nni_support.trial --experiment EXP.yml --stream spectrogram`.
 
 Takes the tuner's sample (`nni.get_next_parameter()`: architecture labels of `emotionnas space-json` plus
-optional TrainConfig hyperparameters such as `lr`), freezes the branch's model space with it, trains on one
+optional TrainConfig hyperparameters such as `lr`), freezes the stream's model space with it, trains on one
 fold and reports val UA per epoch and, at the end, the best epoch's `{"default": UA, "wa": ...}` with the last
 epoch's, the parameter count and the seed. The experiment's `seed` (or `--seed`) is set before the network is
 built, so a trial repeats exactly; a sample the space refuses (a deep cell that never reads x_t) ends the trial
@@ -33,10 +33,10 @@ def load_train_config(path: Optional[str], base: Any, overrides: dict[str, Any])
 
 
 def space_config(experiment: Any, args: argparse.Namespace, deep_dim: int) -> Any:
-    """--space, else the experiment's `<branch>_space`, else the packaged space file (as `emotionnas search`)."""
+    """--space, else the experiment's `<stream>_space`, else the packaged space file (as `emotionnas search`)."""
     from nni_emotionnas.models.networks import space_config_for
 
-    return space_config_for(experiment, args.branch, args.space, deep_dim)[1]
+    return space_config_for(experiment, args.stream, args.space, deep_dim)[1]
 
 
 def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -> dict[str, Any]:
@@ -51,23 +51,23 @@ def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -
     if parameters is None:
         parameters = trial_parameters(args.parameters)
     experiment = with_seed(load_experiment(Path(args.experiment)), args.seed)
-    split_parameters(build_space(args.branch, space_config(experiment, args, 0), 2), parameters)  # labels only
-    corpus = prepare(experiment, branches=[args.branch], progress=False)
+    split_parameters(build_space(args.stream, space_config(experiment, args, 0), 2), parameters)  # labels only
+    corpus = prepare(experiment, streams=[args.stream], progress=False)
     fold = args.fold or corpus.folds[0].name
     space_settings = space_config(experiment, args, corpus.deep_dim)
     seed_everything(experiment.seed)  # before any network is built: as `emotionnas train` does
-    space = build_space(args.branch, space_settings, len(corpus.classes))
+    space = build_space(args.stream, space_settings, len(corpus.classes))
     architecture, hyperparameters = split_parameters(space, parameters)  # a refused sample ends the trial here
     overrides = {"epochs": args.epochs, "limit_train_batches": args.limit_train_batches, "seed": experiment.seed}
     config = with_hyperparameters(load_train_config(args.train, experiment.train, overrides), hyperparameters)
     return train_and_report(
         space.freeze(architecture),
-        train_dataset=corpus.dataset(fold, "train", args.branch),
-        val_dataset=corpus.dataset(fold, "val", args.branch),
+        train_dataset=corpus.dataset(fold, "train", args.stream),
+        val_dataset=corpus.dataset(fold, "val", args.stream),
         num_classes=len(corpus.classes),
         config=config,
         record_fields=dict(
-            branch=args.branch,
+            stream=args.stream,
             architecture=architecture,
             space_config=space_settings,
             num_classes=len(corpus.classes),

@@ -14,7 +14,7 @@ the rule bites) and asks again, up to `max_refusals` times in a row. In the nnic
         tuner: Evolution             # an NNI builtin tuner name, or module.Class of any Tuner
         tuner_args: {optimize_mode: maximize, population_size: 8}
         experiment: experiment.yml   # as in trialCommand: the experiment whose space the trials freeze
-        branch: deep                 # (and `space: FILE` if trialCommand passes --space FILE)
+        stream: deep                 # (and `space: FILE` if trialCommand passes --space FILE)
 
 The inner tuner only ever sees the wrapper's own parameter ids; the NNI manager only sees its own. Tuners that
 hand out samples later through the dispatcher's callback (Evolution and PPO, when more trials are asked for
@@ -111,17 +111,19 @@ class ValidSampleTuner(Tuner):
         self,
         tuner: str,
         experiment: str,
-        branch: str,
+        stream: Optional[str] = None,
         tuner_args: Optional[dict[str, Any]] = None,
         space: Optional[str] = None,
         max_refusals: int = 1000,
         refused_score: Optional[float] = None,
+        branch: Optional[str] = None,  # the old spelling of `stream`, which nnictl configs may still carry
     ) -> None:
         if not isinstance(max_refusals, int) or isinstance(max_refusals, bool) or max_refusals < 0:
             raise ConfigError(f"{WHERE}.max_refusals: must be a whole number >= 0, got {max_refusals!r}")
-        if branch not in ("spectrogram", "deep"):
-            raise ConfigError(f"{WHERE}.branch: {branch!r} is not a branch (spectrogram, deep)")
-        self._space_args = (experiment, branch, space)
+        stream = stream if stream is not None else branch
+        if stream not in ("spectrogram", "deep"):
+            raise ConfigError(f"{WHERE}.stream: {stream!r} is not a stream (spectrogram, deep)")
+        self._space_args = (experiment, stream, space)
         self._rules: Optional[SampleRules] = None
         self.name = tuner
         self.inner = build_inner_tuner(tuner, tuner_args or {})
@@ -145,9 +147,9 @@ class ValidSampleTuner(Tuner):
         """The model space, built on first use: NNI gives a tuner 10 s from its start to connect to the manager,
         and importing torch and building the space can take longer on a busy machine."""
         if self._rules is None:
-            experiment, branch, space = self._space_args
+            experiment, stream, space = self._space_args
             base = code_directory()
-            self._rules = SampleRules(_resolve(experiment, base), branch, _resolve(space, base), where=WHERE)
+            self._rules = SampleRules(_resolve(experiment, base), stream, _resolve(space, base), where=WHERE)
         return self._rules
 
     # --- what NNI's dispatcher calls --------------------------------------------------------------------------
@@ -222,7 +224,7 @@ class ValidSampleTuner(Tuner):
         self._in_row += 1
         if self._in_row > self.max_refusals:
             raise ConfigError(
-                f"{WHERE}: {self.name} gave {self._in_row} samples in a row that the {self.rules.branch} space of "
+                f"{WHERE}: {self.name} gave {self._in_row} samples in a row that the {self.rules.stream} space of "
                 f"{self.rules.source} refuses (max_refusals: {self.max_refusals}); does the space admit any? Last: "
                 f"{why}"
             )

@@ -1,6 +1,6 @@
 """The paper's procedure as a strategy: train each given cell briefly, keep the lowest validation loss.
 
-Runs on a recurrent space built with `cells: [...]` (one choice labelled `cell`); trains every candidate
+Runs on a deep space built with `cells: [...]` (one choice labelled `cell`); trains every candidate
 in-process with the evaluator's module and dataloaders (the fold's training and validation speakers), so
 it needs no NNI manager. `in_process = True` tells the search to use NNI's sequential engine.
 """

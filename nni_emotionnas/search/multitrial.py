@@ -33,14 +33,14 @@ REST_TIMEOUT = 90
 
 
 def dataset_source(dataset: Dataset, role: str) -> dict[str, Any]:
-    """Plain description (experiment, branch, indices) of a `data.StreamDataset`, rebuilt inside a trial."""
+    """Plain description (experiment, stream, indices) of a `data.StreamDataset`, rebuilt inside a trial."""
     from nni_emotionnas.features.prepared import StreamDataset
 
     if not isinstance(dataset, StreamDataset):
         raise ConfigError(f"multi-trial search: the {role} data must come from features.prepared.prepare")
     experiment = dataclasses.asdict(dataset.corpus.experiment)
     base_dir = str(experiment.pop("base_dir"))
-    return {"experiment": experiment, "base_dir": base_dir, "branch": dataset.branch, "indices": dataset.indices}
+    return {"experiment": experiment, "base_dir": base_dir, "stream": dataset.stream, "indices": dataset.indices}
 
 
 def _rebuild(sources: list[dict[str, Any]]) -> list[Dataset]:
@@ -48,8 +48,8 @@ def _rebuild(sources: list[dict[str, Any]]) -> list[Dataset]:
     from nni_emotionnas.features.prepared import StreamDataset, prepare
 
     first = sources[0]
-    corpus = prepare(experiment_from_dict(first["experiment"], Path(first["base_dir"])), [first["branch"]], False)
-    return [StreamDataset(corpus, s["indices"], s["branch"]) for s in sources]
+    corpus = prepare(experiment_from_dict(first["experiment"], Path(first["base_dir"])), [first["stream"]], False)
+    return [StreamDataset(corpus, s["indices"], s["stream"]) for s in sources]
 
 
 def evaluate_architecture(
@@ -115,7 +115,7 @@ def run_multitrial_search(
     strategy_name: str,
     strategy_args: dict[str, Any],
     run_dir: Path,
-    branch: str,
+    stream: str,
     classes: Optional[list[str]] = None,
     fold: Optional[str] = None,
 ) -> Any:
@@ -133,7 +133,7 @@ def run_multitrial_search(
         raise ConfigError(f"strategy {strategy_name}: multi-trial search scores trials on the fold's validation data")
     plan = build_strategy(strategy_name, strategy_args)
     record = dict(
-        branch=branch,
+        stream=stream,
         space_config=dataclasses.asdict(space_config),
         num_classes=num_classes,
         classes=list(classes) if classes else None,

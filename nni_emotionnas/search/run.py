@@ -94,7 +94,7 @@ def run_search(
     strategy_name: str,
     strategy_args: dict[str, Any],
     run_dir: Path,
-    branch: str,
+    stream: str,
     classes: Optional[list[str]] = None,
     fold: Optional[str] = None,
     val_dataset: Optional[Dataset] = None,
@@ -113,7 +113,7 @@ def run_search(
         return run_multitrial_search(
             space_mod=space_mod, space_config=space_config, train_dataset=train_dataset, val_dataset=val_dataset,
             num_classes=num_classes, search_config=search_config, strategy_name=strategy_name,
-            strategy_args=strategy_args, run_dir=run_dir, branch=branch, classes=classes, fold=fold,
+            strategy_args=strategy_args, run_dir=run_dir, stream=stream, classes=classes, fold=fold,
         )
     pl.seed_everything(search_config.seed, workers=True, verbose=False)
     weight_data: Dataset
@@ -157,7 +157,7 @@ def run_search(
         supernet = score(labels, logits.argmax(axis=1), num_classes)
         metrics["supernet_arch_half_ua"], metrics["supernet_arch_half_wa"] = supernet.ua, supernet.wa
     record = make_record(
-        branch=branch,
+        stream=stream,
         architecture=_jsonable(architecture),
         space_config=space_config,
         num_classes=num_classes,

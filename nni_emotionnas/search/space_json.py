@@ -31,15 +31,15 @@ HYPERPARAMETERS: dict[str, dict[str, Any]] = {
 }
 
 
-def load_space_config(branch: str, path: Optional[Path] = None) -> Any:
-    """The branch's space config from `path`, or from the packaged default file."""
-    module = space_module(branch)
+def load_space_config(stream: str, path: Optional[Path] = None) -> Any:
+    """The stream's space config from `path`, or from the packaged default file."""
+    module = space_module(stream)
     path = Path(path) if path is not None else default_file("search_spaces", module.DEFAULT_CONFIG_FILE)
     return parse_space_config(module, load_yaml(path), path.name)
 
 
-def build_space(branch: str, space_config: Any, num_classes: int) -> ModelSpace:
-    return space_module(branch).build_space(space_config, num_classes)
+def build_space(stream: str, space_config: Any, num_classes: int) -> ModelSpace:
+    return space_module(stream).build_space(space_config, num_classes)
 
 
 class InvalidSample(ConfigError):
@@ -133,21 +133,21 @@ def split_parameters(space: ModelSpace, parameters: dict[str, Any]) -> tuple[dic
 
 
 def write_space_json(
-    branch: str, out: Path, space_file: Optional[Path] = None, hyperparameters: bool = False, force: bool = False
+    stream: str, out: Path, space_file: Optional[Path] = None, hyperparameters: bool = False, force: bool = False
 ) -> dict[str, Any]:
-    """Writes the HPO search-space JSON of a branch's model space (plus `HYPERPARAMETERS` when asked).
+    """Writes the HPO search-space JSON of a stream's model space (plus `HYPERPARAMETERS` when asked).
 
     An existing file holding another space is kept unless `force`: it may be the one an nnictl experiment
     was written for, and a silently replaced space fails trials later with an unrelated "unknown key".
     """
-    space = build_space(branch, load_space_config(branch, space_file), num_classes=2)
+    space = build_space(stream, load_space_config(stream, space_file), num_classes=2)
     search_space = legacy_space(space)
     if hyperparameters:
         search_space.update(HYPERPARAMETERS)
     out = Path(out)
     text = json.dumps(search_space, indent=2) + "\n"
     if out.is_file() and existing_space(out) != text and not force:  # a file not a space is refused even so
-        source = space_file or f"the packaged {branch} space"
+        source = space_file or f"the packaged {stream} space"
         raise ConfigError(f"{out}: exists and holds another search space than {source}; pass --force to replace "
                           "it, or --out another file")
     atomic_write_bytes(out, lambda handle: handle.write(text.encode()))

@@ -1,6 +1,7 @@
-"""Search spaces, one module per stream, each implementing `SearchSpace`, which mypy checks (`tests/test_types.py`).
+"""Search spaces, one module per stream and named after it, each implementing `SearchSpace`, which mypy checks
+(`tests/test_types.py`).
 
-A new space is a module with the protocol's names, one entry in `SPACE_MODULES` and one in `_CHECKED` below.
+A new space is a module `spaces/<stream>.py` with the protocol's names, one entry in `STREAMS` and one in `_CHECKED`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol, cast
 from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import ConfigError
 
-SPACE_MODULES = {"spectrogram": "spectrogram", "deep": "recurrent"}
+STREAMS = ("spectrogram", "deep")
 Probs = dict[str, dict[str, float]]  # softmaxed edge weights, {label: {choice: prob}} (NNI's `export_probs`)
 
 
@@ -48,16 +49,16 @@ class SearchSpace(Protocol):
 
 
 if TYPE_CHECKING:  # mypy checks that every space module implements the protocol
-    from nni_emotionnas.spaces import recurrent, spectrogram
+    from nni_emotionnas.spaces import deep, spectrogram
 
-    _CHECKED: tuple[SearchSpace, ...] = (spectrogram, recurrent)
+    _CHECKED: tuple[SearchSpace, ...] = (spectrogram, deep)
 
 
-def space_module(branch: str) -> SearchSpace:
+def space_module(stream: str) -> SearchSpace:
     """The module implementing `SearchSpace` for a stream (`spectrogram` or `deep`)."""
-    if branch not in SPACE_MODULES:
-        raise ConfigError(f"branch: {branch!r} is not one of {', '.join(map(repr, SPACE_MODULES))}")
-    return cast(SearchSpace, importlib.import_module(f"nni_emotionnas.spaces.{SPACE_MODULES[branch]}"))
+    if stream not in STREAMS:
+        raise ConfigError(f"stream: {stream!r} is not one of {', '.join(map(repr, STREAMS))}")
+    return cast(SearchSpace, importlib.import_module(f"nni_emotionnas.spaces.{stream}"))
 
 
 def parse_space_config(module: SearchSpace, data: Any, where: str, recorded: bool = False) -> Any:

@@ -22,12 +22,12 @@ from nni_emotionnas.spaces import SearchSpace, parse_space_config, space_module
 
 FORMAT = "nni-emotionnas/genotype"
 VERSION = 1
-REQUIRED_KEYS = ("branch", "architecture", "space_config", "num_classes")
+REQUIRED_KEYS = ("stream", "architecture", "space_config", "num_classes")
 
 
 def make_record(
     *,
-    branch: str,
+    stream: str,
     architecture: dict[str, Any],
     space_config: Any,
     num_classes: int,
@@ -39,12 +39,12 @@ def make_record(
     search_metrics: Optional[dict[str, Any]] = None,
     nni_export: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
-    """The JSON record; the readable genotype comes from the branch's space module."""
-    module = space_module(branch)
+    """The JSON record; the readable genotype comes from the stream's space module."""
+    module = space_module(stream)
     return {
         "format": FORMAT,
         "version": VERSION,
-        "branch": branch,
+        "stream": stream,
         "architecture": architecture,
         "genotype": module.readable_genotype(architecture, edge_weights or {}),
         "edge_weights": edge_weights or {},
@@ -86,17 +86,19 @@ def read_genotype(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(record, dict):
         raise ConfigError(f"{path}: expected a JSON object")
+    if "branch" in record and "stream" not in record:  # the key's name before "stream"
+        record["stream"] = record.pop("branch")
     for key in REQUIRED_KEYS:
         if key not in record:
             raise ConfigError(f"{path}: {key}: required key is missing")
     if not isinstance(record["architecture"], dict):
         raise ConfigError(f"{path}: architecture: expected an object of NNI choice labels")
-    record["architecture"] = space_module(record["branch"]).upgrade_architecture(record["architecture"])
+    record["architecture"] = space_module(record["stream"]).upgrade_architecture(record["architecture"])
     return record
 
 
 def space_config_of(record: dict[str, Any], where: str = "genotype") -> Any:
-    return parse_space_config(space_module(record["branch"]), record["space_config"], f"{where}: space_config", True)
+    return parse_space_config(space_module(record["stream"]), record["space_config"], f"{where}: space_config", True)
 
 
 def freeze(space_factory: Callable[[], nn.Module], record: dict[str, Any], where: str = "genotype") -> nn.Module:
@@ -126,8 +128,8 @@ def freeze(space_factory: Callable[[], nn.Module], record: dict[str, Any], where
 
 
 def build_fixed(record: dict[str, Any], where: str = "genotype") -> tuple[nn.Module, SearchSpace]:
-    """Fixed network of a genotype record, via its branch's space module."""
-    module = space_module(record["branch"])
+    """Fixed network of a genotype record, via its stream's space module."""
+    module = space_module(record["stream"])
     config = space_config_of(record, where)
     return freeze(lambda: module.build_space(config, int(record["num_classes"])), record, where), module
 

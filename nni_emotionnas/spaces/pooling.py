@@ -57,7 +57,7 @@ class StandardizedStatistics(StatisticsPooling):
 
 
 def build_pooling(config: Any) -> tuple[nn.Module, Optional[StandardizedStatistics], int]:
-    """(pooling module, input-statistics skip or None, embedding width) for a recurrent space config: pooling
+    """(pooling module, input-statistics skip or None, embedding width) for a deep space config: pooling
     `attention` (the paper's, width H) or `statistics` (2 x H), plus 2 x input_dim with `input_statistics`."""
     dim = config.hidden_size
     pool, width = (StatisticsPooling(), 2 * dim) if config.pooling == "statistics" else (

@@ -77,7 +77,7 @@ def train_and_report(
     """Trains `model`; NNI gets val UA per epoch (SERModule) and at the end the best epoch's
     `{"default": UA, "wa", "val_loss", "best_epoch", "last_ua", "last_wa", "params", "seed"}`.
 
-    `record_fields` are `genotype.make_record` arguments (branch, architecture, space_config, ...) so the
+    `record_fields` are `genotype.make_record` arguments (stream, architecture, space_config, ...) so the
     trial's folder holds a genotype.json that `emotionnas export` can pick when this trial is the best.
     """
     history = ValidationHistory()

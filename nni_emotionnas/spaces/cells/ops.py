@@ -1,4 +1,4 @@
-"""The recurrent space's ops, one entry each: the only place an op is defined.
+"""The deep space's recurrent-cell ops, one entry each: the only place an op is defined.
 
 Every path reads `OPS`: cell validation (`spec`: arity), the supernet's slot op (`recurrent.SlotOp`: operand
 slots, `apply`), the fused DARTS sequence step (`kernels.recurrent_sequence`: `fused`, in TorchScript) and the

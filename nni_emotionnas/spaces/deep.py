@@ -364,6 +364,6 @@ def readable_genotype(arch: dict[str, Any], probs: Optional[dict[str, dict[str, 
 
 
 def draw(genotype: dict[str, Any], png_path: Path) -> None:
-    from nni_emotionnas.spaces.recurrent_draw import draw_cell
+    from nni_emotionnas.spaces.deep_draw import draw_cell
 
     draw_cell(cell_from_dict(genotype["cell"], "genotype.cell"), Path(png_path))

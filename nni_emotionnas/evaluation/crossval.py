@@ -10,7 +10,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from nni_emotionnas.evaluation.run_folder import RunFolder
 from nni_emotionnas.features.prepared import PreparedCorpus
 from nni_emotionnas.models.fusion import FusionHead, TwoStreamModel
 from nni_emotionnas.training.metrics import SERScores
+
+if TYPE_CHECKING:
+    from nni_emotionnas.evaluation.frozen_streams import FrozenStreams
 
 SELECTED_WEIGHTS = "selected.pt"  # under `train.refit`: a network's weights before its refit (in a variant folder)
 
@@ -64,6 +67,7 @@ class CrossValidation:
         self._classic_features: Optional[np.ndarray] = None
         self._dominance: dict[str, dict[str, float]] = {}  # fold -> each stream's probe UA over its speakers
         self._supplementary: dict[tuple[str, str], tuple[Any, Any]] = {}  # (fold, baseline) -> held-out outputs
+        self._frozen: dict[tuple[str, int, bool], FrozenStreams] = {}  # (fold, seed, refitted)
 
     @property
     def crossfit(self) -> bool:
@@ -174,6 +178,14 @@ class CrossValidation:
             getattr(model, f"{stream}_net").load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         model.head.start_from(getattr(model, f"{model.head.dominant}_net").classifier)
         return model
+
+    def frozen_streams(self, fold: Fold, seed: int, refitted: bool = False) -> FrozenStreams:
+        """The cached embeddings of the streams `from_streams` loads, shared by the fold's fusions
+        (`evaluation.frozen_streams`); other folds' and seeds' caches are let go."""
+        from nni_emotionnas.evaluation.frozen_streams import FrozenStreams
+
+        self._frozen = {key: cache for key, cache in self._frozen.items() if key[:2] == (fold.name, seed)}
+        return self._frozen.setdefault((fold.name, seed, refitted), FrozenStreams())
 
     def supplementary_held_out(self, fold: Fold, name: str) -> tuple[Any, Any]:
         """(held-out outputs, fitted classifier) of a `run.supplementary` baseline on this fold, once per run:
@@ -346,12 +358,13 @@ class CrossValidation:
         else:
             model = self.from_streams(fold, variant, seed)
             fit, extra["best_step"], phase_epochs = fit_fusion_from_streams(
-                model, train, val, train_config, out, classes
+                model, train, val, train_config, out, classes, self.frozen_streams(fold, seed)
             )
             best_epoch = fit.best_epoch
             if everyone is not None:
                 model = self.from_streams(fold, variant, seed, refitted=True)
-                refit_fusion(model, everyone, train_config, phase_epochs, out, classes)
+                refit_fusion(model, everyone, train_config, phase_epochs, out, classes,
+                             self.frozen_streams(fold, seed, refitted=True))
                 extra["refit_epochs"] = sum(phase_epochs.values())
         if variant not in SINGLE_STREAMS:
             extra["dominant"] = model.head.dominant

@@ -107,7 +107,17 @@ class TwoStreamModel(nn.Module):
             self.deep_net.eval()
         return self
 
+    def stream_embedding(self, stream: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`stream`'s embedding of a batch: its network's, or `inputs["<stream>_embedding"]` when the batch
+        carries it (cached by `evaluation.frozen_streams`, which only holds for frozen streams)."""
+        cached = inputs.get(f"{stream}_embedding")
+        if cached is not None:
+            if not self.streams_frozen:
+                raise RuntimeError(f"a cached {stream} embedding reached a model whose streams are not frozen")
+            return cached
+        if stream == "spectrogram":
+            return self.spectrogram_net.embed(inputs["spectrogram"])
+        return self.deep_net.embed({"frames": inputs["frames"], "mask": inputs["mask"]})
+
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        x1 = self.spectrogram_net.embed(inputs["spectrogram"])
-        x2 = self.deep_net.embed({"frames": inputs["frames"], "mask": inputs["mask"]})
-        return self.head(x1, x2)
+        return self.head(self.stream_embedding("spectrogram", inputs), self.stream_embedding("deep", inputs))

@@ -41,7 +41,7 @@ def default_genotype(cv: CrossValidation, stream: str) -> dict:
     module, config = space_config_for(cv.experiment, stream, None, cv.corpus.deep_dim)
     space = module.build_space(config, len(cv.corpus.classes))
     choices = {label: m for label, m in space.simplify().items() if not isinstance(m, MutableAnnotation)}
-    return make_record(branch=stream, architecture={label: m.default() for label, m in choices.items()},
+    return make_record(stream=stream, architecture={label: m.default() for label, m in choices.items()},
                        space_config=config, num_classes=len(cv.corpus.classes), classes=list(cv.corpus.classes))
 
 

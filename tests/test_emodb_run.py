@@ -33,7 +33,8 @@ def test_emodb_fused_ua_clearly_above_chance(emodb, tmp_path):
             "epochs": 6, "batch_size": 32, "lr": 0.003, "class_weights": "balanced",
             "fusion_head_epochs": 2, "fusion_finetune_epochs": 1, "probe_start": ["spectrogram"],
         },
-        "run": {"variants": ["ism"], "search": "once", "classic": None},  # no functionals of all 535 files
+        "run": {"variants": ["ism"], "search": "once", "classic": None,  # no functionals of all 535 files
+                "crossfit_folds": 2},  # two held-out copies per stream keep the test short
     }
     (tmp_path / "spec.yml").write_text("channels: 4\nlayers: 3\nnodes: 2\ninput_statistics: true\n")
     (tmp_path / "deep.yml").write_text("hidden_size: 32\nnodes: 3\nattention_dim: 16\n")

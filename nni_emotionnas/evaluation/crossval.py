@@ -67,6 +67,7 @@ class CrossValidation:
         self._classic_features: Optional[np.ndarray] = None
         self._dominance: dict[str, dict[str, float]] = {}  # fold -> each stream's probe UA over its speakers
         self._supplementary: dict[tuple[str, str], tuple[Any, Any]] = {}  # (fold, baseline) -> held-out outputs
+        self._probe_features: dict[tuple[str, str], np.ndarray] = {}  # (fold, stream): this fold's only
         self._frozen: dict[tuple[str, int, bool], FrozenStreams] = {}  # (fold, seed, refitted)
 
     @property
@@ -191,7 +192,7 @@ class CrossValidation:
         """(held-out outputs, fitted classifier) of a `run.supplementary` baseline on this fold, once per run:
         `classic` on openSMILE functionals, `probe_<stream>` on the statistics of the stream's fold inputs."""
         from nni_emotionnas.evaluation.classic import classic_classifier, classic_features
-        from nni_emotionnas.evaluation.probe import probe_classifier, probe_stream, utterance_statistics
+        from nni_emotionnas.evaluation.probe import probe_classifier, probe_stream
         from nni_emotionnas.evaluation.stacked_fit import baseline_held_out
 
         if (fold.name, name) not in self._supplementary:
@@ -200,11 +201,7 @@ class CrossValidation:
                     self._classic_features = classic_features(self.corpus, self.config.classic, self.progress)
                 features, make = self._classic_features, lambda: classic_classifier(self.config.classic)
             else:
-                everyone = sorted({*fold.split("train+val"), *fold.test})
-                statistics = utterance_statistics(self.corpus, fold.name, everyone, probe_stream(name))
-                features = np.zeros((len(self.corpus.labels), statistics.shape[1]))
-                features[everyone] = statistics
-                make = probe_classifier
+                features, make = self.probe_features(fold, probe_stream(name)), probe_classifier
             speakers = [u.speaker for u in self.corpus.utterances]
             self._supplementary[fold.name, name] = baseline_held_out(
                 fold, speakers, self.corpus.labels, len(self.corpus.classes), self.config.crossfit_folds, make,
@@ -263,11 +260,23 @@ class CrossValidation:
         shutil.rmtree(out / "heldout", ignore_errors=True)
         outputs.save(out / HELD_OUT)
 
+    def probe_features(self, fold: Fold, stream: str) -> np.ndarray:
+        """What a probe of `stream` reads for every utterance in this fold (`utterance_statistics`): shared by
+        the probe rows of every seed and the probe streams of the fusions, computed once per fold."""
+        from nni_emotionnas.evaluation.probe import utterance_statistics
+
+        key = (fold.name, stream)
+        if key not in self._probe_features:
+            kept = {k: v for k, v in self._probe_features.items() if k[0] == fold.name}  # other folds are done
+            kept[key] = utterance_statistics(self.corpus, fold.name, range(len(self.corpus.utterances)), stream)
+            self._probe_features = kept
+        return self._probe_features[key]
+
     def baseline_fit(self, fold: Fold, variant: str, seed: int) -> BaselineFit:
         """A baseline's test probabilities on this fold (`evaluation.baseline_fit`), computed once per run."""
         from nni_emotionnas.evaluation.baseline_fit import fit_on_fold, mean_probabilities
         from nni_emotionnas.evaluation.classic import classic_classifier, classic_features
-        from nni_emotionnas.evaluation.probe import probe_classifier, probe_stream, utterance_statistics
+        from nni_emotionnas.evaluation.probe import probe_classifier, probe_stream
 
         key = (fold.name, variant, seed)
         if key not in self._baselines:
@@ -280,8 +289,7 @@ class CrossValidation:
                 classifier = classic_classifier(self.config.classic, seed)
                 self._baselines[key] = fit_on_fold(classifier, self._classic_features, self.corpus.labels, fold)
             else:
-                everyone = range(len(self.corpus.utterances))
-                features = utterance_statistics(self.corpus, fold.name, everyone, probe_stream(variant))
+                features = self.probe_features(fold, probe_stream(variant))
                 self._baselines[key] = fit_on_fold(probe_classifier(seed), features, self.corpus.labels, fold)
         return self._baselines[key]
 

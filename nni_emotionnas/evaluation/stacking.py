@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -38,7 +38,6 @@ class HeadChoice:
     penalty: float
     cv_ua: dict[str, float]  # "<dominant or pooled> <penalty>" -> balanced accuracy over the groups
     pooled: bool = False
-    temperatures: dict[str, float] = field(default_factory=dict)  # per stream, fitted on all the rows
 
     @property
     def left_start(self) -> bool:
@@ -59,7 +58,7 @@ def fit_path(
     one per penalty (strongest first, `inf` the start itself), each started from the one before: the path is
     cheap, and the head for a penalty is the same whether it was reached for cross-validation or at the end.
     `pooled` starts from the mean of all streams instead of the first one alone. Every stream is calibrated
-    first (`fit_temperatures`)."""
+    first (`fit_temperature`)."""
     torch.manual_seed(0)
     head = OutputFusionHead(mode, streams, num_classes).double()
     if pooled:
@@ -138,10 +137,8 @@ def choose_head(
     first = dominant or (PAPER_DOMINANT if PAPER_DOMINANT in streams else streams[0])
     ordered = stream_order(first, streams)
     pooled = dominant is None
-    weights = class_weights(labels, num_classes, balanced)
-    temperatures = {s: fit_temperature(inputs[s], labels, weights) for s in ordered}
     if margin is None:
-        return HeadChoice(first, math.inf, {}, pooled, temperatures)
+        return HeadChoice(first, math.inf, {}, pooled)
     predicted = np.empty((len(PENALTIES), len(labels)), dtype=np.int64)
     for g in np.unique(groups):
         train, held = groups != g, groups == g
@@ -156,4 +153,4 @@ def choose_head(
     for p in PENALTIES[1:]:
         if scores[f"{start} {p:g}"] >= best:
             penalty, best = p, scores[f"{start} {p:g}"]
-    return HeadChoice(first, penalty, scores, pooled, temperatures)
+    return HeadChoice(first, penalty, scores, pooled)

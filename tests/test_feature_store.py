@@ -51,6 +51,23 @@ def test_invalidation_on_audio_change_and_config_change(tmp_path, corpus):
     assert store.extract(corpus, SpectrogramExtractor(other), progress=False).misses == 4
 
 
+def test_a_copied_or_touched_corpus_reuses_its_features(tmp_path, corpus):
+    """The cache keys audio by its bytes: a copy elsewhere, or a file with a new time stamp (a remount, an rsync
+    without times), extracts nothing again; a file whose bytes changed does."""
+    import shutil
+
+    store = FeatureStore(tmp_path / "cache")
+    store.extract(corpus, SpectrogramExtractor(SMALL), progress=False)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    copied = utterances([Path(shutil.copy(u.path, copy / u.path.name)) for u in corpus])
+    os.utime(copied[0].path, ns=(10**18, 10**18))
+    report = store.extract(copied, SpectrogramExtractor(SMALL), progress=False)
+    assert (report.hits, report.misses) == (4, 0)
+    write_tone(copied[2].path, freq=999.0, seconds=1.0)
+    assert store.extract(copied, SpectrogramExtractor(SMALL), progress=False).misses == 1
+
+
 def test_parallel_equals_serial(tmp_path, corpus):
     serial = FeatureStore(tmp_path / "a").extract(corpus, SpectrogramExtractor(SMALL), progress=False)
     parallel = FeatureStore(tmp_path / "b").extract(corpus, SpectrogramExtractor(SMALL), n_jobs=2, progress=False)

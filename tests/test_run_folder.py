@@ -120,6 +120,32 @@ def test_changed_corpus_is_refused_naming_the_change(tmp_path):
         check_corpus(run, fingerprint())
 
 
+def test_a_touched_corpus_resumes_and_an_old_fingerprint_still_compares(tmp_path):
+    """The fingerprint holds each file's size and content digest, not its time stamp: new mtimes (a remounted
+    or copied corpus) resume the run; a fingerprint written before digests (size, mtime_ns) compares by size."""
+    write_corpus(tmp_path)
+    experiment = load_experiment(write_experiment(tmp_path))
+    utterances, classes = read_corpus(experiment)
+    folds = make_folds(utterances, classes, experiment.protocol)
+    run = tmp_path / "run"
+    run.mkdir()
+    check_corpus(run, corpus_fingerprint(utterances, folds))
+    (run / "folds" / "tests0" / "spectrogram").mkdir(parents=True)
+    (run / "folds" / "tests0" / "spectrogram" / "result.json").write_text("{}")  # finished work to protect
+    for u in utterances:
+        os.utime(u.path, ns=(10**18, 10**18))
+    check_corpus(run, corpus_fingerprint(utterances, folds))  # same bytes: resumes
+    old = json.loads((run / "corpus.json").read_text())
+    for record in old["utterances"].values():
+        record["mtime_ns"] = 1
+        del record["sha1"]
+    (run / "corpus.json").write_text(json.dumps(old))
+    check_corpus(run, corpus_fingerprint(utterances, folds))
+    write_tone(Path(utterances[0].path), seconds=0.6)  # another size
+    with pytest.raises(RunFolderError, match="1 audio file\\(s\\) modified since"):
+        check_corpus(run, corpus_fingerprint(utterances, folds))
+
+
 def test_unwritable_out_and_cache_are_one_line_errors(tmp_path, capsys):
     write_corpus(tmp_path)
     locked = tmp_path / "locked"

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from nni_emotionnas.corpora.folds import Fold
+from nni_emotionnas.corpora.integrity import file_identity
 from nni_emotionnas.corpora.records import Utterance
 
 
 def utterance_record(u: Utterance) -> dict[str, Any]:
-    stat = Path(u.path).stat()
-    return {"uid": u.uid, "label": u.label, "speaker": u.speaker, "session": u.session,
-            "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    size, digest = file_identity(Path(u.path))
+    return {"uid": u.uid, "label": u.label, "speaker": u.speaker, "session": u.session, "size": size, "sha1": digest}
 
 
 def corpus_fingerprint(utterances: Sequence[Utterance], folds: Sequence[Fold]) -> dict[str, Any]:
@@ -62,7 +62,8 @@ def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         differing = [f"{p}: {before[p][name]} -> {after[p][name]}" for p in common if before[p][name] != after[p][name]]
         if differing:
             changes.append(f"{len(differing)} {name}(s) changed ({_examples(differing)})")
-    modified = [p for p in common if any(before[p][k] != after[p][k] for k in ("size", "mtime_ns"))]
+    # run folders written before content digests recorded mtime_ns: those compare by size only
+    modified = [p for p in common if any(before[p].get(k, after[p][k]) != after[p][k] for k in ("size", "sha1"))]
     if modified:
         changes.append(f"{len(modified)} audio file(s) modified since ({_examples(modified)})")
     old_folds, new_folds = old.get("folds", {}), new.get("folds", {})

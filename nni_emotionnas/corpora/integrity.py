@@ -4,6 +4,7 @@ labels contradicts itself, one listed twice counts twice."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections import defaultdict
@@ -22,6 +23,19 @@ def content_digest(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_identity(path: Path) -> tuple[int, str]:
+    """(size, content digest) of a file: what it holds, not where or when it was written, so a corpus that was
+    copied, remounted or touched keeps its cached features and resumes its run folders."""
+    stat = Path(path).stat()
+    return stat.st_size, _digest_once(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _digest_once(path: str, size: int, mtime_ns: int) -> str:
+    """One hash per file version and process (the cache key and the run folder's fingerprint both ask)."""
+    return content_digest(Path(path))
 
 
 def resolved(path: Path) -> Path:

@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 from tqdm.auto import tqdm
 
+from nni_emotionnas.corpora.integrity import file_identity
 from nni_emotionnas.corpora.records import Utterance
 from nni_emotionnas.errors import AudioError, storage_errors
 from nni_emotionnas.features.audio import load_audio
@@ -102,10 +103,10 @@ def usable_cache_entry(target: Path) -> bool:
 
 
 def audio_key(path: Path) -> str:
-    """Identity of an audio file: resolved path, size and modification time (a changed file re-extracts)."""
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    return hashlib.sha1(f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    """Identity of an audio file: its size and content (a changed file re-extracts; a moved or touched one
+    does not)."""
+    size, digest = file_identity(path)
+    return hashlib.sha1(f"{size}|{digest}".encode()).hexdigest()
 
 
 @dataclass
@@ -176,7 +177,12 @@ class FeatureStore:
                 errors[i] = f"{u.path}: audio file not found"
                 targets.append(None)
                 continue
-            key = audio_key(u.path)
+            try:
+                key = audio_key(u.path)
+            except OSError as exc:
+                errors[i] = f"{u.path}: cannot read the audio file ({exc.strerror or exc})"
+                targets.append(None)
+                continue
             targets.append(folder / key[:2] / f"{key}.npy")
         todo = [i for i, t in enumerate(targets) if t is not None and not usable_cache_entry(t)]
         bar = tqdm(total=len(todo), desc=f"{extractor.name} features", unit="utt", disable=not progress or not todo)

@@ -191,15 +191,13 @@ class CrossValidation:
     def supplementary_held_out(self, fold: Fold, name: str) -> tuple[Any, Any]:
         """(held-out outputs, fitted classifier) of a `run.supplementary` baseline on this fold, once per run:
         `classic` on openSMILE functionals, `probe_<stream>` on the statistics of the stream's fold inputs."""
-        from nni_emotionnas.evaluation.classic import classic_classifier, classic_features
+        from nni_emotionnas.evaluation.classic import classic_classifier
         from nni_emotionnas.evaluation.probe import probe_classifier, probe_stream
         from nni_emotionnas.evaluation.stacked_fit import baseline_held_out
 
         if (fold.name, name) not in self._supplementary:
             if name == CLASSIC:
-                if self._classic_features is None:
-                    self._classic_features = classic_features(self.corpus, self.config.classic, self.progress)
-                features, make = self._classic_features, lambda: classic_classifier(self.config.classic)
+                features, make = self.classic_features(), lambda: classic_classifier(self.config.classic)
             else:
                 features, make = self.probe_features(fold, probe_stream(name)), probe_classifier
             speakers = [u.speaker for u in self.corpus.utterances]
@@ -272,10 +270,23 @@ class CrossValidation:
             self._probe_features = kept
         return self._probe_features[key]
 
+    def classic_features(self) -> np.ndarray:
+        """The corpus' openSMILE functionals for `classic` (extracted once into the feature store)."""
+        from nni_emotionnas.evaluation.classic import classic_features
+
+        if self._classic_features is None:
+            self._classic_features = classic_features(self.corpus, self.config.classic, self.progress)
+        return self._classic_features
+
+    def needs_classic(self, variants: set[str]) -> bool:
+        """Whether `variants` read the openSMILE functionals (the baseline, its fusion, or a supplementary stream)."""
+        in_fusions = CLASSIC in self.config.supplementary and bool(variants & set(FUSION_VARIANTS))
+        return self.config.classic is not None and (bool(variants & {CLASSIC, PROBE_FUSION}) or in_fusions)
+
     def baseline_fit(self, fold: Fold, variant: str, seed: int) -> BaselineFit:
         """A baseline's test probabilities on this fold (`evaluation.baseline_fit`), computed once per run."""
         from nni_emotionnas.evaluation.baseline_fit import fit_on_fold, mean_probabilities
-        from nni_emotionnas.evaluation.classic import classic_classifier, classic_features
+        from nni_emotionnas.evaluation.classic import classic_classifier
         from nni_emotionnas.evaluation.probe import probe_classifier, probe_stream
 
         key = (fold.name, variant, seed)
@@ -284,10 +295,8 @@ class CrossValidation:
                 members = [self.baseline_fit(fold, member, seed) for member in self.config.fused_baselines]
                 self._baselines[key] = mean_probabilities(members)
             elif variant == CLASSIC:
-                if self._classic_features is None:
-                    self._classic_features = classic_features(self.corpus, self.config.classic, self.progress)
                 classifier = classic_classifier(self.config.classic, seed)
-                self._baselines[key] = fit_on_fold(classifier, self._classic_features, self.corpus.labels, fold)
+                self._baselines[key] = fit_on_fold(classifier, self.classic_features(), self.corpus.labels, fold)
             else:
                 features = self.probe_features(fold, probe_stream(variant))
                 self._baselines[key] = fit_on_fold(probe_classifier(seed), features, self.corpus.labels, fold)
@@ -431,13 +440,17 @@ class CrossValidation:
 
     def _run_in_workers(self, steps: list[tuple[str, str, int]], bar: tqdm) -> list[FoldResult]:
         """`run.jobs` > 1: each fold's steps in one worker, folds side by side; a search shared by every fold
-        (`search: once`) runs here first, so no two workers attempt it."""
+        (`search: once`) and the corpus' openSMILE functionals are done here first, so no two workers attempt
+        them."""
         from nni_emotionnas.evaluation.fold_workers import run_in_workers
 
         if self.config.search == "once":
             for stream in sorted({s for _, variant, _ in steps for s in self.searched_streams(variant)}):
                 bar.set_postfix_str(f"search {stream}")
                 self.search(self.corpus.folds[0], stream)
+        if self.needs_classic({variant for _, variant, _ in steps}):
+            bar.set_postfix_str("openSMILE functionals")
+            self.classic_features()  # here with every extraction worker, not inside each fold worker
         units = [(fold.name, [s for s in steps if s[0] == fold.name]) for fold in self.corpus.folds]
         working: dict[str, str] = {}
 

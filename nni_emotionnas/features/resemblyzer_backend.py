@@ -45,8 +45,7 @@ class ResemblyzerOptions:
     trained on such input; loud audio is left alone). `trim_silence`: the package's VAD trimming of long
     pauses, off by default because it changes the timing the deep stream sees.
     `weights`: another checkpoint in resemblyzer's format; default the one inside the installed package.
-    `cpu_threads`: torch threads while the LSTM runs on CPU. Its per-step matrices are tiny, so more threads
-    mostly spin: on the 2-core machine one thread ran a 16-utterance batch 6x faster than two under load.
+    `cpu_threads`: torch threads while the LSTM runs on CPU (its per-step matrices are tiny: more threads spin).
     """
 
     layer: LayerSpec = -1

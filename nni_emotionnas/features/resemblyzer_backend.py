@@ -21,6 +21,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_se
 
 from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import BackendError
+from nni_emotionnas.features.base import BatchExtractor
 from nni_emotionnas.features.neural import (
     Device,
     LayerSpec,
@@ -92,11 +93,10 @@ def load_lstm_layers(weights: Path, count: int) -> nn.ModuleList:
     return layers.eval()
 
 
-class ResemblyzerExtractor:
+class ResemblyzerExtractor(BatchExtractor):
     """Frames x 256 (or x 768 for `weighted`) float32 at 10 ms; runs batched in the main process (GPU if any)."""
 
     name = "resemblyzer"
-    parallel = False
 
     def __init__(self, options: ResemblyzerOptions) -> None:
         self.options = options
@@ -140,9 +140,6 @@ class ResemblyzerExtractor:
         if self._lstm is None:
             self._lstm = load_lstm_layers(self.weights, max(self.layers)).to(self.device)
         return self._lstm
-
-    def extract(self, audio: np.ndarray) -> np.ndarray:
-        return self.extract_batch([audio])[0]
 
     def extract_batch(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         if not audios:

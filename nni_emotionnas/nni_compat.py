@@ -58,7 +58,7 @@ __all__ = [
 # `preprocess_cell_inputs` (nni.nas.nn.pytorch.cell, not exported): how NNI's `Cell.forward` turns its arguments
 # (a list of predecessors or separate tensors) into the predecessor list; our DARTS cell forwards take the same.
 # `ChosenInputs` (nni.nas.nn.pytorch.choice, not exported): what a frozen `Cell` holds in place of each input
-# choice; `spectrogram.fixed_genotype` reads the chosen predecessors from it.
+# choice (the chosen predecessors).
 # `OneShotStrategy` (nni.nas.oneshot.pytorch.strategy, not exported): the base of NNI's one-shot strategies, whose
 # `oneshot_module` holds the trained supernet a search reads its edge weights and UA from (`search.run`).
 

@@ -3,7 +3,7 @@
 Torch's default is one intra-op thread per core, and its OpenMP threads spin for a while when they run out
 of work. That suits one large network on an idle machine; it does not suit the small stream networks this
 project trains (their per-batch matrices are tiny), and beside a second process two spinning threads per
-process fight for two cores: a demo ran at a quarter of its speed. The policy:
+process fight for two cores (docs/results.md). The policy:
 
 - `stream`: stream networks, their cross-fitted copies and fusion heads: 1 thread (the batch is too small to
   split; one thread per process never waits for a descheduled partner);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -96,3 +97,20 @@ SMALL_FEATURES = {
     "deep": {"backend": "fbank"},
     "sequence": {"target_frames": 16},
 }
+
+
+def fixed_genotype(net: Any) -> dict[str, Any]:
+    """The readable genotype of a frozen spectrogram network, read from its modules (to check a rebuild
+    against its file)."""
+    from nni_emotionnas.nni_compat import ChosenInputs
+
+    genotype: dict[str, Any] = {}
+    for cell in net.cells:
+        pairs = []
+        for ops, inputs in zip(cell.ops, cell.inputs):
+            for op, chosen in zip(ops, inputs):
+                assert isinstance(chosen, ChosenInputs), "network is not frozen: its cells still hold input choices"
+                pairs.append([getattr(op, "darts_op", type(op).__name__), int(chosen.chosen[0])])
+        genotype.setdefault(cell.label, pairs)
+        genotype.setdefault(f"{cell.label}_concat", list(cell.output_node_indices))
+    return genotype

@@ -16,7 +16,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.preprocessing import StandardScaler
 
 from nni_emotionnas.config.experiment import experiment_from_dict
-from nni_emotionnas.corpora.load import read_corpus
+from nni_emotionnas.corpora.load import read_corpora
 from nni_emotionnas.corpora.records import Utterance
 from nni_emotionnas.errors import BackendError, ConfigError
 from nni_emotionnas.evaluation.crossval import CrossValidation
@@ -197,6 +197,6 @@ def test_opensmile_deep_stream_runs_end_to_end_with_speaker_standardisation(tmp_
     assert [r.split(",")[1] for r in rows] == ["0", "1", "1", "1"]
     assert not list(run_dir.glob("folds/*/standardization.npz"))  # nothing from training speakers to reuse
     # predict standardises files of one speaker by their own statistics, as the run did for a test speaker
-    files = [u.path for u in read_corpus(config)[0] if u.speaker == "Ses03M"][:4]
+    files = [u.path for u in read_corpora(config).utterances if u.speaker == "Ses03M"][:4]
     classes, probabilities = predict_files(run_dir, files)
     assert probabilities.shape == (4, len(classes)) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)

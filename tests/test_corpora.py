@@ -13,7 +13,7 @@ from nni_emotionnas.corpora.filename_corpora import parse_cremad_name, parse_rav
 from nni_emotionnas.corpora.generic import read_folders, read_manifest
 from nni_emotionnas.corpora.iemocap import read_iemocap
 from nni_emotionnas.corpora.labels import apply_labels
-from nni_emotionnas.corpora.load import read_corpus
+from nni_emotionnas.corpora.load import read_corpora
 from nni_emotionnas.errors import ConfigError, CorpusError
 
 
@@ -54,9 +54,9 @@ def test_iemocap_missing_wav_named_or_skipped(tmp_path):
     victim.unlink()
     corpus = {"reader": "iemocap", "path": str(tmp_path)}
     with pytest.raises(CorpusError, match=r"Ses01F_impro01.txt:\d+: audio file .*Ses01F_impro01_F002.wav is missing"):
-        read_corpus(experiment_from_dict({"corpus": corpus}, tmp_path))
+        read_corpora(experiment_from_dict({"corpus": corpus}, tmp_path))
     skipping = experiment_from_dict({"corpus": {**corpus, "on_bad_audio": "skip"}}, tmp_path)
-    assert victim in [u.path for u in read_corpus(skipping)[0]]  # kept for the feature stage to skip and report
+    assert victim in [u.path for u in read_corpora(skipping).utterances]  # kept for the feature stage to skip, report
 
 
 def test_label_policy_merge_keep_and_unknown(mini_iemocap):
@@ -111,7 +111,7 @@ def test_manifest_reader(tmp_path):
     (tmp_path / "gone.csv").write_text("path,label,speaker\naudio/zzz.wav,ang,s1\n")
     experiment = experiment_from_dict({"corpus": {"reader": "manifest", "path": "gone.csv"}}, tmp_path)
     with pytest.raises(CorpusError, match=r"gone.csv:2: audio file .*zzz.wav is missing"):
-        read_corpus(experiment)
+        read_corpora(experiment)
 
 
 def test_folders_reader(tmp_path):
@@ -123,8 +123,8 @@ def test_folders_reader(tmp_path):
         read_folders(tmp_path, speaker_pattern=r"^\d+$")
 
 
-def test_read_corpus_rejects_unknown_reader_option(tmp_path, emodb):
+def test_read_corpora_rejects_unknown_reader_option(tmp_path, emodb):
     experiment = experiment_from_dict({"corpus": {"reader": "emodb", "path": str(emodb), "options": {"x": 1}}},
                                       tmp_path)
     with pytest.raises(ConfigError, match="corpus.options.x: unknown option for reader 'emodb'"):
-        read_corpus(experiment)
+        read_corpora(experiment)

@@ -12,7 +12,7 @@ from conftest import write_tone
 
 from nni_emotionnas.cli.app import main
 from nni_emotionnas.config.experiment import experiment_from_dict
-from nni_emotionnas.corpora.load import read_corpus
+from nni_emotionnas.corpora.load import read_corpora
 from nni_emotionnas.errors import CorpusError
 
 
@@ -28,7 +28,7 @@ def write_manifest(folder: Path, rows: list[str], name: str = "m.csv", text_pref
 
 def load(folder: Path, name: str = "m.csv", **corpus) -> list:
     experiment = experiment_from_dict({"corpus": {"reader": "manifest", "path": name, **corpus}}, folder)
-    return read_corpus(experiment)[0]
+    return read_corpora(experiment).utterances
 
 
 def test_same_file_under_two_speakers_is_refused_naming_both_rows(tmp_path, capsys):

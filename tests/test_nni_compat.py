@@ -121,7 +121,7 @@ def test_unknown_experiment_has_no_registered_folder() -> None:
 
 def test_cell_internals_the_fast_cell_and_the_genotype_reader_rely_on() -> None:
     """`preprocess_cell_inputs` takes a cell's arguments as NNI's `Cell.forward` does, and a frozen `Cell` holds a
-    `ChosenInputs` per input choice (what `spectrogram.fixed_genotype` reads)."""
+    `ChosenInputs` per input choice (what `conftest.fixed_genotype` reads)."""
     from nni_emotionnas.spaces import spectrogram as S
 
     a, b = torch.zeros(1), torch.ones(1)

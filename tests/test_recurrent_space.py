@@ -30,11 +30,30 @@ D, H, T = 6, 8, 12
 TINY = R.RecurrentSpaceConfig(input_dim=D, hidden_size=H, nodes=3, attention_dim=8, dropout=0.0)
 
 
+def linear_parameters(layer: FixedCellLayer, node: str) -> dict[str, Tensor]:
+    """Views of a linear node's weights in a fixed cell by input name (and `bias`), to load known weights."""
+    H, spec = layer.hidden_size, layer.cell.node(node)
+    out: dict[str, Tensor] = {}
+    if "x" in spec.inputs:
+        assert layer.w_x is not None and layer.b_x is not None, "a node that reads x has x's projection"
+        k = layer.x_columns.index(node)
+        out["x"], out["bias"] = layer.w_x[k * H:(k + 1) * H], layer.b_x[k * H:(k + 1) * H]
+    else:
+        out["bias"] = layer.bias[node]
+    for s in ("h1", "h2"):
+        if s in spec.inputs:
+            k = layer.state_chunks[s].index(node)
+            out[s] = layer.w_state[s][k * H:(k + 1) * H]
+    for i in spec.inputs:
+        if i not in ("x", "h1", "h2"):
+            out[i] = layer.w_node[f"{node}__{i}"]
+    return out
+
 
 def _load_gates(layer: FixedCellLayer, ref: torch.nn.RNNCellBase, gates: str) -> None:
     with torch.no_grad():
         for k, g in enumerate(gates):
-            p = layer.linear_parameters(f"{g}_pre")
+            p = linear_parameters(layer, f"{g}_pre")
             p["x"].copy_(ref.weight_ih[k * H:(k + 1) * H])
             p["h1"].copy_(ref.weight_hh[k * H:(k + 1) * H])
             p["bias"].copy_(ref.bias_ih[k * H:(k + 1) * H] + ref.bias_hh[k * H:(k + 1) * H])
@@ -71,14 +90,14 @@ def test_catalog_gru_and_rnn_match_torch_cells():
     ref, layer = torch.nn.GRUCell(D, H), FixedCellLayer(gru(), D, H)
     _load_gates(layer, ref, "rz")
     with torch.no_grad():
-        layer.linear_parameters("xn")["x"].copy_(ref.weight_ih[2 * H:])
-        layer.linear_parameters("xn")["bias"].copy_(ref.bias_ih[2 * H:])
-        layer.linear_parameters("hn")["h1"].copy_(ref.weight_hh[2 * H:])
-        layer.linear_parameters("hn")["bias"].copy_(ref.bias_hh[2 * H:])
+        linear_parameters(layer, "xn")["x"].copy_(ref.weight_ih[2 * H:])
+        linear_parameters(layer, "xn")["bias"].copy_(ref.bias_ih[2 * H:])
+        linear_parameters(layer, "hn")["h1"].copy_(ref.weight_hh[2 * H:])
+        linear_parameters(layer, "hn")["bias"].copy_(ref.bias_hh[2 * H:])
     torch.testing.assert_close(layer(x)[0], _run_cell(ref, x, lstm_like=False)[0])
     ref, layer = torch.nn.RNNCell(D, H), FixedCellLayer(vanilla_rnn(), D, H)
     with torch.no_grad():
-        p = layer.linear_parameters("pre")
+        p = linear_parameters(layer, "pre")
         p["x"].copy_(ref.weight_ih), p["h1"].copy_(ref.weight_hh), p["bias"].copy_(ref.bias_ih + ref.bias_hh)
     torch.testing.assert_close(layer(x)[0], _run_cell(ref, x, lstm_like=False)[0])
 
@@ -91,7 +110,7 @@ def test_hoisted_x_only_nodes_give_the_step_by_step_result():
                       Node("h", "blend", ("g", "n", "h1")), Node("c", "leaky_relu", ("n",))], {"h1": "h", "h2": "c"})
     layer = FixedCellLayer(cell, D, H)
     x = torch.randn(2, T, D)
-    P = {name: layer.linear_parameters(name) for name in ("s", "n")}
+    P = {name: linear_parameters(layer, name) for name in ("s", "n")}
     x_proj = x @ layer.w_x[-H:].T + layer.b_x[-H:]  # the projection of x feeding non-linear ops
     h1 = h2 = torch.zeros(2, H)
     outs = []
@@ -134,7 +153,7 @@ def test_nasbench_nlp_recipe_imports_into_the_cell_format(tmp_path):
     ref, layer = torch.nn.LSTMCell(D, H), FixedCellLayer(cell, D, H)
     with torch.no_grad():
         for k, g in enumerate("ijfo"):
-            p = layer.linear_parameters(g)
+            p = linear_parameters(layer, g)
             rows = slice([0, 2, 1, 3][k] * H, ([0, 2, 1, 3][k] + 1) * H)  # LSTMCell order: i, f, g, o
             p["x"].copy_(ref.weight_ih[rows]), p["h1"].copy_(ref.weight_hh[rows])
             p["bias"].copy_(ref.bias_ih[rows] + ref.bias_hh[rows])
@@ -385,7 +404,7 @@ def test_an_op_added_to_the_table_only_works_in_the_supernet_the_fused_step_and_
     cell = make_cell([Node("p", "linear", ("x",)), Node("d", "difference", ("p", "h1"))], {"h1": "d"})
     layer = FixedCellLayer(cell, D, H)
     x, h1, outs = torch.randn(2, T, D), torch.zeros(2, H), []
-    P = layer.linear_parameters("p")
+    P = linear_parameters(layer, "p")
     for t in range(T):
         h1 = x[:, t] @ P["x"].T + P["bias"] - h1
         outs.append(h1)

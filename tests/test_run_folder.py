@@ -23,7 +23,7 @@ from nni_emotionnas.cli.app import main
 from nni_emotionnas.config.experiment import load_experiment
 from nni_emotionnas.corpora.fingerprint import corpus_fingerprint
 from nni_emotionnas.corpora.folds import make_folds
-from nni_emotionnas.corpora.load import read_corpus
+from nni_emotionnas.corpora.load import read_corpora
 from nni_emotionnas.errors import RunFolderError
 from nni_emotionnas.evaluation.run import LOCK_FILE, check_corpus, claim_run_dir, experiment_snapshot
 from nni_emotionnas.locks import FolderLock
@@ -102,7 +102,8 @@ def test_changed_corpus_is_refused_naming_the_change(tmp_path):
     experiment = load_experiment(write_experiment(tmp_path))
 
     def fingerprint() -> dict:
-        utterances, classes = read_corpus(experiment)
+        loaded = read_corpora(experiment)
+        utterances, classes = loaded.utterances, loaded.classes
         return corpus_fingerprint(utterances, make_folds(utterances, classes, experiment.protocol))
 
     run = tmp_path / "run"

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import fixed_genotype
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from torch.utils.data import TensorDataset
 
@@ -75,7 +76,7 @@ def test_search_moves_architecture_weights_and_writes_genotype(searched) -> None
 def test_genotype_rebuilds_and_retrains_with_best_checkpoint(searched, tmp_path: Path) -> None:
     record = read_genotype(searched.genotype_path)
     net, _ = build_fixed(record)
-    assert S.fixed_genotype(net) == record["genotype"]
+    assert fixed_genotype(net) == record["genotype"]
     assert net(torch.randn(3, 1, 16, 16)).shape == (3, 4)
     config = TrainConfig(epochs=3, batch_size=8, lr=0.01)
     result = fit_fixed(net, synthetic(40, 1), synthetic(20, 2), synthetic(20, 3), config, tmp_path, num_classes=4)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import fixed_genotype
 from nni.nas.strategy import DARTS
 
 from nni_emotionnas.config.parse import load_yaml, parse
@@ -176,7 +177,7 @@ def test_genotype_file_round_trips_through_freeze(tmp_path: Path) -> None:
     loaded = read_genotype(path)
     assert loaded["genotype"]["reduce"][-1] == ["max_pool_3x3", 2] and loaded["fold"] == "f1"
     net, module = build_fixed(loaded)
-    assert S.fixed_genotype(net) == loaded["genotype"]
+    assert fixed_genotype(net) == loaded["genotype"]
     assert net(torch.randn(2, 1, 20, 20)).shape == (2, 3)
     broken = dict(loaded, architecture={k: v for k, v in arch.items() if k != "normal/op_2_0"})
     with pytest.raises(ConfigError, match="missing \\['normal/op_2_0'\\]"):

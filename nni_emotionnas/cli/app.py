@@ -106,8 +106,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def console() -> None:
     """The `emotionnas` script: `main`, then exit without the interpreter's final sweep of the heap.
 
-    With torch, NNI and Lightning loaded that sweep took 5 s of a loaded machine (0.7 s frozen), which a
-    user waiting on Ctrl-C notices; freezing is harmless because the process ends right after.
+    With torch, NNI and Lightning loaded that sweep takes seconds, which a user waiting on Ctrl-C notices;
+    freezing is harmless because the process ends right after.
     OpenMP's wait policy is set first, while torch is not loaded yet (`nni_emotionnas.threads`).
     """
     wait_passively()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 
 def run_space_json(args: argparse.Namespace) -> int:
@@ -43,16 +44,14 @@ def trial_python_note() -> Optional[str]:
             "in the experiment's trialCommand")
 
 
-def run_trial(args: argparse.Namespace) -> int:
-    from nni_emotionnas.nni_support.trial import handle
+def printing_result(run: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
+    """A trial entry (`trial`, `oneshot-trial`) as a command: its final result printed as JSON."""
 
-    return handle(args)
+    def handler(args: argparse.Namespace) -> int:
+        print(json.dumps(run(args)))
+        return 0
 
-
-def run_oneshot_trial(args: argparse.Namespace) -> int:
-    from nni_emotionnas.nni_support.oneshot_trial import handle
-
-    return handle(args)
+    return handler
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -74,8 +73,8 @@ def run_view(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from nni_emotionnas.nni_support.oneshot_trial import add_arguments as oneshot_arguments
-    from nni_emotionnas.nni_support.trial import add_arguments as trial_arguments
+    from nni_emotionnas.nni_support import oneshot_trial as oneshot_entry
+    from nni_emotionnas.nni_support import trial as trial_entry
 
     space = subparsers.add_parser("space-json", help="write an NNI search-space JSON derived from a model space")
     space.add_argument("--stream", "--branch", dest="stream", required=True, choices=["spectrogram", "deep"])
@@ -85,11 +84,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     space.add_argument("--force", action="store_true", help="replace an existing --out that holds another space")
     space.set_defaults(handler=run_space_json)
     trial = subparsers.add_parser("trial", help="nnictl trial: train the sampled architecture, report val UA")
-    trial_arguments(trial)
-    trial.set_defaults(handler=run_trial)
+    trial_entry.add_arguments(trial)
+    trial.set_defaults(handler=printing_result(trial_entry.run))
     oneshot = subparsers.add_parser("oneshot-trial", help="nnictl trial: a one-shot search with per-epoch metrics")
-    oneshot_arguments(oneshot)
-    oneshot.set_defaults(handler=run_oneshot_trial)
+    oneshot_entry.add_arguments(oneshot)
+    oneshot.set_defaults(handler=printing_result(oneshot_entry.run))
     export = subparsers.add_parser("export", help="best trial of an NNI experiment -> genotype.json")
     export.add_argument("experiment", help="NNI experiment id or experiment folder")
     export.add_argument("--out", help="output file or folder (default: <experiment folder>/genotype.json)")

@@ -284,8 +284,8 @@ class RunConfig:
     `probe_spectrogram`, `probe_deep`) whose held-out outputs join every fusion as further streams. With
     `crossfit`, every stream is calibrated by a temperature and `dominant: auto` starts the head as the mean of
     all streams (a named `dominant` starts it as that stream alone). `fusion_margin` (a UA gain, e.g. 0.05)
-    lets the head leave its start when the cross-validation over those groups gains that much; null (the
-    default, best on EmoDB and URDU) keeps the start (`evaluation.stacking`).
+    lets the head leave its start when the cross-validation over those groups gains that much; null keeps the
+    start (`evaluation.stacking`).
 
     `classic` adds the `classic` baseline (openSMILE functionals + logistic regression, see `ClassicConfig`;
     `classic: null` drops it). With two or more of these baselines, `probe_fusion` is added: the mean of

@@ -18,7 +18,7 @@ def read_manifest(path: Path) -> list[Utterance]:
     """CSV with header `path,label,speaker[,session][,gender]`; relative paths are relative to the CSV.
 
     UTF-8 with or without a byte-order mark, LF or CRLF line ends. Rows whose audio is missing are kept:
-    `read_corpus` refuses or skips them as `corpus.on_bad_audio` says.
+    `read_corpora` refuses or skips them as `corpus.on_bad_audio` says.
     """
     path = Path(path)
     if not path.is_file():

@@ -60,16 +60,6 @@ READERS: dict[str, Callable[..., list[Utterance]]] = {
 }
 
 
-def read_corpus(experiment: ExperimentConfig) -> tuple[list[Utterance], list[str]]:
-    """Utterances after label mapping/selection and integrity checks, and the class list in training order.
-
-    A row whose audio file is missing is an error naming the row, unless `corpus.on_bad_audio: skip`
-    (the feature stage then skips it and the report lists it). With `corpora`, see `read_corpora`.
-    """
-    loaded = read_corpora(experiment)
-    return loaded.utterances, loaded.classes
-
-
 def read_corpora(experiment: ExperimentConfig) -> LoadedCorpora:
     """Every corpus of the experiment, each read and checked on its own, its speakers, sessions and ids
     prefixed with its name; with `corpora`, reduced to the shared classes and checked across corpora."""

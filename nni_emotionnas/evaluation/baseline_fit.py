@@ -34,8 +34,7 @@ def fit_on_fold(classifier: Pipeline, features: np.ndarray, labels: np.ndarray, 
     """`features`/`labels` indexed like the corpus' utterances; fits on `fit_indices(fold)`, scores `fold.test`.
     The training split holds every class (the folds are checked), so probability columns are the classes."""
     learn = fit_indices(fold)
-    # one BLAS thread: lbfgs on a few hundred rows gains nothing from more, and on a shared 2-core machine
-    # OpenBLAS' spinning threads made the ComParE fit 6x slower (137 s vs 22 s for a test under load)
+    # one BLAS thread: lbfgs on a few hundred rows gains nothing from more, and spinning threads slow a shared machine
     with threadpool_limits(limits=1, user_api="blas"):
         classifier.fit(features[learn], labels[learn])
         probs = classifier.predict_proba(features[list(fold.test)])

@@ -1,5 +1,5 @@
 """The `classic` baseline: openSMILE functionals and a logistic regression, the first baseline an SER
-reviewer asks for (ComParE 2016 functionals reach UA 76 on EmoDB leave-one-speaker-out without any search).
+reviewer asks for.
 
 Extraction is a one-off per corpus and feature set (cached in the feature store like every other feature);
 with `features.standardize: speaker` the functionals are standardised within each speaker first, as the

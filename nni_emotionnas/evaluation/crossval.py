@@ -175,8 +175,7 @@ class CrossValidation:
         model = self.build(fold, variant, seed)
         name = SELECTED_WEIGHTS if self.experiment.train.refit and not refitted else "model.pt"
         for stream in SINGLE_STREAMS:
-            weights = self.variant_dir(fold, stream, seed) / name
-            getattr(model, f"{stream}_net").load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            load_weights(getattr(model, f"{stream}_net"), self.variant_dir(fold, stream, seed) / name)
         model.head.start_from(getattr(model, f"{model.head.dominant}_net").classifier)
         return model
 
@@ -189,21 +188,17 @@ class CrossValidation:
         return self._frozen.setdefault((fold.name, seed, refitted), FrozenStreams())
 
     def supplementary_held_out(self, fold: Fold, name: str) -> tuple[Any, Any]:
-        """(held-out outputs, fitted classifier) of a `run.supplementary` baseline on this fold, once per run:
-        `classic` on openSMILE functionals, `probe_<stream>` on the statistics of the stream's fold inputs."""
+        """(held-out outputs, fitted classifier) of a `run.supplementary` baseline on this fold, once per run."""
         from nni_emotionnas.evaluation.classic import classic_classifier
-        from nni_emotionnas.evaluation.probe import probe_classifier, probe_stream
+        from nni_emotionnas.evaluation.probe import probe_classifier
         from nni_emotionnas.evaluation.stacked_fit import baseline_held_out
 
         if (fold.name, name) not in self._supplementary:
-            if name == CLASSIC:
-                features, make = self.classic_features(), lambda: classic_classifier(self.config.classic)
-            else:
-                features, make = self.probe_features(fold, probe_stream(name)), probe_classifier
+            make = (lambda: classic_classifier(self.config.classic)) if name == CLASSIC else probe_classifier
             speakers = [u.speaker for u in self.corpus.utterances]
             self._supplementary[fold.name, name] = baseline_held_out(
                 fold, speakers, self.corpus.labels, len(self.corpus.classes), self.config.crossfit_folds, make,
-                features,
+                self.baseline_features(fold, name),
             )
         return self._supplementary[fold.name, name]
 
@@ -221,11 +216,8 @@ class CrossValidation:
         classes = len(self.corpus.classes)
         head, choice, probs = fit_stacked(variant, held, dominant, self.corpus.labels, classes,
                                           config.class_weights == "balanced", self.config.fusion_margin)
-        networks = {}
-        for stream in SINGLE_STREAMS:
-            networks[stream] = self.stream_model(fold, stream)
-            weights = self.folder.model(fold.name, stream, seed)
-            networks[stream].load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        networks = {stream: load_weights(self.stream_model(fold, stream), self.folder.model(fold.name, stream, seed))
+                    for stream in SINGLE_STREAMS}
         model = stacked_model(networks, {name: fitted for name, (_, fitted) in linear.items()}, head, classes)
         result = self.fold_result(
             fold, variant, seed, None, probs, self.corpus.labels[list(fold.test)], -1, parameter_count(head),
@@ -258,6 +250,11 @@ class CrossValidation:
         shutil.rmtree(out / "heldout", ignore_errors=True)
         outputs.save(out / HELD_OUT)
 
+    def baseline_features(self, fold: Fold, baseline: str) -> np.ndarray:
+        """What a linear baseline reads for every utterance: openSMILE functionals (`classic`, once per run) or
+        the statistics of its stream's fold inputs (`probe_<stream>`)."""
+        return self.classic_features() if baseline == CLASSIC else self.probe_features(fold, PROBE_VARIANTS[baseline])
+
     def probe_features(self, fold: Fold, stream: str) -> np.ndarray:
         """What a probe of `stream` reads for every utterance in this fold (`utterance_statistics`): shared by
         the probe rows of every seed and the probe streams of the fusions, computed once per fold."""
@@ -287,19 +284,18 @@ class CrossValidation:
         """A baseline's test probabilities on this fold (`evaluation.baseline_fit`), computed once per run."""
         from nni_emotionnas.evaluation.baseline_fit import fit_on_fold, mean_probabilities
         from nni_emotionnas.evaluation.classic import classic_classifier
-        from nni_emotionnas.evaluation.probe import probe_classifier, probe_stream
+        from nni_emotionnas.evaluation.probe import probe_classifier
 
         key = (fold.name, variant, seed)
         if key not in self._baselines:
             if variant == PROBE_FUSION:
                 members = [self.baseline_fit(fold, member, seed) for member in self.config.fused_baselines]
                 self._baselines[key] = mean_probabilities(members)
-            elif variant == CLASSIC:
-                classifier = classic_classifier(self.config.classic, seed)
-                self._baselines[key] = fit_on_fold(classifier, self.classic_features(), self.corpus.labels, fold)
             else:
-                features = self.probe_features(fold, probe_stream(variant))
-                self._baselines[key] = fit_on_fold(probe_classifier(seed), features, self.corpus.labels, fold)
+                features = self.baseline_features(fold, variant)
+                classifier = (classic_classifier(self.config.classic, seed) if variant == CLASSIC
+                              else probe_classifier(seed))
+                self._baselines[key] = fit_on_fold(classifier, features, self.corpus.labels, fold)
         return self._baselines[key]
 
     def fold_result(
@@ -464,6 +460,11 @@ class CrossValidation:
 
         done = run_in_workers(self.run_step, units, self.config.jobs, progress)
         return [result for label, _ in units for result in done[label]]
+
+
+def load_weights(module: torch.nn.Module, path: Path) -> torch.nn.Module:
+    module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return module
 
 
 def step_text(step: tuple[str, str, int]) -> str:

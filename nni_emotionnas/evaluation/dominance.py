@@ -1,9 +1,6 @@
-"""`run.dominant: auto`: which stream a fusion keeps intact, judged on every speaker a fold does not test.
-
-A fold validates on one speaker; which stream scores higher there is mostly that speaker, and a fusion that keeps
-the stream one speaker preferred can fall far under the other (measured: docs/experiments.md, "Baselines in every
-report"). Here each stream's probe (`evaluation.probe`) is scored leave-one-speaker-out
-over the fold's training and validation speakers, so the choice rests on all of them; test speakers are never read.
+"""`run.dominant: auto` (`streams`/`scratch` fusions): the stream a fusion keeps intact, chosen by each stream's
+probe (`evaluation.probe`) scored leave-one-speaker-out over every speaker the fold does not test: which stream
+wins on the one validation speaker is mostly that speaker. Test speakers are never read.
 """
 
 from __future__ import annotations
@@ -42,8 +39,8 @@ def probe_dominance(corpus: PreparedCorpus, fold: Fold, streams: tuple[str, ...]
 
 
 def load_dominance(path: Path, streams: tuple[str, ...]) -> dict[str, float]:
-    """A fold's saved probe scores (`probe_dominance`); a damaged file is a `RunFolderError` naming it. The fold's
-    fusions were built on it, so the remedy is to redo them: the record is written again with them."""
+    """A fold's saved probe scores (`probe_dominance`); a damaged file is a `RunFolderError` naming it and the
+    fusions built on it, which are redone with it."""
     try:
         scores = json.loads(Path(path).read_bytes())
         usable = isinstance(scores, dict) and all(

@@ -14,13 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from nni_emotionnas.config.experiment import PROBE_VARIANTS
 from nni_emotionnas.features.prepared import PreparedCorpus, StreamDataset
-
-
-def probe_stream(variant: str) -> str:
-    """`probe_deep` -> `deep`: the stream whose features a probe reads."""
-    return PROBE_VARIANTS[variant]
 
 
 def utterance_statistics(corpus: PreparedCorpus, fold_name: str, indices: Sequence[int], stream: str) -> np.ndarray:

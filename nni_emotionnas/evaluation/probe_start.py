@@ -1,13 +1,12 @@
 """`train.probe_start`: a stream network with the input-statistics skip starts as its own probe.
 
 Trained from random weights on a few hundred utterances, a stream network fits its cell features to the
-training speakers long before its classifier has learnt what the skip already carries (on EmoDB the
-spectrogram stream stayed 9 UA points under its probe with the skip, and the searched cells' embedding
-is ten times the skip's width). Started as the probe instead -- the skip's batch norm holding the training
-utterances' statistics (the probe's scaler), the classifier's skip columns the probe's logistic regression,
-the cell features' columns at zero -- the network is exactly the probe before its first step, training
-adds the cells to it, and with the start kept as a candidate (`fit_fixed(keep_initial=True)`) the
-validation UA can only keep or improve the probe's.
+training speakers long before its classifier has learnt what the skip already carries (the searched cells'
+embedding is ten times the skip's width; docs/experiments.md). Started as the probe instead -- the skip's
+batch norm holding the training utterances' statistics (the probe's scaler), the classifier's skip columns the
+probe's logistic regression, the cell features' columns at zero -- the network is exactly the probe before its
+first step, training adds the cells to it, and with the start kept as a candidate
+(`fit_fixed(keep_initial=True)`) the validation UA can only keep or improve the probe's.
 """
 
 from __future__ import annotations

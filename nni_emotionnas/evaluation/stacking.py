@@ -8,8 +8,7 @@ picked wrongly), or as a named dominant stream alone. With a `margin` it may the
 weaker and weaker penalties on its distance from that start, and does so only when a penalty's balanced
 accuracy over the speaker groups the outputs came from (trained on the other groups, scored on each in turn)
 beats the start's by the margin. Without one it keeps its start: on corpora of a few dozen speakers that
-cross-validation is noisy (where speaker and emotion are confounded it points the wrong way), and a head
-that moved on noise lost to the calibrated mean (docs/results.md).
+cross-validation is noisy (docs/results.md).
 """
 
 from __future__ import annotations

@@ -28,6 +28,24 @@ class FeatureExtractor(Protocol):
     def extract_batch(self, audios: list[np.ndarray]) -> list[np.ndarray]: ...
 
 
+class UtteranceExtractor:
+    """Base of the extractors of picklable numpy code, one utterance at a time (run in worker processes)."""
+
+    parallel = True
+
+    def extract_batch(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        return [self.extract(audio) for audio in audios]  # type: ignore[attr-defined]
+
+
+class BatchExtractor:
+    """Base of the neural encoders, which run batches in the main process (where they may use a GPU)."""
+
+    parallel = False
+
+    def extract(self, audio: np.ndarray) -> np.ndarray:
+        return self.extract_batch([audio])[0]  # type: ignore[attr-defined]
+
+
 def config_digest(name: str, config: dict[str, Any]) -> str:
     """A short stable hash of an extractor's identity, used as its cache folder name."""
     payload = json.dumps({"name": name, "config": config}, sort_keys=True, default=str)

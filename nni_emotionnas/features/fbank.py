@@ -9,6 +9,7 @@ import librosa
 import numpy as np
 
 from nni_emotionnas.config.parse import parse
+from nni_emotionnas.features.base import UtteranceExtractor
 
 
 @dataclass
@@ -33,11 +34,10 @@ class FbankConfig:
             raise ValueError("need n_mels >= 1 and 0 < hop_ms <= window_ms")
 
 
-class FbankExtractor:
+class FbankExtractor(UtteranceExtractor):
     """Pure numpy/librosa, so the feature store runs it in worker processes (`parallel = True`)."""
 
     name = "fbank"
-    parallel = True
 
     def __init__(self, config: FbankConfig | None = None) -> None:
         self.settings = config or FbankConfig()
@@ -67,9 +67,6 @@ class FbankExtractor:
             else:  # too short for a delta window: no change over time
                 parts.append(np.zeros_like(logmel))
         return np.concatenate(parts, axis=0).T.astype(np.float32)
-
-    def extract_batch(self, audios: list[np.ndarray]) -> list[np.ndarray]:
-        return [self.extract(audio) for audio in audios]
 
 
 def from_options(options: dict[str, Any]) -> FbankExtractor:

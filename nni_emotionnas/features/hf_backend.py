@@ -21,6 +21,7 @@ import torch
 
 from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import BackendError
+from nni_emotionnas.features.base import BatchExtractor
 from nni_emotionnas.features.neural import Device, LayerSpec, file_stamp, resolve_device, select_layers
 
 SAMPLE_RATE = 16000
@@ -128,11 +129,10 @@ def frames_after_convs(n_samples: int, kernels: list[int], strides: list[int]) -
     return max(length, 0)
 
 
-class HFExtractor:
+class HFExtractor(BatchExtractor):
     """Hidden-state frames (20 ms for the standard front end) of a transformers speech encoder, float32."""
 
     name = "hf"
-    parallel = False
 
     def __init__(self, options: HFOptions) -> None:
         self.options = options
@@ -204,9 +204,6 @@ class HFExtractor:
                 raise BackendError(f"features.deep.path: cannot load the model in {self.path}: {exc}") from exc
             self._model = model.float().eval().to(self.device)
         return self._model
-
-    def extract(self, audio: np.ndarray) -> np.ndarray:
-        return self.extract_batch([audio])[0]
 
     def extract_batch(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         audios = [np.asarray(a, dtype=np.float32) for a in audios]

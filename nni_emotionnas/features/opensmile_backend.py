@@ -15,6 +15,7 @@ import numpy as np
 
 from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import BackendError
+from nni_emotionnas.features.base import UtteranceExtractor
 
 FeatureSetName = Literal["ComParE_2016", "eGeMAPSv02", "GeMAPSv01b"]
 # Sets whose configuration defines first-order deltas of the LLDs (the GeMAPS sets do not).
@@ -67,11 +68,10 @@ class OpenSmileLLDOptions:
     deltas: bool = True
 
 
-class OpenSmileLLDExtractor:
+class OpenSmileLLDExtractor(UtteranceExtractor):
     """Frames x LLDs (+ deltas) float32, one frame every 10 ms; pure CPU, so the store runs it in workers."""
 
     name = "opensmile"
-    parallel = True
 
     def __init__(self, options: Optional[OpenSmileLLDOptions] = None) -> None:
         self.options = options or OpenSmileLLDOptions()
@@ -96,15 +96,11 @@ class OpenSmileLLDExtractor:
             frames = np.concatenate([frames, deltas], axis=1)
         return np.ascontiguousarray(frames)
 
-    def extract_batch(self, audios: list[np.ndarray]) -> list[np.ndarray]:
-        return [self.extract(audio) for audio in audios]
 
-
-class OpenSmileFunctionalsExtractor:
+class OpenSmileFunctionalsExtractor(UtteranceExtractor):
     """One utterance-level vector of a set's functionals (statistics of its LLDs over the whole utterance)."""
 
     name = "opensmile-functionals"
-    parallel = True
 
     def __init__(self, feature_set: FeatureSetName = "ComParE_2016") -> None:
         import_opensmile()
@@ -116,9 +112,6 @@ class OpenSmileFunctionalsExtractor:
 
     def extract(self, audio: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(self._smile.process(audio)[0])
-
-    def extract_batch(self, audios: list[np.ndarray]) -> list[np.ndarray]:
-        return [self.extract(audio) for audio in audios]
 
 
 def from_options(options: dict[str, Any]) -> OpenSmileLLDExtractor:

@@ -21,6 +21,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_se
 
 from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import BackendError
+from nni_emotionnas.features.base import BatchExtractor
 from nni_emotionnas.features.neural import (
     Device,
     LayerSpec,
@@ -45,8 +46,7 @@ class ResemblyzerOptions:
     trained on such input; loud audio is left alone). `trim_silence`: the package's VAD trimming of long
     pauses, off by default because it changes the timing the deep stream sees.
     `weights`: another checkpoint in resemblyzer's format; default the one inside the installed package.
-    `cpu_threads`: torch threads while the LSTM runs on CPU. Its per-step matrices are tiny, so more threads
-    mostly spin: on the 2-core machine one thread ran a 16-utterance batch 6x faster than two under load.
+    `cpu_threads`: torch threads while the LSTM runs on CPU (its per-step matrices are tiny: more threads spin).
     """
 
     layer: LayerSpec = -1
@@ -93,11 +93,10 @@ def load_lstm_layers(weights: Path, count: int) -> nn.ModuleList:
     return layers.eval()
 
 
-class ResemblyzerExtractor:
+class ResemblyzerExtractor(BatchExtractor):
     """Frames x 256 (or x 768 for `weighted`) float32 at 10 ms; runs batched in the main process (GPU if any)."""
 
     name = "resemblyzer"
-    parallel = False
 
     def __init__(self, options: ResemblyzerOptions) -> None:
         self.options = options
@@ -141,9 +140,6 @@ class ResemblyzerExtractor:
         if self._lstm is None:
             self._lstm = load_lstm_layers(self.weights, max(self.layers)).to(self.device)
         return self._lstm
-
-    def extract(self, audio: np.ndarray) -> np.ndarray:
-        return self.extract_batch([audio])[0]
 
     def extract_batch(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         if not audios:

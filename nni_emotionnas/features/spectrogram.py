@@ -9,6 +9,7 @@ import librosa
 import numpy as np
 
 from nni_emotionnas.config.experiment import SpectrogramConfig
+from nni_emotionnas.features.base import UtteranceExtractor
 
 
 def adaptive_average_pool(matrix: np.ndarray, out_rows: int, out_cols: int) -> np.ndarray:
@@ -26,11 +27,10 @@ def adaptive_average_pool(matrix: np.ndarray, out_rows: int, out_cols: int) -> n
     return pool_axis(pool_axis(matrix, out_rows, 0), out_cols, 1)
 
 
-class SpectrogramExtractor:
+class SpectrogramExtractor(UtteranceExtractor):
     """Frequency x time spectrogram pooled to `size`; CPU-only numpy, so it runs in worker processes."""
 
     name = "spectrogram"
-    parallel = True
 
     def __init__(self, config: SpectrogramConfig) -> None:
         self.settings = config
@@ -70,5 +70,3 @@ class SpectrogramExtractor:
         rows, cols = self.settings.size
         return adaptive_average_pool(magnitude, rows, cols).astype(np.float32)
 
-    def extract_batch(self, audios: list[np.ndarray]) -> list[np.ndarray]:
-        return [self.extract(a) for a in audios]

@@ -12,6 +12,7 @@ import torch
 
 from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import BackendError, ConfigError
+from nni_emotionnas.features.base import BatchExtractor
 from nni_emotionnas.features.neural import Device, file_stamp, resolve_device
 
 # backend -> default torchaudio model factory (torchaudio.models.<name>)
@@ -43,8 +44,7 @@ def import_torchaudio(backend: str) -> Any:
     return torchaudio
 
 
-class TorchaudioExtractor:
-    parallel = False
+class TorchaudioExtractor(BatchExtractor):
 
     def __init__(self, backend: str, config: TorchaudioConfig) -> None:
         self.name, self.settings = backend, config
@@ -98,9 +98,6 @@ class TorchaudioExtractor:
         layers, frame_lengths = self.model.extract_features(waves.to(self.device), lengths.to(self.device))
         chosen = layers[self.settings.layer if self.settings.layer < 0 else self.settings.layer - 1]
         return [chosen[i, : int(n)].float().cpu().numpy() for i, n in enumerate(frame_lengths)]
-
-    def extract(self, audio: np.ndarray) -> np.ndarray:
-        return self.extract_batch([audio])[0]
 
 
 def _factory(backend: str):

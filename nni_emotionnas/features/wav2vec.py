@@ -13,6 +13,7 @@ import torch
 
 from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import BackendError
+from nni_emotionnas.features.base import BatchExtractor
 from nni_emotionnas.features.neural import Device, file_stamp, resolve_device
 
 INSTALL_HINT = "install the fairseq extra: pip install 'nni-emotionnas[fairseq]' (fairseq-fixed on Python 3.11+)"
@@ -86,11 +87,10 @@ def load_wav2vec(path: Path) -> torch.nn.Module:
     return model.eval()
 
 
-class Wav2VecExtractor:
+class Wav2VecExtractor(BatchExtractor):
     """Neural encoder: runs in the main process (`parallel = False`), batched, on the GPU when present."""
 
     name = "wav2vec"
-    parallel = False
 
     def __init__(self, config: Wav2VecConfig) -> None:
         self.settings = config
@@ -114,9 +114,6 @@ class Wav2VecExtractor:
         z = self.model.feature_extractor(waves.to(self.device))
         out = z if self.settings.output == "z" else self.model.feature_aggregator(z)
         return out.transpose(1, 2).float().cpu()
-
-    def extract(self, audio: np.ndarray) -> np.ndarray:
-        return self.extract_batch([audio])[0]
 
     def extract_batch(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         """Batches utterances of equal length only: wav2vec's group norms normalise over time, so zero

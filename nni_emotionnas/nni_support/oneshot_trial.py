@@ -11,7 +11,6 @@ or from `--strategy FILE`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,11 +90,6 @@ def found_architecture(record: dict[str, Any]) -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_trial_arguments(parser, "search")
     parser.add_argument("--strategy", help="strategy YAML (default: the sample's 'strategy' packaged file)")
-
-
-def handle(args: argparse.Namespace) -> int:
-    print(json.dumps(run(args)))
-    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

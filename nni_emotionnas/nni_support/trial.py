@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,11 +81,6 @@ def run(args: argparse.Namespace, parameters: Optional[dict[str, Any]] = None) -
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_trial_arguments(parser, "train")
-
-
-def handle(args: argparse.Namespace) -> int:
-    print(json.dumps(run(args)))
-    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -5,16 +5,7 @@ NNI's tuners see the search-space JSON, not the space's rules (NNI `Constraint`s
 must refuse: with Evolution's random first generation, about two thirds of a deep search's trials. This tuner
 checks each sample of its inner tuner with the trial's own check (`SampleRules`), tells the inner tuner that a
 refused sample ran and scored the worst value (so Evolution drops it from its population and TPE learns where
-the rule bites) and asks again, up to `max_refusals` times in a row. In the nnictl config:
-
-    tuner:
-      className: nni_emotionnas.nni_support.tuner.ValidSampleTuner
-      codeDirectory: .               # relative paths below are taken from here (the config file's folder)
-      classArgs:
-        tuner: Evolution             # an NNI builtin tuner name, or module.Class of any Tuner
-        tuner_args: {optimize_mode: maximize, population_size: 8}
-        experiment: experiment.yml   # as in trialCommand: the experiment whose space the trials freeze
-        stream: deep                 # (and `space: FILE` if trialCommand passes --space FILE)
+the rule bites) and asks again, up to `max_refusals` times in a row. Its nnictl config: docs/nnictl_tuner.md.
 
 The inner tuner only ever sees the wrapper's own parameter ids; the NNI manager only sees its own. Tuners that
 hand out samples later through the dispatcher's callback (Evolution and PPO, when more trials are asked for

@@ -1,8 +1,8 @@
 """What a multi-trial NAS trial receives as its NNI parameters: the sampled architecture, readable, and a reference.
 
 NNI 3.0 sends each trial its whole `SimplifiedModelSpace` (model symbol, init arguments, evaluator with the
-experiment config, and base64 pickles `__nni_obj__` for whatever is not traced): about 7 KB per trial that the
-web UI shows as the trial's parameters, corpus paths included. `ReferencedModelSpace` uses NNI's serializer
+experiment config, and base64 pickles `__nni_obj__` for whatever is not traced), which the web UI shows as
+the trial's parameters, corpus paths included. `ReferencedModelSpace` uses NNI's serializer
 protocol (`_dump`/`_load`, documented in `nni.dump`) to send only the sample, in the search-space JSON form
 (`n1/operand_a: h1`), plus the path of `trial_setup.json` in the run folder, which holds the rest.
 """

@@ -168,7 +168,7 @@ def _cell_op(node: int, op_index: int, input_index: Optional[int], *, op: str, c
     """Op factory for `Cell`: stride 2 on the cell inputs of a reduction cell (input unknown -> 2 as well)."""
     stride = 2 if reduction and (input_index is None or input_index < NUM_PREDECESSORS) else 1
     module = build_op(op, channels, stride)
-    module.darts_op = op  # type: ignore[assignment]  # lets `fixed_genotype` read back what a frozen cell really contains
+    module.darts_op = op  # type: ignore[assignment]  # what a frozen cell really contains, for tests
     return module
 
 
@@ -345,20 +345,3 @@ def draw(genotype: dict[str, Any], png_path: Path) -> None:
     from nni_emotionnas.spaces.spectrogram_draw import draw_cells
 
     draw_cells(genotype, png_path, cells=[label for label in CELL_LABELS if label in genotype])
-
-
-def fixed_genotype(net: nn.Module) -> dict[str, Any]:
-    """The readable genotype of a frozen network, read from its modules (to check a rebuild against a file)."""
-    from nni_emotionnas.nni_compat import ChosenInputs
-
-    genotype: dict[str, Any] = {}
-    for cell in net.cells:
-        pairs = []
-        for ops, inputs in zip(cell.ops, cell.inputs):
-            for op, chosen in zip(ops, inputs):
-                if not isinstance(chosen, ChosenInputs):
-                    raise ValueError("network is not frozen: its cells still hold input choices")
-                pairs.append([getattr(op, "darts_op", type(op).__name__), int(chosen.chosen[0])])
-        genotype.setdefault(cell.label, pairs)
-        genotype.setdefault(f"{cell.label}_concat", list(cell.output_node_indices))
-    return genotype

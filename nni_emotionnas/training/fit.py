@@ -48,9 +48,7 @@ class RunFolderCheckpoint(ModelCheckpoint):
 class FitResult:
     val: SERScores
     test: Optional[SERScores]
-    val_predictions: np.ndarray
     test_predictions: Optional[np.ndarray]
-    test_labels: Optional[np.ndarray]
     best_checkpoint: str
     best_val_ua: float
     best_epoch: int = -1  # -1: the initial weights (keep_initial) or unknown
@@ -125,9 +123,7 @@ def fit_fixed(
     return FitResult(
         val=val_scores,
         test=test_scores,
-        val_predictions=val_pred,
         test_predictions=test_pred,
-        test_labels=test_labels,
         best_checkpoint=best,
         best_val_ua=val_scores.ua,
         best_epoch=best_epoch,

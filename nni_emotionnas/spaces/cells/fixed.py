@@ -109,26 +109,6 @@ class FixedCellLayer(nn.Module):
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
 
-    def linear_parameters(self, node: str) -> dict[str, torch.Tensor]:
-        """Views of a linear node's weights by input name (and `bias`): lets callers load known weights."""
-        H = self.hidden_size
-        spec = self.cell.node(node)
-        out: dict[str, torch.Tensor] = {}
-        if "x" in spec.inputs:
-            assert self.w_x is not None and self.b_x is not None, "a node that reads x has x's projection"
-            k = self.x_columns.index(node)
-            out["x"], out["bias"] = self.w_x[k * H:(k + 1) * H], self.b_x[k * H:(k + 1) * H]
-        else:
-            out["bias"] = self.bias[node]
-        for s in STATES:
-            if s in spec.inputs:
-                k = self.state_chunks[s].index(node)
-                out[s] = self.w_state[s][k * H:(k + 1) * H]
-        for i in spec.inputs:
-            if i not in ("x",) + STATES:
-                out[i] = self.w_node[f"{node}__{i}"]
-        return out
-
     def _op(self, op: str, args: Sequence[torch.Tensor]) -> torch.Tensor:
         """A parameter-free node (linear nodes are run by the blocks above), from the op table."""
         return recurrent_op(op).apply(args, self.leaky_slope)

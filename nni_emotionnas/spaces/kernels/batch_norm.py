@@ -2,13 +2,12 @@
 its reductions done as batched matrix products.
 
 PyTorch's CPU batch norm on channels-last tensors with the few channels of a DARTS cell (6-24) vectorises
-poorly and does not use a second thread: at (32, 24, 140, 140) its forward + backward takes ~100 ms at 2
-threads, about a third of a spectrogram supernet step. Here the per-channel sums the statistics and the
+poorly and does not use a second thread (docs/search-cost.md). Here the per-channel sums the statistics and the
 gradient need (sum x, sum x^2, sum g, sum g x) come from one `bmm` per sample (ones^T X, X^T X, G^T X on the
 (pixels x channels) storage, multi-threaded BLAS) summed over the batch, so each partial sum runs over one
-sample's pixels only (float32 error ~1e-7, as PyTorch's pairwise sums); normalisation and the input gradient
-are two fused multiply-adds. E[x^2] - E[x]^2 loses precision only for channels whose mean is thousands of
-standard deviations; batch-normalised DARTS activations are not.
+sample's pixels only (float32 error as PyTorch's pairwise sums); normalisation and the input gradient are two
+fused multiply-adds. E[x^2] - E[x]^2 loses precision only for channels whose mean is thousands of standard
+deviations; batch-normalised DARTS activations are not.
 """
 
 from __future__ import annotations
@@ -84,13 +83,8 @@ def batch_norm(
     eps: float,
 ) -> torch.Tensor:
     """`F.batch_norm` (same arguments, same running-statistics update), through `ChannelsLastBatchNorm` for
-    batch statistics of a 4-d channels-last float32 CPU tensor (on a GPU, cuDNN's kernel is used as it is).
-
-    Alone on quiet cores PyTorch's kernel is the faster from ~48 channels on (fwd+bwd at (32, 48, 70, 70): 15
-    vs 19 ms; (32, 96, 35, 35): 5.5 vs 11.6 ms) and this one below (6-24 channels at 140x140: 18-78 vs 79-131
-    ms); inside a supernet step both run several times slower than alone (PyTorch's backward at (32, 48, 70, 70)
-    took ~140 ms per call in a profile; fresh output pages faulting in, we think), and the step measured in
-    docs/search-cost.md uses this path at every channel count."""
+    batch statistics of a 4-d channels-last float32 CPU tensor (on a GPU, cuDNN's kernel is used as it is), at
+    every channel count: PyTorch's kernel wins alone from ~48 channels on, not inside a step (docs/search-cost.md)."""
     if not (
         training
         and x.device.type == "cpu"

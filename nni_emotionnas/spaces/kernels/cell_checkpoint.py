@@ -5,10 +5,9 @@ recomputes its activations there, trading one more forward for most of the memor
 would then update its running statistics a second time. The rerun here restores them, so a checkpointed step
 leaves the same weights, gradients and buffers as a plain one.
 
-The recomputation frees and allocates a cell's activations again in every backward. Under glibc's defaults
-the heap returns freed memory above 64 MB to the OS and every recomputed activation faults fresh pages in
-(about a million page faults per step at the paper's scale, 10-20% of a checkpointed step on 2 CPU cores);
-with checkpointing on, freed memory stays in the process heap (`keep_freed_memory`).
+The recomputation frees and allocates a cell's activations again in every backward; under glibc's defaults
+each would fault fresh pages in (docs/search-cost.md), so freed memory stays in the process heap
+(`keep_freed_memory`).
 """
 
 from __future__ import annotations

@@ -10,17 +10,15 @@ separate products), and the linear ops' weight gradients, sums over time of (bat
 hidden) products, are one large matrix product per node after the loop instead of a small one per step. The
 backward does not recompute the linear op's output (a batch x hidden x hidden product per node and step): its
 share of the op weights' gradient, sum over steps of <g, a W^T + bias>, is <W, sum g^T a> + <bias, sum g>,
-taken from those same products. The large buffers (every step's values; the backward's scratch) are kept
-from one step for the next (`StepBuffers`): allocated afresh, their pages were faulted in anew every step.
+taken from those same products. The large buffers are kept from one step for the next (`StepBuffers`).
 
 Both loops are TorchScript (`torch.jit.script`, compiled on first use for each list of ops, whose forward and
 gradient are the `fused` forms of their entries in `cells.ops.OPS`): its interpreter dispatches the ~40
 small ops of a node and step at a fraction of Python's cost, and it releases the GIL, so with several torch
 threads the batch is split into that many row blocks, each run by its own Python thread with one intra-op
-thread (rows of a batch never interact; the weight gradients are summed over the blocks). Ops of a
-(32 x 256) step are too small for torch's own intra-op parallelism, which is why a second thread used to
-change nothing. The function is `recurrent_mixture.run_mixture`'s; `tests/test_recurrent_space.py` checks
-logits and gradients against NNI's own mixtures, split and unsplit.
+thread (rows of a batch never interact; the weight gradients are summed over the blocks): the ops of a step
+are too small for torch's own intra-op parallelism. The function is `recurrent_mixture.run_mixture`'s;
+`tests/test_recurrent_space.py` checks logits and gradients against NNI's own mixtures, split and unsplit.
 """
 
 from __future__ import annotations
@@ -188,10 +186,9 @@ def _in_parallel(function: Callable[..., Any], jobs: list[tuple]) -> list[Any]:
 
 
 class StepBuffers:
-    """The sequence function's large buffers (100-130 MB per row block at paper scale), kept from one step for
-    the next. Allocated afresh, they are fresh pages every step (glibc maps blocks that large anew, and worker
-    threads' arenas always do): ~180k page faults per supernet step, a fifth of its time on 2 cores. Buffers are
-    kept for one argument signature (shape, dtype, device) at a time; another signature drops them."""
+    """The sequence function's large buffers, kept from one step for the next: glibc maps blocks that large
+    anew, so fresh ones would fault their pages in every step (docs/search-cost.md). Buffers are kept for one
+    argument signature (shape, dtype, device) at a time; another signature drops them."""
 
     def __init__(self) -> None:
         self._signature: tuple = ()

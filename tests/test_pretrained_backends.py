@@ -18,7 +18,6 @@ from nni_emotionnas.features.registry import build_deep_extractor
 from nni_emotionnas.features.resemblyzer_backend import ResemblyzerExtractor, packaged_weights
 from nni_emotionnas.features.resemblyzer_backend import from_options as resemblyzer
 from nni_emotionnas.features.store import FeatureStore
-from nni_emotionnas.spaces.layer_weighting import LayerWeightedSum
 
 RATE = 16000
 
@@ -278,21 +277,3 @@ def test_hf_errors_say_what_is_wrong_and_how_to_fix(tmp_path, tiny_models, monke
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(BackendError, match=r"needs Hugging Face transformers: pip install 'nni-emotionnas\[hf\]'"):
         build(tiny_models["wav2vec2"][0])
-
-
-# --- learned layer mix -----------------------------------------------------------------------------------
-
-
-def test_layer_weighted_sum_mixes_stacked_layers():
-    frames = torch.arange(2 * 5 * 3 * 4, dtype=torch.float32).reshape(2, 5, 12)
-    mix = LayerWeightedSum(3)
-    out = mix({"frames": frames, "mask": torch.ones(2, 5, dtype=torch.bool)})
-    assert set(out) == {"frames", "mask"} and out["frames"].shape == (2, 5, 4)
-    torch.testing.assert_close(out["frames"], frames.reshape(2, 5, 3, 4).mean(dim=2))  # equal weights at start
-    with torch.no_grad():
-        mix.weights.copy_(torch.tensor([0.0, 0.0, 50.0]))
-    torch.testing.assert_close(mix(frames), frames[..., 8:], atol=1e-4, rtol=0)
-    mix(frames).sum().backward()
-    assert mix.weights.grad is not None and mix.layer_weights()[2] > 0.99
-    with pytest.raises(ValueError, match="not a multiple of n_layers=5"):
-        LayerWeightedSum(5)(frames)

@@ -126,8 +126,9 @@ def test_a_touched_corpus_resumes_and_an_old_fingerprint_still_compares(tmp_path
     or copied corpus) resume the run; a fingerprint written before digests (size, mtime_ns) compares by size."""
     write_corpus(tmp_path)
     experiment = load_experiment(write_experiment(tmp_path))
-    utterances, classes = read_corpus(experiment)
-    folds = make_folds(utterances, classes, experiment.protocol)
+    loaded = read_corpora(experiment)
+    utterances = loaded.utterances
+    folds = make_folds(utterances, loaded.classes, experiment.protocol)
     run = tmp_path / "run"
     run.mkdir()
     check_corpus(run, corpus_fingerprint(utterances, folds))

@@ -2,8 +2,8 @@
 
 Users mostly hold these encoders as Hugging Face `transformers` directories (`config.json`, weights,
 `preprocessor_config.json`); this loads one strictly offline and returns the frames of one hidden layer, or
-of every layer stacked for a learned SUPERB-style weighted sum (`LayerWeightedSum` in
-`nni_emotionnas.spaces.layer_weighting`). Needs the `hf` extra (`pip install 'nni-emotionnas[hf]'`).
+of every layer side by side (the deep stream's input layer learns how to mix them). Needs the `hf` extra
+(`pip install 'nni-emotionnas[hf]'`).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class ResemblyzerOptions:
     """The `features.deep` section for `backend: resemblyzer`.
 
     `layer`: 1..3 (or -1..-3 from the top; default the last) or `weighted` for all three stacked as
-    frames x 768 (see `nni_emotionnas.spaces.layer_weighting.LayerWeightedSum`).
+    frames x 768 (the deep stream's input layer learns how to mix them).
     `normalize_volume`: raise quiet audio to -30 dBFS as `resemblyzer.preprocess_wav` does (the encoder was
     trained on such input; loud audio is left alone). `trim_silence`: the package's VAD trimming of long
     pauses, off by default because it changes the timing the deep stream sees.

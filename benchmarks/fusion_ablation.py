@@ -14,7 +14,10 @@ over folds and seeds) of each mechanism beside the streams and the baselines:
 - `ISM, margin M`: the same start, left when the cross-validation over the speaker groups gains M;
 - `ISM, in-sample head`: the shipped head trained on the fold's own streams' outputs for the speakers they
   learnt from instead of held-out outputs (the stacking problem);
-- `mean of probabilities (5 streams)`: the arithmetic mean, as `probe_fusion` averages its three members.
+- `mean of probabilities (5 streams)`: the arithmetic mean, as `probe_fusion` averages its three members;
+- `joint stream weights (shrinkage by grouped CV)`: one weight per stream fitted jointly on the fused log-loss,
+  pulled toward the calibrated mean by a penalty chosen by cross-validation over the speaker groups;
+- `weights by held-out UA above chance`: the calibrated streams weighted by how far each beats chance.
 """
 
 from __future__ import annotations
@@ -26,12 +29,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.optimize import minimize
 from sklearn.metrics import balanced_accuracy_score
 
 from nni_emotionnas.config.experiment import load_experiment
 from nni_emotionnas.evaluation.crossval import CrossValidation
 from nni_emotionnas.evaluation.heldout import HeldOutOutputs, log_probabilities
-from nni_emotionnas.evaluation.stacking import choose_head, fit_head, head_logits, stream_order
+from nni_emotionnas.evaluation.stacking import (
+    choose_head,
+    class_weights,
+    fit_head,
+    fit_temperature,
+    head_logits,
+    stream_order,
+)
 from nni_emotionnas.features.prepared import prepare
 from nni_emotionnas.training.evaluator import predict_logits
 
@@ -51,6 +62,36 @@ def in_sample_outputs(cv: CrossValidation, fold, stream: str, seed: int, learn: 
     net.load_state_dict(torch.load(cv.variant_dir(fold, stream, seed) / "model.pt", weights_only=True))
     data = StreamDataset(cv.corpus, learn, stream, fold.name)
     return log_probabilities(predict_logits(net, data, 64)[0])
+
+
+SHRINKAGE = (0.0, 0.01, 0.1, 1.0, 10.0)
+
+
+def weighted_log_loss(weights: np.ndarray, rows: np.ndarray, labels: np.ndarray, class_weight: np.ndarray) -> float:
+    """Class-weighted log-loss of softmax(sum_s weights[s] * rows[s]) (rows: streams x utterances x classes)."""
+    fused = log_probabilities(np.tensordot(weights, rows, 1))
+    return float(-(class_weight[labels] * fused[np.arange(len(labels)), labels]).sum() / class_weight[labels].sum())
+
+
+def joint_weights(rows: np.ndarray, labels: np.ndarray, class_weight: np.ndarray, shrinkage: float) -> np.ndarray:
+    """Non-negative stream weights minimising the fused log-loss plus `shrinkage` x the squared distance from the
+    calibrated mean's weights (1 / (streams x temperature))."""
+    start = np.array([1 / fit_temperature(r, labels, class_weight) / len(rows) for r in rows])
+    result = minimize(lambda w: weighted_log_loss(w, rows, labels, class_weight) + shrinkage * ((w - start) ** 2).sum(),
+                      start, bounds=[(0, None)] * len(rows), method="L-BFGS-B")
+    return result.x
+
+
+def cv_joint_weights(rows: np.ndarray, labels: np.ndarray, groups: np.ndarray, classes: int) -> np.ndarray:
+    """`joint_weights` with the shrinkage whose weights gave the lowest log-loss on held-out speaker groups."""
+    class_weight = class_weights(labels, classes, True)
+    losses = {}
+    for shrinkage in SHRINKAGE:
+        losses[shrinkage] = sum(
+            weighted_log_loss(joint_weights(rows[:, groups != g], labels[groups != g], class_weight, shrinkage),
+                              rows[:, groups == g], labels[groups == g], class_weight) * (groups == g).sum()
+            for g in np.unique(groups))
+    return joint_weights(rows, labels, class_weight, min(losses, key=losses.get))
 
 
 def mechanisms(cv: CrossValidation, fold, seed: int, classes: int) -> dict[str, float]:
@@ -79,6 +120,13 @@ def mechanisms(cv: CrossValidation, fold, seed: int, classes: int) -> dict[str, 
     own = {s: in_sample_outputs(cv, fold, s, seed, learn) for s in STREAMS}
     stacked("ISM, in-sample head (2 streams, margin 0)", list(STREAMS), own, 0.0)
     out["mean of probabilities (5 streams)"] = ua(test_labels, np.mean([np.exp(t) for t in tests.values()], axis=0))
+    stacked_rows, stacked_tests = np.stack([rows[s] for s in everything]), np.stack([tests[s] for s in everything])
+    weights = cv_joint_weights(stacked_rows, labels, groups, classes)
+    out["joint stream weights (shrinkage by grouped CV)"] = ua(test_labels, np.tensordot(weights, stacked_tests, 1))
+    class_weight = class_weights(labels, classes, True)
+    above = np.array([max(ua(labels, rows[s]) - 100 / classes, 0.0) / fit_temperature(rows[s], labels, class_weight)
+                      for s in everything])
+    out["weights by held-out UA above chance"] = ua(test_labels, np.tensordot(above, stacked_tests, 1))
     return out
 
 

@@ -65,7 +65,7 @@ def same_audio_groups(utterances: Sequence[Utterance]) -> list[list[int]]:
     for paths in by_size.values():
         by_content: dict[str, list[int]] = defaultdict(list)
         for path in paths:
-            by_content[content_digest(path) if len(paths) > 1 else ""].extend(by_path[path])
+            by_content[file_identity(path)[1] if len(paths) > 1 else ""].extend(by_path[path])
         groups.extend(indices for indices in by_content.values() if len(indices) > 1)
     return [sorted(g) for g in groups]
 

@@ -276,8 +276,9 @@ class CrossValidation:
         return self._classic_features
 
     def needs_classic(self, variants: set[str]) -> bool:
-        """Whether `variants` read the openSMILE functionals (the baseline, its fusion, or a supplementary stream)."""
-        in_fusions = CLASSIC in self.config.supplementary and bool(variants & set(FUSION_VARIANTS))
+        """Whether `variants` read the openSMILE functionals: the baseline, its fusion, or the supplementary stream
+        of the fusions (read under `fusion_init: crossfit` only)."""
+        in_fusions = CLASSIC in self.config.supplementary and self.crossfit
         return self.config.classic is not None and (bool(variants & {CLASSIC, PROBE_FUSION}) or in_fusions)
 
     def baseline_fit(self, fold: Fold, variant: str, seed: int) -> BaselineFit:

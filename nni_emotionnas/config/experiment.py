@@ -285,7 +285,10 @@ class RunConfig:
     `crossfit`, every stream is calibrated by a temperature and `dominant: auto` starts the head as the mean of
     all streams (a named `dominant` starts it as that stream alone). `fusion_margin` (a UA gain, e.g. 0.05)
     lets the head leave its start when the cross-validation over those groups gains that much; null keeps the
-    start (`evaluation.stacking`).
+    start (`evaluation.stacking`). `stream_held_out` says where a stream network's held-out outputs come from:
+    `crossfit` trains a copy of it per speaker group, `validation` takes the network chosen on the validation
+    speakers and its outputs for them, at no extra training (the head then only calibrates its start, so
+    `fusion_margin` needs `crossfit`; a refitted network keeps the temperature of the one it was chosen as).
 
     `classic` adds the `classic` baseline (openSMILE functionals + logistic regression, see `ClassicConfig`;
     `classic: null` drops it). With two or more of these baselines, `probe_fusion` is added: the mean of
@@ -306,6 +309,7 @@ class RunConfig:
     crossfit_folds: int = 4
     supplementary: list[Literal["classic", "probe_spectrogram", "probe_deep"]] = field(default_factory=list)
     fusion_margin: Optional[float] = None
+    stream_held_out: Literal["crossfit", "validation"] = "crossfit"
     # several corpora: per corpus name, a within-corpus run folder whose results.json is the in-domain reference
     in_domain: dict[str, str] = field(default_factory=dict)
 
@@ -319,6 +323,9 @@ class RunConfig:
             raise ValueError(f"jobs must be at least 1, got {self.jobs}")
         if self.fusion_margin is not None and not 0 <= self.fusion_margin <= 1:
             raise ValueError(f"fusion_margin must be between 0 and 1 (a UA gain), got {self.fusion_margin}")
+        if self.fusion_margin is not None and self.stream_held_out != "crossfit":
+            raise ValueError("fusion_margin needs stream_held_out: crossfit (the head's cross-validation needs every "
+                             "stream's held-out outputs for the same speakers)")
         if len(set(self.supplementary)) != len(self.supplementary):
             raise ValueError(f"supplementary: each stream once, got {self.supplementary}")
         if self.crossfit_folds < 2:

@@ -90,27 +90,27 @@ class SearchConfig:
 class TrainConfig(SearchConfig):
     """How a fixed network is trained (the `train` section): the search's keys and these.
 
-    `augment` perturbs training batches only (never validation or test). `patience` stops a fit after that
-    many epochs without a better validation UA (0: run every epoch); the best-validation-UA weights are kept
-    either way. The stream networks named in `probe_start` (which need the input-statistics skip) start as
-    their own linear probe (`nni_emotionnas.evaluation.probe_start`), the start kept as a candidate; the
-    others train from their random initial weights. `refit` (in `run`) trains every network a second time,
-    from the same start, on the training and validation speakers together for the epochs the first fit chose
-    on the validation speakers (what the probes learn from; reported validation scores stay the first
-    fit's). `fusion_init` says how fusion variants train: `crossfit` trains the fusion head alone on
-    held-out outputs of the fold's streams (`nni_emotionnas.evaluation.heldout`, `run.crossfit_folds`
-    speaker groups) and tests it on the fold's streams; `streams` starts them from the fold's trained stream
-    networks, first the head alone with the streams frozen for `fusion_head_epochs` at `fusion_head_lr`
-    (null: `lr`), then everything at `fusion_finetune_lr` for `fusion_finetune_epochs`
-    (`nni_emotionnas.evaluation.fusion_fit`); `scratch` trains the whole two-stream model jointly from
-    random weights. `stream_lr` gives a stream network its own learning rate (its fit and refit) where it
-    should differ from `lr` (a network started as its probe fine-tunes from a fitted classifier).
+    `augment` perturbs training batches only (never validation or test). `patience` stops a fit after that many
+    epochs without a better validation UA (0: run every epoch); the best-validation-UA weights are kept either way.
+    The stream networks named in `probe_start` (which need the input-statistics skip) start as their own linear
+    probe (`nni_emotionnas.evaluation.probe_start`), the start kept as a candidate; the others train from their
+    random initial weights. `refit: true` trains every network a second time, from the same start, on the training
+    and validation speakers together for the epochs the first fit chose on the validation speakers (what the probes
+    learn from; reported validation scores stay the first fit's); a list of streams refits those stream networks
+    only (and the fusions, when it names any). `fusion_init` says how fusion variants train: `crossfit` trains the
+    fusion head alone on held-out outputs of the fold's streams (`nni_emotionnas.evaluation.heldout`,
+    `run.crossfit_folds` speaker groups) and tests it on the fold's streams; `streams` starts them from the fold's
+    trained stream networks, first the head alone with the streams frozen for `fusion_head_epochs` at
+    `fusion_head_lr` (null: `lr`), then everything at `fusion_finetune_lr` for `fusion_finetune_epochs`
+    (`nni_emotionnas.evaluation.fusion_fit`); `scratch` trains the whole two-stream model jointly from random
+    weights. `stream_lr` gives a stream network its own learning rate (its fit and refit) where it should differ
+    from `lr` (a network started as its probe fine-tunes from a fitted classifier).
     """
 
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig())
     patience: int = 0
     probe_start: list[Literal["spectrogram", "deep"]] = field(default_factory=list)
-    refit: bool = False
+    refit: Union[bool, list[Literal["spectrogram", "deep"]]] = False
     fusion_init: Literal["crossfit", "streams", "scratch"] = "crossfit"
     fusion_head_epochs: int = 10
     fusion_head_lr: Optional[float] = None
@@ -133,6 +133,12 @@ class TrainConfig(SearchConfig):
         for stream, lr in self.stream_lr.items():
             if not self.lr_min < lr:
                 raise ValueError(f"stream_lr.{stream} must be positive and above lr_min ({self.lr_min}), got {lr}")
+
+    def refits(self, variant: str) -> bool:
+        """Whether `variant`'s network trains again on training + validation speakers (`refit`)."""
+        if isinstance(self.refit, bool):
+            return self.refit
+        return variant in self.refit if variant in ("spectrogram", "deep") else bool(self.refit)
 
     def for_stream(self, stream: str) -> TrainConfig:
         """These settings with `stream`'s own learning rate (`stream_lr`), for that stream network's fits."""

@@ -170,11 +170,11 @@ class CrossValidation:
 
     def from_streams(self, fold: Fold, variant: str, seed: int, refitted: bool = False) -> TwoStreamModel:
         """A fusion model whose stream networks are the fold's trained ones and whose head starts as the
-        dominant stream (`FusionHead.start_from`). Under `train.refit` the streams are the ones chosen on the
+        dominant stream (`FusionHead.start_from`). Refitted streams (`train.refit`) are the ones chosen on the
         validation speakers (`SELECTED_WEIGHTS`), or with `refitted` the ones refitted on them too."""
         model = self.build(fold, variant, seed)
-        name = SELECTED_WEIGHTS if self.experiment.train.refit and not refitted else "model.pt"
         for stream in SINGLE_STREAMS:
+            name = SELECTED_WEIGHTS if self.experiment.train.refits(stream) and not refitted else "model.pt"
             load_weights(getattr(model, f"{stream}_net"), self.variant_dir(fold, stream, seed) / name)
         model.head.start_from(getattr(model, f"{model.head.dominant}_net").classifier)
         return model
@@ -329,7 +329,9 @@ class CrossValidation:
     def train_variant(self, fold: Fold, variant: str, seed: Optional[int] = None) -> FoldResult:
         """Trains and tests one variant on one fold and seed unless its `result.json` exists."""
         from nni_emotionnas.evaluation.fusion_fit import fit_fusion_from_streams, refit_fusion
+        from nni_emotionnas.evaluation.heldout import validation_outputs
         from nni_emotionnas.evaluation.probe_start import start_stream
+        from nni_emotionnas.evaluation.stacked_fit import HELD_OUT
         from nni_emotionnas.spaces.genotype import parameter_count
         from nni_emotionnas.training.evaluator import predict_logits
         from nni_emotionnas.training.fit import fit_epochs, fit_fixed
@@ -348,14 +350,17 @@ class CrossValidation:
         stream = stream_of(variant)
         train_config = dataclasses.replace(self.experiment.train.for_stream(variant), seed=seed)
         train, val = self.corpus.dataset(fold.name, "train", stream), self.corpus.dataset(fold.name, "val", stream)
-        everyone = self.corpus.dataset(fold.name, "train+val", stream) if train_config.refit else None
+        everyone = self.corpus.dataset(fold.name, "train+val", stream) if train_config.refits(variant) else None
         classes = len(self.corpus.classes)
         extra: dict[str, Any] = {}
+        val_logits = None
         if variant in SINGLE_STREAMS or train_config.fusion_init == "scratch":
             model = self.build(fold, variant, seed)
             from_probe = variant in SINGLE_STREAMS and start_stream(model, variant, train, train_config)
             fit = fit_fixed(model, train, val, None, train_config, out, classes, resume=False, keep_initial=from_probe)
             best_epoch = fit.best_epoch
+            if variant in SINGLE_STREAMS and self.crossfit and self.config.stream_held_out == "validation":
+                val_logits = predict_logits(model, val, train_config.batch_size)[0]
             if everyone is not None:
                 torch.save(model.state_dict(), out / SELECTED_WEIGHTS)
                 model = self.build(fold, variant, seed)
@@ -384,7 +389,9 @@ class CrossValidation:
             extra["dominant"] = model.head.dominant
         logits, labels = predict_logits(model, self.corpus.dataset(fold.name, "test", stream), train_config.batch_size)
         probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-        if variant in SINGLE_STREAMS and self.crossfit:
+        if val_logits is not None:
+            validation_outputs(fold, val_logits, logits).save(out / HELD_OUT)
+        elif variant in SINGLE_STREAMS and self.crossfit:
             self.stream_held_out(fold, variant, seed, train_config, best_epoch + 1, logits, out)
         torch.save(model.state_dict(), out / "model.pt")
         for leftover in ("checkpoints", "head/checkpoints", "finetune/checkpoints"):

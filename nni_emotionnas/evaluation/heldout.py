@@ -6,7 +6,8 @@ fold's non-test speakers are split into speaker groups; for each group a copy of
 linear baseline) is trained as the fold's own is, on the other groups only, and its log-probabilities for
 the held-out group are kept. Every row the head learns from was thus produced by a model that never saw
 that row's speaker, and no model here ever reads a test speaker. At test time the head reads the fold's
-own streams, trained on all non-test speakers.
+own streams, trained on all non-test speakers. With `run.stream_held_out: validation` a stream network trains
+no copies: its held-out outputs are those of the network chosen on the validation speakers, for them.
 """
 
 from __future__ import annotations
@@ -88,3 +89,11 @@ def held_out_outputs(
         outputs[held] = log_probabilities(fit_and_predict(train, learn[held]))
         trained_on.append(train)
     return HeldOutOutputs(learn, groups, outputs, log_probabilities(test_outputs), trained_on)
+
+
+def validation_outputs(fold: Fold, val_logits: np.ndarray, test_logits: np.ndarray) -> HeldOutOutputs:
+    """A network's held-out outputs from the fold's validation speakers alone (one group), which the network
+    chosen on them never trained on; `test_logits` from the fold's stream (refitted or not)."""
+    learn = np.asarray(fold.split("val"), dtype=np.int64)
+    return HeldOutOutputs(learn, np.zeros(len(learn), dtype=np.int64), log_probabilities(val_logits),
+                          log_probabilities(test_logits), [np.asarray(fold.split("train"), dtype=np.int64)])

@@ -19,7 +19,7 @@ from torch import nn
 from nni_emotionnas.corpora.folds import Fold
 from nni_emotionnas.evaluation.heldout import HeldOutOutputs, held_out_outputs
 from nni_emotionnas.evaluation.probe import class_rows
-from nni_emotionnas.evaluation.stacking import HeadChoice, choose_head, fit_head, head_logits, stream_order
+from nni_emotionnas.evaluation.stacking import HeadChoice, calibrate, choose_head, fit_head, head_logits, stream_order
 from nni_emotionnas.models.output_fusion import LinearStream, OutputFusionHead, StackedFusion
 
 HELD_OUT = "heldout.npz"  # in a stream's variant folder: its held-out outputs over the fold's non-test speakers
@@ -69,17 +69,21 @@ def fit_stacked(
     balanced: bool, margin: float,
 ) -> tuple[OutputFusionHead, HeadChoice, np.ndarray]:
     """Chooses and trains a `mode` head on the held-out outputs of `held` (streams by name; it starts as their
-    mean, or as `dominant` alone); returns it, the choice and its test class probabilities."""
+    mean, or as `dominant` alone); returns it, the choice and its test class probabilities. Each stream is
+    calibrated on its own held-out rows; a head that may move (`margin`) needs the same rows from every stream."""
     reference = next(iter(held.values()))
     for name, outputs in held.items():
-        if not np.array_equal(outputs.learn, reference.learn) or not np.array_equal(outputs.groups, reference.groups):
+        same = np.array_equal(outputs.learn, reference.learn) and np.array_equal(outputs.groups, reference.groups)
+        if margin is not None and not same:
             raise RuntimeError(f"held-out outputs of {name} use other utterances or speaker groups")
+    temperatures = {name: calibrate(outputs.outputs, labels[outputs.learn], num_classes, balanced)
+                    for name, outputs in held.items()}
     rows = {name: outputs.outputs for name, outputs in held.items()}
     learn_labels = labels[reference.learn]
     choice = choose_head(mode, list(held), rows, learn_labels, reference.groups, num_classes, balanced, dominant,
                          margin)
     head = fit_head(mode, stream_order(choice.dominant, list(held)), rows, learn_labels, num_classes, choice.penalty,
-                    balanced, choice.pooled)
+                    balanced, choice.pooled, temperatures)
     test_logits = head_logits(head, {name: outputs.test for name, outputs in held.items()})
     return head, choice, torch.softmax(torch.from_numpy(test_logits), dim=1).numpy()
 

@@ -49,24 +49,36 @@ class HeadChoice:
         return f"{start}, penalty {self.penalty:g}" if self.left_start else start
 
 
+def start_head(
+    mode: str, streams: Sequence[str], num_classes: int, pooled: bool, temperatures: dict[str, float],
+) -> OutputFusionHead:
+    """A head at its start (the first stream alone, or with `pooled` the mean of all), each stream calibrated
+    by its temperature."""
+    torch.manual_seed(0)
+    head = OutputFusionHead(mode, streams, num_classes).double()
+    if pooled:
+        head.pool()
+    head.temperature.copy_(torch.tensor([temperatures[s] for s in streams]))
+    return head
+
+
 def fit_path(
     mode: str, streams: Sequence[str], inputs: dict[str, np.ndarray], labels: np.ndarray, num_classes: int,
     penalties: Sequence[float], balanced: bool = True, pooled: bool = False,
+    temperatures: dict[str, float] | None = None,
 ) -> list[OutputFusionHead]:
     """Heads over `streams` (dominant first) trained on `inputs` (stream -> rows x classes log-probabilities),
     one per penalty (strongest first, `inf` the start itself), each started from the one before: the path is
     cheap, and the head for a penalty is the same whether it was reached for cross-validation or at the end.
     `pooled` starts from the mean of all streams instead of the first one alone. Every stream is calibrated
-    first (`fit_temperature`)."""
-    torch.manual_seed(0)
-    head = OutputFusionHead(mode, streams, num_classes).double()
-    if pooled:
-        head.pool()
+    first (`fit_temperature` on `inputs`, or the given `temperatures`)."""
+    weights = class_weights(labels, num_classes, balanced)
+    if temperatures is None:
+        temperatures = {s: fit_temperature(inputs[s], labels, weights) for s in streams}
+    head = start_head(mode, streams, num_classes, pooled, temperatures)
     start = [p.detach().clone() for p in head.parameters()]
     x = [torch.from_numpy(inputs[s]).double() for s in streams]
     y = torch.from_numpy(labels).long()
-    weights = class_weights(labels, num_classes, balanced)
-    head.temperature.copy_(torch.tensor([fit_temperature(inputs[s], labels, weights) for s in streams]))
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.from_numpy(weights).double())
     heads = []
     for penalty in penalties:
@@ -95,6 +107,11 @@ def class_weights(labels: np.ndarray, num_classes: int, balanced: bool) -> np.nd
     return weights
 
 
+def calibrate(log_probs: np.ndarray, labels: np.ndarray, num_classes: int, balanced: bool) -> float:
+    """`fit_temperature` with the class weights of `labels`."""
+    return fit_temperature(log_probs, labels, class_weights(labels, num_classes, balanced))
+
+
 def fit_temperature(log_probs: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:
     """The temperature T minimising the class-weighted log-loss of log_softmax(log_probs / T) (one number:
     too few to overfit, enough to undo a network's overconfidence)."""
@@ -109,11 +126,11 @@ def fit_temperature(log_probs: np.ndarray, labels: np.ndarray, weights: np.ndarr
 
 def fit_head(
     mode: str, streams: Sequence[str], inputs: dict[str, np.ndarray], labels: np.ndarray, num_classes: int,
-    penalty: float, balanced: bool = True, pooled: bool = False,
+    penalty: float, balanced: bool = True, pooled: bool = False, temperatures: dict[str, float] | None = None,
 ) -> OutputFusionHead:
     """The head of `fit_path` for `penalty` (one of `PENALTIES`), reached along the same path."""
     path = PENALTIES[:PENALTIES.index(penalty) + 1]
-    return fit_path(mode, streams, inputs, labels, num_classes, path, balanced, pooled)[-1]
+    return fit_path(mode, streams, inputs, labels, num_classes, path, balanced, pooled, temperatures)[-1]
 
 
 def stream_order(dominant: str, streams: Sequence[str]) -> list[str]:

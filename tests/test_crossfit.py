@@ -187,6 +187,75 @@ def crossfit_run(tmp_path_factory) -> tuple[Path, Path, dict]:
     return folder, run_dir, paths
 
 
+VALIDATION = {**CROSSFIT, "name": "validation", "train": {**CROSSFIT["train"], "refit": ["deep"]},
+              "run": {**CROSSFIT["run"], "stream_held_out": "validation"}}
+
+
+@pytest.fixture(scope="module")
+def validation_run(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """`run.stream_held_out: validation`, and only the deep network refitted (`train.refit: [deep]`)."""
+    from nni_emotionnas.evaluation import run as pipeline
+
+    folder = tmp_path_factory.mktemp("validation")
+    (folder / "spec.yml").write_text("channels: 2\nlayers: 3\nnodes: 2\n")
+    (folder / "deep.yml").write_text("hidden_size: 8\nnodes: 2\nattention_dim: 4\n")
+    (folder / "exp.yml").write_text(yaml.safe_dump(VALIDATION))
+    run_dir = folder / "run"
+    paths = pipeline.run_experiment(load_experiment(folder / "exp.yml"), run_dir, progress=False)
+    return folder, run_dir, paths
+
+
+@pytest.mark.slow
+def test_validation_held_out_outputs_are_the_chosen_networks_outputs_for_its_validation_speakers(validation_run):
+    """No copy is trained: each network's held-out rows are the validation speakers' outputs of the network
+    chosen on them (for the deep stream, refitted afterwards, `selected.pt`; the spectrogram stream keeps it
+    as its `model.pt`), its test rows the fold's stream's; the heads calibrate each stream on those rows."""
+    from nni_emotionnas.evaluation.crossval import CrossValidation
+    from nni_emotionnas.evaluation.stacking import calibrate
+    from nni_emotionnas.features.prepared import prepare
+    from nni_emotionnas.training.evaluator import predict_logits
+
+    folder, run_dir, paths = validation_run
+    assert "held-out outputs of the stream networks for their validation speakers, of the others over 3 speaker" \
+        in paths["markdown"].read_text()
+    experiment = load_experiment(folder / "exp.yml")
+    corpus = prepare(experiment, progress=False)
+    fold = corpus.folds[0]
+    cv = CrossValidation(experiment, corpus, run_dir, progress=False)
+    speakers = np.array([u.speaker for u in corpus.utterances])
+    temperatures = {}
+    for stream, chosen in (("spectrogram", "model.pt"), ("deep", "selected.pt")):
+        folder_of = run_dir / "folds" / fold.name / stream
+        held = HeldOutOutputs.load(folder_of / "heldout.npz")
+        assert list(held.learn) == list(fold.split("val")) and not held.groups.any()
+        assert not set(speakers[held.trained_on[0]]) & (set(speakers[held.learn]) | set(speakers[list(fold.test)]))
+        assert not (folder_of / "heldout").exists()
+        for weights, rows, split in ((chosen, held.outputs, "val"), ("model.pt", held.test, "test")):
+            network = cv.stream_model(fold, stream)
+            network.load_state_dict(torch.load(folder_of / weights, weights_only=True))
+            logits = predict_logits(network, corpus.dataset(fold.name, split, stream), 16)[0]
+            np.testing.assert_allclose(rows, torch.log_softmax(torch.from_numpy(logits).double(), 1).numpy(), atol=1e-4)
+        temperatures[stream] = calibrate(held.outputs, corpus.labels[held.learn], CLASSES, False)
+    assert not (run_dir / "folds" / fold.name / "spectrogram" / "selected.pt").exists()
+    result = {s: json.loads((run_dir / "folds" / fold.name / s / "result.json").read_text()) for s in temperatures}
+    assert result["spectrogram"]["refit_epochs"] is None and result["deep"]["refit_epochs"] >= 0
+    head = torch.load(run_dir / "folds" / fold.name / "ism" / "model.pt", weights_only=True)
+    streams = json.loads((run_dir / "folds" / fold.name / "ism" / "result.json").read_text())
+    assert streams["left_start"] is False
+    order = ["deep", "spectrogram", "classic", "probe_spectrogram", "probe_deep"]
+    assert head["head.temperature"][:2].tolist() == pytest.approx([temperatures[s] for s in order[:2]], rel=1e-6)
+
+
+def test_a_fusion_margin_needs_crossfit_held_out_outputs(tmp_path):
+    from nni_emotionnas.errors import ConfigError
+
+    for section, key, value, message in (("run", "fusion_margin", 0.05, "run: fusion_margin needs stream_held_out"),
+                                         ("train", "refit", ["ism"], "train.refit")):
+        (tmp_path / "exp.yml").write_text(yaml.safe_dump({**VALIDATION, section: {**VALIDATION[section], key: value}}))
+        with pytest.raises(ConfigError, match=message):
+            load_experiment(tmp_path / "exp.yml")
+
+
 @pytest.mark.slow
 def test_no_head_row_comes_from_a_model_that_saw_its_speaker_or_any_test_speaker(crossfit_run):
     from nni_emotionnas.features.prepared import prepare
@@ -225,7 +294,8 @@ def test_crossfit_run_reports_the_fusion_against_the_better_stream_and_probe_fus
 
 
 @pytest.mark.slow
-def test_the_saved_fusion_model_gives_the_reported_test_probabilities(crossfit_run):
+@pytest.mark.parametrize("fixture", ["crossfit_run", "validation_run"])
+def test_the_saved_fusion_model_gives_the_reported_test_probabilities(fixture, request):
     """`model.pt` holds the streams, the linear streams (classic; the probes, which compute their statistics
     from the stream inputs) and the head: run on the fold's test utterances it reproduces `result.json`, which
     was computed from the held-out pipeline's stored outputs."""
@@ -233,7 +303,7 @@ def test_the_saved_fusion_model_gives_the_reported_test_probabilities(crossfit_r
     from nni_emotionnas.evaluation.crossval import CrossValidation
     from nni_emotionnas.features.prepared import prepare
 
-    folder, run_dir, _ = crossfit_run
+    folder, run_dir, _ = request.getfixturevalue(fixture)
     experiment = load_experiment(folder / "exp.yml")
     corpus = prepare(experiment, progress=False)
     fold = corpus.folds[0]

@@ -292,8 +292,11 @@ def describe_fusion(experiment: ExperimentConfig) -> list[str]:
     start = "the mean of all streams" if run.dominant == "auto" else f"the `{run.dominant}` stream alone"
     moves = ("kept" if run.fusion_margin is None
              else f"left when the cross-validation over the groups gains {run.fusion_margin * 100:g} UA points")
-    return [f"- fusion: heads learn from held-out outputs of the streams ({run.crossfit_folds} speaker groups of each "
-            f"fold's non-test speakers){extra}, each calibrated by a temperature; start: {start}, {moves}"]
+    groups = f"{run.crossfit_folds} speaker groups of each fold's non-test speakers"
+    source = (f"the streams ({groups})" if run.stream_held_out == "crossfit" else
+              "the stream networks for their validation speakers" + (f", of the others over {groups}" if extra else ""))
+    return [f"- fusion: heads learn from held-out outputs of {source}{extra}, each calibrated by a temperature; "
+            f"start: {start}, {moves}"]
 
 
 def describe_baselines(run: RunConfig) -> list[str]:

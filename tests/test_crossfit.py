@@ -174,17 +174,20 @@ CROSSFIT = {
 }
 
 
-@pytest.fixture(scope="module")
-def crossfit_run(tmp_path_factory) -> tuple[Path, Path, dict]:
+def small_run(folder: Path, experiment: dict) -> tuple[Path, Path, dict]:
+    """`experiment` run in `folder` with tiny spaces: (folder, run folder, report paths)."""
     from nni_emotionnas.evaluation import run as pipeline
 
-    folder = tmp_path_factory.mktemp("crossfit")
     (folder / "spec.yml").write_text("channels: 2\nlayers: 3\nnodes: 2\n")
     (folder / "deep.yml").write_text("hidden_size: 8\nnodes: 2\nattention_dim: 4\n")
-    (folder / "exp.yml").write_text(yaml.safe_dump(CROSSFIT))
+    (folder / "exp.yml").write_text(yaml.safe_dump(experiment))
     run_dir = folder / "run"
-    paths = pipeline.run_experiment(load_experiment(folder / "exp.yml"), run_dir, progress=False)
-    return folder, run_dir, paths
+    return folder, run_dir, pipeline.run_experiment(load_experiment(folder / "exp.yml"), run_dir, progress=False)
+
+
+@pytest.fixture(scope="module")
+def crossfit_run(tmp_path_factory) -> tuple[Path, Path, dict]:
+    return small_run(tmp_path_factory.mktemp("crossfit"), CROSSFIT)
 
 
 VALIDATION = {**CROSSFIT, "name": "validation", "train": {**CROSSFIT["train"], "refit": ["deep"]},
@@ -194,15 +197,7 @@ VALIDATION = {**CROSSFIT, "name": "validation", "train": {**CROSSFIT["train"], "
 @pytest.fixture(scope="module")
 def validation_run(tmp_path_factory) -> tuple[Path, Path, dict]:
     """`run.stream_held_out: validation`, and only the deep network refitted (`train.refit: [deep]`)."""
-    from nni_emotionnas.evaluation import run as pipeline
-
-    folder = tmp_path_factory.mktemp("validation")
-    (folder / "spec.yml").write_text("channels: 2\nlayers: 3\nnodes: 2\n")
-    (folder / "deep.yml").write_text("hidden_size: 8\nnodes: 2\nattention_dim: 4\n")
-    (folder / "exp.yml").write_text(yaml.safe_dump(VALIDATION))
-    run_dir = folder / "run"
-    paths = pipeline.run_experiment(load_experiment(folder / "exp.yml"), run_dir, progress=False)
-    return folder, run_dir, paths
+    return small_run(tmp_path_factory.mktemp("validation"), VALIDATION)
 
 
 @pytest.mark.slow

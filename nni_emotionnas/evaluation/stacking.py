@@ -49,19 +49,6 @@ class HeadChoice:
         return f"{start}, penalty {self.penalty:g}" if self.left_start else start
 
 
-def start_head(
-    mode: str, streams: Sequence[str], num_classes: int, pooled: bool, temperatures: dict[str, float],
-) -> OutputFusionHead:
-    """A head at its start (the first stream alone, or with `pooled` the mean of all), each stream calibrated
-    by its temperature."""
-    torch.manual_seed(0)
-    head = OutputFusionHead(mode, streams, num_classes).double()
-    if pooled:
-        head.pool()
-    head.temperature.copy_(torch.tensor([temperatures[s] for s in streams]))
-    return head
-
-
 def fit_path(
     mode: str, streams: Sequence[str], inputs: dict[str, np.ndarray], labels: np.ndarray, num_classes: int,
     penalties: Sequence[float], balanced: bool = True, pooled: bool = False,
@@ -72,13 +59,17 @@ def fit_path(
     cheap, and the head for a penalty is the same whether it was reached for cross-validation or at the end.
     `pooled` starts from the mean of all streams instead of the first one alone. Every stream is calibrated
     first (`fit_temperature` on `inputs`, or the given `temperatures`)."""
-    weights = class_weights(labels, num_classes, balanced)
-    if temperatures is None:
-        temperatures = {s: fit_temperature(inputs[s], labels, weights) for s in streams}
-    head = start_head(mode, streams, num_classes, pooled, temperatures)
+    torch.manual_seed(0)
+    head = OutputFusionHead(mode, streams, num_classes).double()
+    if pooled:
+        head.pool()
     start = [p.detach().clone() for p in head.parameters()]
     x = [torch.from_numpy(inputs[s]).double() for s in streams]
     y = torch.from_numpy(labels).long()
+    weights = class_weights(labels, num_classes, balanced)
+    if temperatures is None:
+        temperatures = {s: fit_temperature(inputs[s], labels, weights) for s in streams}
+    head.temperature.copy_(torch.tensor([temperatures[s] for s in streams]))
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.from_numpy(weights).double())
     heads = []
     for penalty in penalties:

@@ -250,8 +250,9 @@ def describe_streams(corpus: PreparedCorpus, experiment: ExperimentConfig) -> li
     backend = deep.pop("backend", "?")
     options = ", ".join(f"{k}={v}" for k, v in deep.items()) or "defaults"
     spec = experiment.features.spectrogram
+    names = " + ".join(c.name or c.reader for c in experiment.corpus_blocks)  # `emodb`, or `emodb + urdu`
     return [
-        f"- corpus: {corpus_names(experiment)}, {len(corpus.utterances)} utterances, classes {corpus.classes}, "
+        f"- corpus: {names}, {len(corpus.utterances)} utterances, classes {corpus.classes}, "
         f"{len(corpus.folds)} folds ({experiment.protocol.kind})",
         f"- spectrogram stream: {spec.duration:g} s, {spec.window_ms:g} ms {spec.window} window, "
         f"{spec.overlap_ms:g} ms overlap, {spec.scale} scale, pooled to {spec.size[0]}x{spec.size[1]}; "
@@ -266,11 +267,6 @@ def describe_streams(corpus: PreparedCorpus, experiment: ExperimentConfig) -> li
         f"- models: {', '.join(experiment.run.variants)} (`run.variants` with what `ablations`, `probes` and "
         "`classic` add)",
     ] + ([f"- skipped audio: {len(corpus.skipped)} files (see results.json)"] if corpus.skipped else [])
-
-
-def corpus_names(experiment: ExperimentConfig) -> str:
-    """`emodb`, or `emodb + urdu` with several corpora."""
-    return " + ".join(c.name or c.reader for c in experiment.corpus_blocks)
 
 
 STANDARDIZATION = {

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
-from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import BackendError
 from nni_emotionnas.features.base import BatchExtractor
 from nni_emotionnas.features.neural import (
@@ -159,8 +158,3 @@ class ResemblyzerExtractor(BatchExtractor):
                     outputs.append(pad_packed_sequence(sequence, batch_first=True)[0])
         stacked = torch.cat(outputs, dim=-1).float().cpu().numpy()
         return [np.ascontiguousarray(stacked[i, :n]) for i, n in enumerate(lengths.tolist())]
-
-
-def from_options(options: dict[str, Any]) -> ResemblyzerExtractor:
-    """Registry factory: `options` is the `features.deep` section without `backend`."""
-    return ResemblyzerExtractor(parse(ResemblyzerOptions, options, "features.deep"))

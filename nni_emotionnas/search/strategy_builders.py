@@ -40,7 +40,7 @@ OWN_CLASSES = {
 }
 
 
-def strategy_class(name: str) -> type:
+def strategy_class(name: str) -> type[Any]:
     """Imported on first use, so reading a strategy file does not load NNI's strategies."""
     return getattr(importlib.import_module(OWN_CLASSES.get(name, "nni.nas.strategy")), name)
 

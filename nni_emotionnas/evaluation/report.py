@@ -16,6 +16,7 @@ import numpy as np
 from nni_emotionnas.config.experiment import BASELINES, FUSION_VARIANTS, PROBE_FUSION, ExperimentConfig, RunConfig
 from nni_emotionnas.config.parse import clip
 from nni_emotionnas.errors import RunFolderError
+from nni_emotionnas.evaluation.run_folder import RunFolder
 from nni_emotionnas.features.store import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -230,16 +231,13 @@ def write_report(
     from nni_emotionnas.evaluation.plots import plot_confusion
 
     summary = summarize(results, classes)
-    from nni_emotionnas.evaluation.run_folder import RunFolder
-
     paths = RunFolder(run_dir).report_paths()
     write_text(paths["markdown"], markdown_tables(summary, classes, notes) + sections)
     write_text(paths["csv"], csv_table(summary))
     payload = {"classes": list(classes), "notes": list(notes), "models": summary, **(extra or {})}
     write_text(paths["json"], json.dumps(payload, indent=1))
     for variant, s in summary.items():
-        paths[f"confusion_{variant}"] = run_dir / f"confusion_{variant}.png"
-        png = paths[f"confusion_{variant}"]
+        png = paths[f"confusion_{variant}"] = run_dir / f"confusion_{variant}.png"
         plot_confusion(np.array(s["confusion"]), list(classes), png, title=f"{variant} (all folds)")
     return paths
 

@@ -16,7 +16,6 @@ from nni_emotionnas.errors import BackendError, ConfigError
 from nni_emotionnas.features.hf_backend import HFExtractor, import_transformers
 from nni_emotionnas.features.registry import build_deep_extractor
 from nni_emotionnas.features.resemblyzer_backend import ResemblyzerExtractor, packaged_weights
-from nni_emotionnas.features.resemblyzer_backend import from_options as resemblyzer
 from nni_emotionnas.features.store import FeatureStore
 
 RATE = 16000
@@ -29,6 +28,10 @@ def speechlike(seconds: float, seed: int = 0, amplitude: float = 0.1) -> np.ndar
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * np.arange(n) / RATE + seed)
     tone = np.sin(2 * np.pi * (120 + 30 * seed) * np.arange(n) / RATE)
     return (amplitude * envelope * (0.6 * tone + 0.4 * rng.standard_normal(n))).astype(np.float32)
+
+
+def resemblyzer(options: dict) -> ResemblyzerExtractor:
+    return build_deep_extractor({"backend": "resemblyzer", **options})
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import io
+import traceback
 from typing import Optional
 
 from nni_emotionnas.cli.interrupts import Interrupted
@@ -52,11 +53,7 @@ def file_in_flight(exc: BaseException) -> Optional[str]:
 
     A write or flush that fills the disk raises ENOSPC naming no file; the frame that wrote holds the handle.
     """
-    frames = []
-    tb = exc.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame)
-        tb = tb.tb_next
+    frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
     for frame in reversed(frames):
         for value in frame.f_locals.values():
             if isinstance(value, io.IOBase) and isinstance(getattr(value, "name", None), str):

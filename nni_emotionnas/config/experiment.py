@@ -21,11 +21,6 @@ def check_seed(seed: int, key: str) -> None:
         raise ValueError(f"{key}: a seed must be between {SEED_RANGE[0]} and 2**32 - 1, got {seed}")
 
 
-def default_cache_dir() -> Path:
-    """Where features and generated corpora are cached unless the experiment says otherwise."""
-    return Path(os.environ.get("EMOTIONNAS_CACHE", Path.home() / ".cache" / "nni_emotionnas"))
-
-
 @dataclass
 class DeepSequenceConfig:
     """Knobs of the length unification (the `features.sequence` section of the experiment file).
@@ -406,7 +401,8 @@ class ExperimentConfig:
 
     @property
     def cache_dir(self) -> Path:
-        return self.resolve(self.features.cache_dir) or default_cache_dir()
+        chosen = self.resolve(self.features.cache_dir)
+        return chosen or Path(os.environ.get("EMOTIONNAS_CACHE", Path.home() / ".cache" / "nni_emotionnas"))
 
 
 def check_corpora(experiment: ExperimentConfig) -> None:

@@ -142,10 +142,6 @@ def check_fold(
             raise FoldError(f"fold {fold.name}: {name} split has no utterance of class(es) {', '.join(missing)}")
 
 
-def _corpora(utterances: Sequence[Utterance]) -> list[str]:
-    return list(dict.fromkeys(u.corpus for u in utterances))
-
-
 def held_out_speakers(
     utterances: Sequence[Utterance], corpus: str, classes: Sequence[str], count: int
 ) -> list[str]:
@@ -197,7 +193,7 @@ def corpus_fold(utterances: Sequence[Utterance], classes: Sequence[str], train: 
 def across_corpora(utterances: Sequence[Utterance], classes: Sequence[str], protocol: ProtocolConfig) -> list[Fold]:
     """`cross_corpus`: one fold, `protocol.train` (default: every other corpus) to `protocol.test`;
     `leave_one_corpus_out`: one fold per corpus, tested on a model of all the others."""
-    corpora = _corpora(utterances)
+    corpora = list(dict.fromkeys(u.corpus for u in utterances))
     if protocol.kind == "cross_corpus":
         train = protocol.train or [c for c in corpora if c != protocol.test]
         plans = [(train, protocol.test)]

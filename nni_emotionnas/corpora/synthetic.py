@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -94,12 +95,7 @@ def _rng(config: SyntheticCorpusConfig, *key: int) -> np.random.Generator:
 def _plan_session(config: SyntheticCorpusConfig, session: int) -> list[_Turn]:
     """Spreads the session's utterances over its dialogs in a shuffled order, with turn times."""
     rng = _rng(config, session, 0)
-    items = [
-        (g, e, k)
-        for g in range(len(_GENDERS))
-        for e in range(len(EMOTIONS))
-        for k in range(config.utterances_per_emotion)
-    ]
+    items = list(itertools.product(range(len(_GENDERS)), range(len(EMOTIONS)), range(config.utterances_per_emotion)))
     order = rng.permutation(len(items))
     dialogs = [f"Ses{session:02d}{g}_impro{d:02d}" for g in _GENDERS for d in range(1, _DIALOGS_PER_GENDER + 1)]
     quantum = config.sample_rate // _TIME_QUANTUM_HZ

@@ -16,6 +16,7 @@ import numpy as np
 from nni_emotionnas.config.experiment import BASELINES, FUSION_VARIANTS, PROBE_FUSION, ExperimentConfig, RunConfig
 from nni_emotionnas.config.parse import clip
 from nni_emotionnas.errors import RunFolderError
+from nni_emotionnas.evaluation.run_folder import RunFolder
 from nni_emotionnas.features.store import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -230,16 +231,13 @@ def write_report(
     from nni_emotionnas.evaluation.plots import plot_confusion
 
     summary = summarize(results, classes)
-    from nni_emotionnas.evaluation.run_folder import RunFolder
-
     paths = RunFolder(run_dir).report_paths()
     write_text(paths["markdown"], markdown_tables(summary, classes, notes) + sections)
     write_text(paths["csv"], csv_table(summary))
     payload = {"classes": list(classes), "notes": list(notes), "models": summary, **(extra or {})}
     write_text(paths["json"], json.dumps(payload, indent=1))
     for variant, s in summary.items():
-        paths[f"confusion_{variant}"] = run_dir / f"confusion_{variant}.png"
-        png = paths[f"confusion_{variant}"]
+        png = paths[f"confusion_{variant}"] = run_dir / f"confusion_{variant}.png"
         plot_confusion(np.array(s["confusion"]), list(classes), png, title=f"{variant} (all folds)")
     return paths
 
@@ -250,8 +248,9 @@ def describe_streams(corpus: PreparedCorpus, experiment: ExperimentConfig) -> li
     backend = deep.pop("backend", "?")
     options = ", ".join(f"{k}={v}" for k, v in deep.items()) or "defaults"
     spec = experiment.features.spectrogram
+    names = " + ".join(c.name or c.reader for c in experiment.corpus_blocks)  # `emodb`, or `emodb + urdu`
     return [
-        f"- corpus: {corpus_names(experiment)}, {len(corpus.utterances)} utterances, classes {corpus.classes}, "
+        f"- corpus: {names}, {len(corpus.utterances)} utterances, classes {corpus.classes}, "
         f"{len(corpus.folds)} folds ({experiment.protocol.kind})",
         f"- spectrogram stream: {spec.duration:g} s, {spec.window_ms:g} ms {spec.window} window, "
         f"{spec.overlap_ms:g} ms overlap, {spec.scale} scale, pooled to {spec.size[0]}x{spec.size[1]}; "
@@ -266,11 +265,6 @@ def describe_streams(corpus: PreparedCorpus, experiment: ExperimentConfig) -> li
         f"- models: {', '.join(experiment.run.variants)} (`run.variants` with what `ablations`, `probes` and "
         "`classic` add)",
     ] + ([f"- skipped audio: {len(corpus.skipped)} files (see results.json)"] if corpus.skipped else [])
-
-
-def corpus_names(experiment: ExperimentConfig) -> str:
-    """`emodb`, or `emodb + urdu` with several corpora."""
-    return " + ".join(c.name or c.reader for c in experiment.corpus_blocks)
 
 
 STANDARDIZATION = {

@@ -151,11 +151,6 @@ def check_corpus(run_dir: Path, fingerprint: dict[str, Any], read_only: bool = F
         write_text(record, json.dumps(fingerprint))
 
 
-def existing_report(run_dir: Path) -> dict[str, Path]:
-    """The report files of a finished run, keyed like `write_report`'s result."""
-    return {**RunFolder(run_dir).report_paths(), **{p.stem: p for p in sorted(run_dir.glob("confusion_*.png"))}}
-
-
 def run_experiment(
     experiment: ExperimentConfig, run_dir: Path, progress: bool = True, restart: bool = False
 ) -> dict[str, Path]:
@@ -180,7 +175,8 @@ def _run(experiment: ExperimentConfig, run_dir: Path, progress: bool, read_only:
     check_corpus(run_dir, corpus_fingerprint(corpus.utterances, corpus.folds), read_only)
     if read_only:
         print(f"{run_dir}: read-only, holds this experiment's finished run; nothing to do, nothing written")
-        return existing_report(run_dir)
+        # the report files of the finished run, keyed like `write_report`'s result
+        return {**RunFolder(run_dir).report_paths(), **{p.stem: p for p in sorted(run_dir.glob("confusion_*.png"))}}
     results = CrossValidation(experiment, corpus, run_dir, progress=progress).run()
     notes = describe_streams(corpus, experiment)
     skipped = [{"file": str(u.path), "reason": reason} for u, reason in corpus.skipped]

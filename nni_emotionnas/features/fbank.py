@@ -8,7 +8,6 @@ from typing import Any
 import librosa
 import numpy as np
 
-from nni_emotionnas.config.parse import parse
 from nni_emotionnas.features.base import UtteranceExtractor
 
 
@@ -67,8 +66,3 @@ class FbankExtractor(UtteranceExtractor):
             else:  # too short for a delta window: no change over time
                 parts.append(np.zeros_like(logmel))
         return np.concatenate(parts, axis=0).T.astype(np.float32)
-
-
-def from_options(options: dict[str, Any]) -> FbankExtractor:
-    """Factory named in `DEEP_BACKENDS`: `options` is `features.deep` without `backend`."""
-    return FbankExtractor(parse(FbankConfig, options, "features.deep"))

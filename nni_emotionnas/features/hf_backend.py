@@ -19,7 +19,6 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import BackendError
 from nni_emotionnas.features.base import BatchExtractor
 from nni_emotionnas.features.neural import Device, LayerSpec, file_stamp, resolve_device, select_layers
@@ -231,8 +230,3 @@ class HFExtractor(BatchExtractor):
         if min(lengths) < 1:
             raise ValueError(f"audio of {min(len(a) for a in audios)} samples is too short for {self.model_type}")
         return [np.ascontiguousarray(stacked[i, :n]) for i, n in enumerate(lengths)]
-
-
-def from_options(options: dict[str, Any]) -> HFExtractor:
-    """Registry factory: `options` is the `features.deep` section without `backend`."""
-    return HFExtractor(parse(HFOptions, options, "features.deep"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Literal, Union
 
@@ -38,15 +37,6 @@ def select_layers(layer: LayerSpec, available: list[int], where: str = "features
     if layer not in available:
         raise ConfigError(f"{where}: {layer!r} is not a layer of this encoder ({available[0]}..{available[-1]})")
     return [layer]
-
-
-def file_digest(path: Path) -> str:
-    """Content hash of a (small) weights file, so a cache never outlives the weights that made it."""
-    digest = hashlib.sha1()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def file_stamp(path: Path) -> str:

@@ -13,7 +13,6 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
-from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import BackendError
 from nni_emotionnas.features.base import UtteranceExtractor
 
@@ -112,8 +111,3 @@ class OpenSmileFunctionalsExtractor(UtteranceExtractor):
 
     def extract(self, audio: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(self._smile.process(audio)[0])
-
-
-def from_options(options: dict[str, Any]) -> OpenSmileLLDExtractor:
-    """Registry factory: `options` is the `features.deep` section without `backend`."""
-    return OpenSmileLLDExtractor(parse(OpenSmileLLDOptions, options, "features.deep"))

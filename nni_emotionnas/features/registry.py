@@ -5,19 +5,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.features.base import FeatureExtractor
 
-# backend name -> "module:factory"; factory(options: dict) -> FeatureExtractor
+# backend name -> "module:extractor:options"; the extractor gets the `features.deep` section without `backend`,
+# parsed into the options dataclass
 DEEP_BACKENDS: dict[str, str] = {
-    "fbank": "nni_emotionnas.features.fbank:from_options",
-    "wav2vec": "nni_emotionnas.features.wav2vec:from_options",
-    "wav2vec2": "nni_emotionnas.features.torchaudio_backend:wav2vec2_from_options",
-    "hubert": "nni_emotionnas.features.torchaudio_backend:hubert_from_options",
-    "wavlm": "nni_emotionnas.features.torchaudio_backend:wavlm_from_options",
-    "resemblyzer": "nni_emotionnas.features.resemblyzer_backend:from_options",
-    "hf": "nni_emotionnas.features.hf_backend:from_options",
-    "opensmile": "nni_emotionnas.features.opensmile_backend:from_options",
+    "fbank": "nni_emotionnas.features.fbank:FbankExtractor:FbankConfig",
+    "wav2vec": "nni_emotionnas.features.wav2vec:Wav2VecExtractor:Wav2VecConfig",
+    "wav2vec2": "nni_emotionnas.features.torchaudio_backend:wav2vec2:TorchaudioConfig",
+    "hubert": "nni_emotionnas.features.torchaudio_backend:hubert:TorchaudioConfig",
+    "wavlm": "nni_emotionnas.features.torchaudio_backend:wavlm:TorchaudioConfig",
+    "resemblyzer": "nni_emotionnas.features.resemblyzer_backend:ResemblyzerExtractor:ResemblyzerOptions",
+    "hf": "nni_emotionnas.features.hf_backend:HFExtractor:HFOptions",
+    "opensmile": "nni_emotionnas.features.opensmile_backend:OpenSmileLLDExtractor:OpenSmileLLDOptions",
 }
 
 # backends whose checkpoint file is unpickled in full (fairseq stores argparse/omegaconf objects in it)
@@ -38,6 +40,6 @@ def build_deep_extractor(options: dict[str, Any]) -> FeatureExtractor:
         raise ConfigError(
             f"features.deep.backend: unknown backend {backend!r} (known: {', '.join(sorted(DEEP_BACKENDS))})"
         )
-    module_name, factory_name = DEEP_BACKENDS[backend].split(":")
-    factory = getattr(importlib.import_module(module_name), factory_name)
-    return factory(options)
+    module_name, extractor, options_class = DEEP_BACKENDS[backend].split(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, extractor)(parse(getattr(module, options_class), options, "features.deep"))

@@ -19,16 +19,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
-from nni_emotionnas.config.parse import parse
+from nni_emotionnas.corpora.integrity import content_digest
 from nni_emotionnas.errors import BackendError
 from nni_emotionnas.features.base import BatchExtractor
-from nni_emotionnas.features.neural import (
-    Device,
-    LayerSpec,
-    file_digest,
-    resolve_device,
-    select_layers,
-)
+from nni_emotionnas.features.neural import Device, LayerSpec, resolve_device, select_layers
 from nni_emotionnas.threads import torch_threads
 
 HIDDEN = 256
@@ -114,7 +108,7 @@ class ResemblyzerExtractor(BatchExtractor):
 
     def config(self) -> dict[str, Any]:
         if self._digest is None:
-            self._digest = file_digest(self.weights)
+            self._digest = content_digest(self.weights)[:16]  # a cache never outlives the weights that made it
         hp = self._hparams
         return {
             "layers": self.layers,
@@ -159,8 +153,3 @@ class ResemblyzerExtractor(BatchExtractor):
                     outputs.append(pad_packed_sequence(sequence, batch_first=True)[0])
         stacked = torch.cat(outputs, dim=-1).float().cpu().numpy()
         return [np.ascontiguousarray(stacked[i, :n]) for i, n in enumerate(lengths.tolist())]
-
-
-def from_options(options: dict[str, Any]) -> ResemblyzerExtractor:
-    """Registry factory: `options` is the `features.deep` section without `backend`."""
-    return ResemblyzerExtractor(parse(ResemblyzerOptions, options, "features.deep"))

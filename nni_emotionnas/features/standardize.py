@@ -9,7 +9,7 @@ the fold's models so `predict` applies the same transform.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
@@ -100,26 +100,22 @@ def fit_standardization(
     mask) of utterance i. Accumulated in float64 so large corpora do not lose precision."""
     out = Standardization()
     if spectrogram is not None:
-        total = squares = None
-        count = 0
-        for i in train_indices:
-            x = np.asarray(spectrogram(i), dtype=np.float64)
-            total = x.sum(1) if total is None else total + x.sum(1)
-            squares = (x**2).sum(1) if squares is None else squares + (x**2).sum(1)
-            count += x.shape[1]
-        mean = total / count
-        std = np.sqrt(np.maximum(squares / count - mean**2, 0.0)) + EPS
+        mean, std = _mean_std((np.asarray(spectrogram(i), dtype=np.float64) for i in train_indices), axis=1)
         out.spectrogram_mean, out.spectrogram_std = (mean[:, None].astype(np.float32), std[:, None].astype(np.float32))
     if deep is not None:
-        total = squares = None
-        count = 0
-        for i in train_indices:
-            frames, mask = deep(i)
-            valid = np.asarray(frames, dtype=np.float64)[np.asarray(mask, dtype=bool)]
-            total = valid.sum(0) if total is None else total + valid.sum(0)
-            squares = (valid**2).sum(0) if squares is None else squares + (valid**2).sum(0)
-            count += valid.shape[0]
-        mean = total / max(count, 1)
-        std = np.sqrt(np.maximum(squares / max(count, 1) - mean**2, 0.0)) + EPS
+        pairs = map(deep, train_indices)  # (frames, mask): the valid frames count
+        mean, std = _mean_std((np.asarray(f, dtype=np.float64)[np.asarray(m, dtype=bool)] for f, m in pairs), axis=0)
         out.deep_mean, out.deep_std = mean.astype(np.float32), std.astype(np.float32)
     return out
+
+
+def _mean_std(parts: Iterable[np.ndarray], axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (plus `EPS`) along `axis` over every part, summed in float64."""
+    total = squares = None
+    count = 0
+    for x in parts:
+        total = x.sum(axis) if total is None else total + x.sum(axis)
+        squares = (x**2).sum(axis) if squares is None else squares + (x**2).sum(axis)
+        count += x.shape[axis]
+    mean = total / max(count, 1)
+    return mean, np.sqrt(np.maximum(squares / max(count, 1) - mean**2, 0.0)) + EPS

@@ -52,11 +52,6 @@ def save_array(target: Path, array: np.ndarray) -> None:
     atomic_write_bytes(target, lambda handle: handle.write(buffer.getbuffer()))
 
 
-def temp_target(tmp: Path) -> Path:
-    """The file a temporary file of `atomic_write_bytes` was going to become (`.<name>.<pid>.<uuid>.tmp`)."""
-    return tmp.with_name(tmp.name[1:].rsplit(".", 3)[0])
-
-
 def remove_stale_temporaries(folder: Path) -> None:
     """Deletes temporary files a killed process left in `folder`'s entry subfolders.
 
@@ -64,7 +59,7 @@ def remove_stale_temporaries(folder: Path) -> None:
     writing now belongs to a process that died mid-write.
     """
     for tmp in folder.glob(f"*/.*{TEMP_SUFFIX}"):
-        if not is_entry_busy(temp_target(tmp)):
+        if not is_entry_busy(tmp.with_name(tmp.name[1:].rsplit(".", 3)[0])):  # `.<entry>.<pid>.<uuid>.tmp`
             tmp.unlink(missing_ok=True)
 
 
@@ -194,13 +189,12 @@ class FeatureStore:
         if errors and on_bad_audio != "skip":
             first = min(errors)
             raise AudioError(errors[first] + (f" (and {len(errors) - 1} more bad files)" if len(errors) > 1 else ""))
-        report = ExtractionReport(
+        return ExtractionReport(
             files=[None if i in errors else t for i, t in enumerate(targets)],
             skipped=[(utterances[i], message) for i, message in sorted(errors.items())],
             hits=len(targets) - len(todo) - sum(t is None for t in targets),
             misses=len(todo),
         )
-        return report
 
     @staticmethod
     def _run_parallel(extractor, utterances, targets, todo, n_jobs, errors, bar) -> None:

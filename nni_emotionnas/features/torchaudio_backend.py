@@ -3,6 +3,7 @@ usable only where torchaudio's native library loads; otherwise a `BackendError` 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -10,7 +11,6 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import BackendError, ConfigError
 from nni_emotionnas.features.base import BatchExtractor
 from nni_emotionnas.features.neural import Device, file_stamp, resolve_device
@@ -100,13 +100,7 @@ class TorchaudioExtractor(BatchExtractor):
         return [chosen[i, : int(n)].float().cpu().numpy() for i, n in enumerate(frame_lengths)]
 
 
-def _factory(backend: str):
-    def build(options: dict[str, Any]) -> TorchaudioExtractor:
-        return TorchaudioExtractor(backend, parse(TorchaudioConfig, options, "features.deep"))
-
-    return build
-
-
-wav2vec2_from_options = _factory("wav2vec2")
-hubert_from_options = _factory("hubert")
-wavlm_from_options = _factory("wavlm")
+# the extractors `features.registry` names, one per torchaudio model
+wav2vec2 = functools.partial(TorchaudioExtractor, "wav2vec2")
+hubert = functools.partial(TorchaudioExtractor, "hubert")
+wavlm = functools.partial(TorchaudioExtractor, "wavlm")

@@ -11,7 +11,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from nni_emotionnas.config.parse import parse
 from nni_emotionnas.errors import BackendError
 from nni_emotionnas.features.base import BatchExtractor
 from nni_emotionnas.features.neural import Device, file_stamp, resolve_device
@@ -129,8 +128,3 @@ class Wav2VecExtractor(BatchExtractor):
                 for i, frames in zip(chunk, self._encode(waves)):
                     out[i] = frames.numpy()
         return out  # type: ignore[return-value]
-
-
-def from_options(options: dict[str, Any]) -> Wav2VecExtractor:
-    """Factory named in `DEEP_BACKENDS`: `options` is `features.deep` without `backend`."""
-    return Wav2VecExtractor(parse(Wav2VecConfig, options, "features.deep"))

@@ -8,7 +8,6 @@ it needs no NNI manager. `in_process = True` tells the search to use NNI's seque
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import math
 from collections.abc import Iterator
@@ -82,11 +81,3 @@ class CatalogStrategy(RunOverride, Strategy):
     def list_models(self, sort: bool = True, limit: Optional[int] = None) -> Iterator[ExecutableModelSpace]:
         if self._best is not None:
             yield self._best
-
-
-def build_catalog(**args: Any) -> CatalogStrategy:
-    return CatalogStrategy(**args)
-
-
-def catalog_signature() -> inspect.Signature:
-    return inspect.signature(CatalogStrategy.__init__)

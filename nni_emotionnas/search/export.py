@@ -43,16 +43,12 @@ def experiment_dir(target: str) -> Path:
     raise ConfigError(f"{target}: neither an experiment folder nor a known NNI experiment id")
 
 
-def _decode(data: str) -> Any:
-    value = json.loads(data)
-    return json.loads(value) if isinstance(value, str) else value  # NNI stores the metric JSON as a JSON string
-
-
 def final_results(folder: Path) -> list[TrialResult]:
     """Final metrics of the experiment's trials, best first (NNI's `default` key, larger is better)."""
     results = []
     for trial_id, data in final_metric_rows(folder):
-        final = _decode(data)
+        final = json.loads(data)
+        final = json.loads(final) if isinstance(final, str) else final  # NNI stores the metric JSON as a JSON string
         value = final.get("default") if isinstance(final, dict) else final
         if isinstance(value, (int, float)):
             results.append(TrialResult(trial_id, float(value), final))

@@ -67,12 +67,6 @@ def edge_weights(oneshot_module: Any) -> dict[str, dict[str, float]]:
     return {label: {op: float(p) for op, p in probs.items()} for label, probs in weights.items()}
 
 
-def check_no_none(architecture: dict[str, Any]) -> None:
-    chosen = [label for label, value in architecture.items() if value == NONE]
-    if chosen:
-        raise RuntimeError(f"derived architecture keeps 'none' at {chosen}: DARTS derivation must exclude it")
-
-
 def _experiment(space: Any, evaluator: Any, strategy: Any, run_dir: Path) -> Any:
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
 
@@ -144,7 +138,9 @@ def run_search(
     oneshot = strategy.oneshot_module if isinstance(strategy, OneShotStrategy) else None
     weights = edge_weights(oneshot) if oneshot is not None else {}
     architecture = space_mod.derive_architecture(exported, weights, space_config)
-    check_no_none(architecture)
+    chosen = [label for label, value in architecture.items() if value == NONE]
+    if chosen:
+        raise RuntimeError(f"derived architecture keeps 'none' at {chosen}: DARTS derivation must exclude it")
     metrics: dict[str, Any] = {"seconds": round(seconds, 2), "epochs": search_config.epochs}
     callback = evaluator.trainer.callback_metrics  # one-shot strategies reuse the evaluator's trainer
     if "train_loss" in callback:

@@ -15,12 +15,6 @@ from nni_emotionnas.errors import ConfigError
 from nni_emotionnas.search import strategy_builders as nni_strategies
 
 
-def _darts(**args: Any) -> Any:
-    from nni_emotionnas.search.darts_strategies import DARTS
-
-    return DARTS(**args)
-
-
 def _darts_signature() -> inspect.Signature:
     """DARTS' own keyword arguments; NNI's trailing `**kwargs` only feed deprecated base-class options."""
     from nni.nas.strategy import DARTS
@@ -29,23 +23,12 @@ def _darts_signature() -> inspect.Signature:
     return inspect.Signature([p for p in params if p.name != "self" and p.kind is not p.VAR_KEYWORD])
 
 
-def _catalog(**args: Any) -> Any:
-    from nni_emotionnas.search.catalog_strategy import build_catalog
-
-    return build_catalog(**args)
-
-
-def _catalog_signature() -> inspect.Signature:
-    from nni_emotionnas.search.catalog_strategy import catalog_signature
-
-    return catalog_signature()
-
-
 # name -> (builder, signature provider); the provider avoids importing NNI until a strategy file is checked.
 STRATEGIES: dict[str, tuple[Callable[..., Any], Callable[[], inspect.Signature]]] = {
-    "DARTS": (_darts, _darts_signature),
+    "DARTS": (lambda **args: nni_strategies.strategy_class("DARTS")(**args), _darts_signature),
     # the paper's deep-stream procedure: train each given cell briefly, keep the lowest validation loss
-    "catalog": (_catalog, _catalog_signature),
+    "catalog": (lambda **args: nni_strategies.strategy_class("CatalogStrategy")(**args),
+                lambda: inspect.signature(nni_strategies.strategy_class("CatalogStrategy").__init__)),
 }
 
 # Strategies whose search consumes the evaluator's val dataloader as architecture data (DARTS-style split).

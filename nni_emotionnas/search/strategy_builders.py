@@ -31,16 +31,18 @@ class MultiTrialPlan:
     training_service: dict[str, Any] = field(default_factory=lambda: {"platform": "local"})
 
 
-def _nni_class(name: str) -> type:
-    if name == "ArchitectureTPE":
-        from nni_emotionnas.search.tpe import ArchitectureTPE
+# Strategy classes of this package, by the module defining them; any other name is NNI's (`nni.nas.strategy`).
+OWN_CLASSES = {
+    "ArchitectureTPE": "nni_emotionnas.search.tpe",
+    "DARTS": "nni_emotionnas.search.darts_strategies",
+    "GumbelDARTS": "nni_emotionnas.search.darts_strategies",
+    "CatalogStrategy": "nni_emotionnas.search.catalog_strategy",
+}
 
-        return ArchitectureTPE
-    if name == "GumbelDARTS":
-        from nni_emotionnas.search.darts_strategies import GumbelDARTS
 
-        return GumbelDARTS
-    return getattr(importlib.import_module("nni.nas.strategy"), name)
+def strategy_class(name: str) -> type[Any]:
+    """Imported on first use, so reading a strategy file does not load NNI's strategies."""
+    return getattr(importlib.import_module(OWN_CLASSES.get(name, "nni.nas.strategy")), name)
 
 
 # NNI 3.0 implements these with tianshou 0.4.x (on gym); without it their constructors fail.
@@ -82,7 +84,7 @@ def keyword_arguments(cls: type) -> list[inspect.Parameter]:
 
 def _signature_provider(cls_name: str, multi_trial: bool) -> Callable[[], inspect.Signature]:
     def provide() -> inspect.Signature:
-        params = keyword_arguments(_nni_class(cls_name))
+        params = keyword_arguments(strategy_class(cls_name))
         if multi_trial:
             params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY) for k in MULTI_TRIAL_KEYS]
         return inspect.Signature(params)
@@ -93,7 +95,7 @@ def _signature_provider(cls_name: str, multi_trial: bool) -> Callable[[], inspec
 def _one_shot(cls_name: str) -> Callable[..., Any]:
     def build(**args: Any) -> Any:
         _require_tianshou(cls_name)
-        return _nni_class(cls_name)(**args)
+        return strategy_class(cls_name)(**args)
 
     return build
 
@@ -104,7 +106,7 @@ def _multi_trial(name: str, cls_name: str) -> Callable[..., MultiTrialPlan]:
         experiment = {k: args.pop(k) for k in list(args) if k in MULTI_TRIAL_KEYS}
         if experiment.get("training_service") is None:
             experiment.pop("training_service", None)
-        return MultiTrialPlan(name=name, strategy=_nni_class(cls_name)(**args), **experiment)
+        return MultiTrialPlan(name=name, strategy=strategy_class(cls_name)(**args), **experiment)
 
     return build
 

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import nni
 from nni.nas.space import ModelStatus, SimplifiedModelSpace
 
+from nni_emotionnas.features.store import atomic_write_bytes
 from nni_emotionnas.nni_compat import SerializableObject
 from nni_emotionnas.search.space_json import decode_sample, encode_sample
 
@@ -62,11 +63,8 @@ def referenced_space(base: SimplifiedModelSpace, run_dir: Path, names: dict[str,
     path = Path(run_dir) / SETUP_FILE
     setup = {"model_symbol": base.model.trace_symbol, "model_args": base.model.trace_args,
              "model_kwargs": base.model.trace_kwargs, "evaluator": base.evaluator, "names": names, "inputs": inputs}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        nni.dump(setup, fp=handle)
-    os.replace(tmp, path)
+    text = nni.dump(setup)
+    atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
     resolved = path.resolve()
     reference = os.path.relpath(resolved) if resolved.is_relative_to(Path.cwd().resolve()) else str(resolved)
     return ReferencedModelSpace(base.model, base.mutables, base.evaluator, reference, names)

@@ -20,11 +20,8 @@ def _layout(cell: CellSpec) -> dict[str, tuple[float, float]]:
     columns: dict[int, list[str]] = {}
     for name, d in depth.items():
         columns.setdefault(d, []).append(name)
-    positions = {}
-    for d, names in columns.items():
-        for k, name in enumerate(names):
-            positions[name] = (d * 2.2, -(k - (len(names) - 1) / 2) * 1.3)
-    return positions
+    return {name: (d * 2.2, -(k - (len(names) - 1) / 2) * 1.3) for d, names in columns.items()
+            for k, name in enumerate(names)}
 
 
 def cell_figure(cell: CellSpec) -> Any:

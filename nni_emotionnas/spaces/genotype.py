@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -18,6 +16,7 @@ from nni.mutable import MutableAnnotation
 from torch import nn
 
 from nni_emotionnas.errors import ConfigError
+from nni_emotionnas.features.store import atomic_write_bytes
 from nni_emotionnas.spaces import SearchSpace, parse_space_config, space_module
 
 FORMAT = "nni-emotionnas/genotype"
@@ -62,16 +61,8 @@ def make_record(
 def write_genotype(record: dict[str, Any], path: Path) -> Path:
     """Writes atomically (temp file + rename) so a crash never leaves half a genotype."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(record, indent=2) + "\n"
+    atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
     return path
 
 

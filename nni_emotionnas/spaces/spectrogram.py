@@ -282,11 +282,6 @@ def build_space(space_config: SpectrogramSpaceConfig, num_classes: int) -> Spect
 build_oneshot_space = build_space  # no constraints to leave out
 
 
-def _node_range(arch: dict[str, Any], label: str) -> list[int]:
-    nodes = sorted({int(key.split("_")[1]) for key in arch if key.startswith(f"{label}/op_")})
-    return nodes
-
-
 def derive_architecture(
     arch: dict[str, Any], probs: dict[str, dict[str, float]], space_config: SpectrogramSpaceConfig
 ) -> dict[str, Any]:
@@ -319,7 +314,7 @@ def readable_genotype(arch: dict[str, Any], probs: Optional[dict[str, dict[str, 
     """DARTS-style genotype: per cell type, (op, input) pairs node by node; inputs 0/1 are c_{k-2}/c_{k-1}."""
     genotype: dict[str, Any] = {}
     for label in CELL_LABELS:
-        nodes = _node_range(arch, label)
+        nodes = sorted({int(key.split("_")[1]) for key in arch if key.startswith(f"{label}/op_")})
         if not nodes:
             continue
         pairs = []

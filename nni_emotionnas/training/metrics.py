@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -24,15 +23,6 @@ class SERScores:
         return {"ua": self.ua, "wa": self.wa, "recall": self.recall, "confusion": self.confusion}
 
 
-def unweighted_accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
-    """Mean per-class recall over the classes present in `y_true` (sklearn's balanced accuracy)."""
-    return float(balanced_accuracy_score(y_true, y_pred))
-
-
-def weighted_accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
-    return float(accuracy_score(y_true, y_pred))
-
-
 def score(y_true: ArrayLike, y_pred: ArrayLike, num_classes: Optional[int] = None) -> SERScores:
     """UA, WA, per-class recall and confusion matrix over all `num_classes` labels (absent ones count 0)."""
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -43,8 +33,8 @@ def score(y_true: ArrayLike, y_pred: ArrayLike, num_classes: Optional[int] = Non
     labels = list(range(n))
     recall = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
     return SERScores(
-        ua=unweighted_accuracy(y_true, y_pred),
-        wa=weighted_accuracy(y_true, y_pred),
+        ua=float(balanced_accuracy_score(y_true, y_pred)),  # mean recall over the classes present in `y_true`
+        wa=float(accuracy_score(y_true, y_pred)),
         recall=[float(r) for r in recall],
         confusion=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     )

@@ -23,10 +23,6 @@ INPUT_NAMES = {"x": "x", "h_prev_0": "h1", "h_prev_1": "h2"}
 OUTPUT_NAMES = {"h_new_0": "h1", "h_new_1": "h2"}
 
 
-def _rename(name: str) -> str:
-    return INPUT_NAMES.get(name, name)
-
-
 def _entry(name: str, raw: Any, where: str) -> tuple[str, list[str]]:
     if isinstance(raw, dict) and "op" in raw and "input" in raw:
         op, inputs = raw["op"], raw["input"]
@@ -50,7 +46,7 @@ def import_recipe(recipe: dict[str, Any], where: str = "recipe") -> CellSpec:
         op, inputs = _entry(name, raw, where)
         if name in INPUT_NAMES or name == "h_new_2" or "h_prev_2" in inputs:
             raise ConfigError(f"{where}.{name}: the space has states h1, h2 only (h_prev_0/1, h_new_0/1)")
-        nodes[name] = Node(name, OP_NAMES[op], tuple(_rename(i) for i in inputs))
+        nodes[name] = Node(name, OP_NAMES[op], tuple(INPUT_NAMES.get(i, i) for i in inputs))
     ordered = topological_order(nodes, where)
     outputs = {state: name for name, state in OUTPUT_NAMES.items() if name in nodes}
     return make_cell(ordered, outputs, where)

@@ -245,7 +245,8 @@ def test_a_fusion_margin_needs_crossfit_held_out_outputs(tmp_path):
     from nni_emotionnas.errors import ConfigError
 
     for section, key, value, message in (("run", "fusion_margin", 0.05, "run: fusion_margin needs stream_held_out"),
-                                         ("train", "refit", ["ism"], "train.refit")):
+                                         ("train", "refit", ["ism"], "train.refit"),
+                                         ("train", "fusion_init", "streams", "validation needs train.fusion_init")):
         (tmp_path / "exp.yml").write_text(yaml.safe_dump({**VALIDATION, section: {**VALIDATION[section], key: value}}))
         with pytest.raises(ConfigError, match=message):
             load_experiment(tmp_path / "exp.yml")

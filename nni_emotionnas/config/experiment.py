@@ -382,6 +382,9 @@ class ExperimentConfig:
         self.search = dataclasses.replace(self.search, seed=self.seed)
         self.train = dataclasses.replace(self.train, seed=self.seed)
         check_corpora(self)
+        if self.run.stream_held_out != "crossfit" and self.train.fusion_init != "crossfit":
+            raise ValueError("run.stream_held_out: validation needs train.fusion_init: crossfit (the other fusions "
+                             "read no held-out outputs)")
 
     @property
     def corpus_blocks(self) -> list[CorpusConfig]:

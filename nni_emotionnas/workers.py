@@ -6,6 +6,19 @@ import os
 import threading
 import time
 
+# librosa modules that compile numba functions with `cache=True` when they load (lazily, on first use)
+NUMBA_CACHED_MODULES = ("librosa.core.audio", "librosa.core.pitch", "librosa.util.utils")
+
+
+def compile_before_workers() -> None:
+    """Loads the librosa modules whose numba functions write librosa's on-disk cache, in this process, before it
+    starts workers: several processes compiling into a cold cache at once can leave an index that points at
+    another signature's binary, and a later process that loads it crashes (a segmentation fault in numba)."""
+    import importlib
+
+    for name in NUMBA_CACHED_MODULES:
+        importlib.import_module(name)
+
 
 def die_with_parent(parent_pid: int) -> None:
     """Worker initializer: the worker exits once its parent is gone, so a killed run leaves no workers (nor,

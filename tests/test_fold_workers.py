@@ -98,3 +98,20 @@ def test_sigterm_stops_a_parallel_run_and_its_workers(tmp_path):
     assert "interrupted by SIGTERM" in stderr
     wait_for(lambda: not any(alive(w) for w in workers), 10, "the fold workers to exit")
     assert not list((tmp_path / "run").glob("folds/*/spectrogram/result.json"))
+
+
+def test_the_parent_fills_librosas_numba_cache_before_any_worker_starts(tmp_path):
+    """Several processes compiling librosa's numba functions into a cold cache at once can leave an index that
+    points at another signature's binary (a later `librosa.yin` then crashed the test suite after a demo); the
+    parent compiles them into the cache alone before it starts extraction or fold workers."""
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    code = "from nni_emotionnas.workers import compile_before_workers; compile_before_workers()"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+    indexed = {path.name.rsplit("-", 1)[0] for path in tmp_path.rglob("*.nbi")}
+    assert {"utils._localmin", "guf-utils._localmin", "audio._zc_wrapper", "pitch._pi_wrapper"} <= indexed
+    written = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*.nb?")}
+    use = "import numpy as np, librosa; librosa.yin(np.ones(4000, dtype=np.float32), fmin=80, fmax=400, sr=16000)"
+    subprocess.run([sys.executable, "-c", use], env=env, check=True, timeout=300)
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*.nb?")} == written  # read, not rewritten

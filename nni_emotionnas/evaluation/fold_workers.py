@@ -22,7 +22,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from nni_emotionnas.threads import share_cores
-from nni_emotionnas.workers import die_with_parent
+from nni_emotionnas.workers import compile_before_workers, die_with_parent
 
 Result = TypeVar("Result")
 Step = tuple[Any, ...]
@@ -75,6 +75,7 @@ def run_in_workers(
     of a picklable object); `on_step(kind, label, step)` hears each step `started` and `finished` (progress).
     The first error in a worker stops every worker and is raised here; so does a worker that dies (e.g.
     killed for memory)."""
+    compile_before_workers()
     context = multiprocessing.get_context("spawn")
     tasks, events = context.Queue(), context.Queue()
     workers = [

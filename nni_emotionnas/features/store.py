@@ -24,7 +24,7 @@ from nni_emotionnas.errors import AudioError, storage_errors
 from nni_emotionnas.features.audio import load_audio
 from nni_emotionnas.features.base import FeatureExtractor, config_digest
 from nni_emotionnas.locks import entry_lock, is_entry_busy
-from nni_emotionnas.workers import start_extraction_worker
+from nni_emotionnas.workers import compile_before_workers, start_extraction_worker
 
 TEMP_SUFFIX = ".tmp"
 _logger = logging.getLogger(__name__)
@@ -198,6 +198,7 @@ class FeatureStore:
 
     @staticmethod
     def _run_parallel(extractor, utterances, targets, todo, n_jobs, errors, bar) -> None:
+        compile_before_workers()
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
             max_workers=n_jobs, mp_context=context, initializer=start_extraction_worker, initargs=(os.getpid(),)
